@@ -1,0 +1,350 @@
+"""Export a sequence's images: animated GIF, MP4, numbered PNG frames, a captioned contact sheet.
+
+Every writer refuses to replace an existing file unless `overwrite=True`, and writes atomically:
+to a temporary file in the target folder, then renamed into place, so a crash or an error never
+leaves a half-written file under the target name.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from seqwidgets.decode import thumbnail
+
+__all__ = [
+    "contact_sheet",
+    "save_contact_sheet",
+    "save_gif",
+    "save_mp4",
+    "save_png_frames",
+]
+
+_VIDEO_HINT = 'MP4 export needs imageio-ffmpeg: pip install "seqwidgets[video]"'
+
+
+def _as_images(images, *, same_size: bool = True) -> list[Image.Image]:
+    """Validate a non-empty list of PIL images (uint8 arrays are converted) as RGB."""
+    images = list(images)
+    if not images:
+        raise ValueError("no images to export: the image list is empty")
+    converted = []
+    for i, image in enumerate(images):
+        if isinstance(image, np.ndarray):
+            image = Image.fromarray(image)
+        if not isinstance(image, Image.Image):
+            raise TypeError(
+                f"image {i} is a {type(image).__name__}, expected a PIL image or uint8 array"
+            )
+        converted.append(image if image.mode == "RGB" else image.convert("RGB"))
+    if same_size:
+        first = converted[0].size
+        for i, image in enumerate(converted):
+            if image.size != first:
+                raise ValueError(
+                    f"image {i} is {image.width}x{image.height} but image 0 is "
+                    f"{first[0]}x{first[1]}: all images must have the same size"
+                )
+    return converted
+
+
+def _check_target(path, overwrite: bool) -> Path:
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
+    return path
+
+
+def _write_atomic(path: Path, write: Callable[[Path], None], overwrite: bool) -> Path:
+    """Call `write(tmp)` on a temporary file beside `path`, then move it to `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Keep the suffix: imageio and ffmpeg pick the format from it.
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent
+    )
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            # A hard link fails if `path` appeared meanwhile, so a file created by someone else
+            # after our check is never replaced. Where links are unsupported, rename instead.
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise FileExistsError(
+                    f"{path} already exists; pass overwrite=True to replace it"
+                ) from None
+            except OSError:
+                if path.exists():
+                    raise FileExistsError(
+                        f"{path} already exists; pass overwrite=True to replace it"
+                    ) from None
+                os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _check_fps(fps: float) -> None:
+    if not fps > 0:
+        raise ValueError(f"fps must be > 0, got {fps}")
+
+
+def save_gif(
+    images: Sequence[Image.Image],
+    path: str | os.PathLike,
+    *,
+    fps: float = 4,
+    loop: int = 0,
+    overwrite: bool = False,
+) -> Path:
+    """Write an animated GIF, one frame per image.
+
+    Args:
+        images (`Sequence[PIL.Image.Image]`): frames, all the same size.
+        path (`str` or `os.PathLike`): the file to write.
+        fps (`float`, defaults to 4): frames per second (GIF stores durations in 10 ms units).
+        loop (`int`, defaults to 0): times to repeat; 0 repeats forever.
+        overwrite (`bool`, defaults to `False`): replace an existing file.
+
+    Identical consecutive frames (a sequence that has converged) are merged by Pillow into one
+    longer frame, so the file may hold fewer frames than `images` while playing as long.
+    Each frame gets its own 256-colour palette.
+    """
+    frames = _as_images(images)
+    _check_fps(fps)
+    path = _check_target(path, overwrite)
+
+    def write(tmp: Path) -> None:
+        frames[0].save(
+            tmp,
+            format="GIF",
+            save_all=True,
+            append_images=frames[1:],
+            duration=round(1000 / fps),
+            loop=loop,
+        )
+
+    return _write_atomic(path, write, overwrite)
+
+
+def save_mp4(
+    images: Sequence[Image.Image],
+    path: str | os.PathLike,
+    *,
+    fps: float = 8,
+    overwrite: bool = False,
+) -> Path:
+    """Write an H.264 MP4 (yuv420p, plays in browsers), one frame per image.
+
+    Needs the optional extra: `pip install "seqwidgets[video]"` (imageio-ffmpeg, which ships
+    an ffmpeg binary). yuv420p needs even sizes: an odd width or height is padded by one
+    repeated edge pixel (not resampled).
+
+    Args:
+        images (`Sequence[PIL.Image.Image]`): frames, all the same size.
+        path (`str` or `os.PathLike`): the file to write.
+        fps (`float`, defaults to 8): frames per second.
+        overwrite (`bool`, defaults to `False`): replace an existing file.
+    """
+    try:
+        import imageio_ffmpeg
+    except ImportError as error:
+        raise ImportError(_VIDEO_HINT) from error
+    frames = _as_images(images)
+    _check_fps(fps)
+    path = _check_target(path, overwrite)
+
+    width, height = frames[0].size
+    pad = ((0, height % 2), (0, width % 2), (0, 0))
+
+    def write(tmp: Path) -> None:
+        writer = imageio_ffmpeg.write_frames(
+            str(tmp),
+            (width + width % 2, height + height % 2),
+            fps=fps,
+            codec="libx264",
+            pix_fmt_out="yuv420p",
+            macro_block_size=1,  # sizes are already even
+            quality=8,
+            ffmpeg_log_level="error",
+        )
+        writer.send(None)  # start the generator
+        try:
+            for frame in frames:
+                writer.send(np.ascontiguousarray(np.pad(np.asarray(frame), pad, mode="edge")))
+        finally:
+            writer.close()
+
+    return _write_atomic(path, write, overwrite)
+
+
+def save_png_frames(
+    images: Sequence[Image.Image],
+    folder: str | os.PathLike,
+    *,
+    prefix: str = "loop",
+    overwrite: bool = False,
+) -> list[Path]:
+    """Write one PNG per image, `{prefix}_0000.png`, `{prefix}_0001.png`, ... in `folder`.
+
+    Numbers have at least 4 digits (more for more than 10,000 frames), so they sort by name.
+    `folder` is created if missing. If any target exists (and `overwrite` is False) nothing is
+    written. Returns the paths, in order.
+    """
+    frames = _as_images(images)
+    folder = Path(folder)
+    digits = max(4, len(str(len(frames) - 1)))
+    paths = [folder / f"{prefix}_{i:0{digits}d}.png" for i in range(len(frames))]
+    for path in paths:
+        _check_target(path, overwrite)
+    for frame, path in zip(frames, paths, strict=True):
+        _write_atomic(path, lambda tmp, frame=frame: frame.save(tmp, format="PNG"), overwrite)
+    return paths
+
+
+def _font_for_text(font, text: str) -> str:
+    """Pillow's bitmap fallback font is latin-1 only: replace what it cannot draw."""
+    if isinstance(font, ImageFont.FreeTypeFont):
+        return text
+    return text.encode("latin-1", "replace").decode("latin-1")
+
+
+def _fit(font, text: str, width: int) -> str:
+    """`text` cut with "..." so it fits in `width` pixels."""
+    if font.getlength(text) <= width:
+        return text
+    while text and font.getlength(text + "...") > width:
+        text = text[:-1]
+    return text.rstrip() + "..."
+
+
+def _wrap(font, caption: str, width: int, max_lines: int) -> list[str]:
+    """Word-wrap each line of `caption` to `width` pixels; at most `max_lines`, ellipsised."""
+    lines: list[str] = []
+    for paragraph in caption.splitlines() or [""]:
+        line = ""
+        for word in paragraph.split():
+            candidate = f"{line} {word}" if line else word
+            if font.getlength(candidate) <= width:
+                line = candidate
+            elif line:
+                lines.append(line)
+                line = word
+            else:
+                line = word
+        lines.append(line)
+    if len(lines) > max_lines:
+        lines = lines[:max_lines]
+        lines[-1] = _fit(font, lines[-1] + " ...", width)
+    return [_fit(font, line, width) for line in lines]
+
+
+def _default_cell(images: list[Image.Image]) -> tuple[int, int]:
+    """The largest image, upscaled by a whole factor (up to 4x) towards ~160 px if tiny."""
+    width = max(image.width for image in images)
+    height = max(image.height for image in images)
+    factor = max(1, min(4, 160 // max(width, height)))
+    return width * factor, height * factor
+
+
+def contact_sheet(
+    images: Sequence[Image.Image],
+    captions: Sequence[str | Sequence[str]] | None = None,
+    *,
+    columns: int | None = None,
+    cell: int | tuple[int, int] | None = None,
+    max_caption_lines: int = 3,
+    background: tuple[int, int, int] = (255, 255, 255),
+    text_color: tuple[int, int, int] = (20, 20, 20),
+) -> Image.Image:
+    """A grid of images, each with its caption below it.
+
+    Args:
+        images (`Sequence[PIL.Image.Image]`): the images; sizes may differ (each is fitted
+            into the cell, centred).
+        captions (`Sequence[str | Sequence[str]]`, *optional*): one per image: a string (lines
+            split on newlines) or a list of lines, e.g. `["loop 3 · seed 42", "a red circle"]`.
+            Lines are word-wrapped to the cell width; beyond `max_caption_lines` they are cut
+            with "...".
+        columns (`int`, *optional*): defaults to `ceil(sqrt(len(images)))`.
+        cell (`int` or `tuple[int, int]`, *optional*): the image area of a cell, `(width,
+            height)`. Defaults to the largest image's size, upscaled by a whole factor (NEAREST,
+            at most 4x) towards 160 px, so a 64x64 image becomes 128x128 and stays legible.
+        max_caption_lines (`int`, defaults to 3): caption lines per cell.
+        background, text_color (`tuple[int, int, int]`): RGB colours.
+
+    Returns:
+        `PIL.Image.Image`: the RGB sheet.
+    """
+    frames = _as_images(images, same_size=False)
+    if captions is not None and len(captions) != len(frames):
+        raise ValueError(f"got {len(captions)} captions for {len(frames)} images")
+    if columns is None:
+        columns = math.ceil(math.sqrt(len(frames)))
+    if columns < 1:
+        raise ValueError(f"columns must be >= 1, got {columns}")
+    if max_caption_lines < 1:
+        raise ValueError(f"max_caption_lines must be >= 1, got {max_caption_lines}")
+    if cell is None:
+        cell = _default_cell(frames)
+    cell_w, cell_h = (cell, cell) if isinstance(cell, int) else cell
+    if cell_w < 1 or cell_h < 1:
+        raise ValueError(f"cell must be positive, got {cell}")
+
+    font = ImageFont.load_default()
+    pad = 4
+    left, top, right, bottom = font.getbbox("Ag|y")
+    line_h = bottom - min(top, 0) + 2
+    wrapped: list[list[str]] = []
+    if captions is not None:
+        for caption in captions:
+            text = caption if isinstance(caption, str) else "\n".join(caption)
+            wrapped.append(_wrap(font, _font_for_text(font, text), cell_w, max_caption_lines))
+    band_h = max((len(lines) for lines in wrapped), default=0) * line_h
+    band_h += pad if band_h else 0
+
+    rows = math.ceil(len(frames) / columns)
+    step_w, step_h = cell_w + pad, cell_h + band_h + pad
+    sheet = Image.new("RGB", (columns * step_w + pad, rows * step_h + pad), background)
+    draw = ImageDraw.Draw(sheet)
+    for i, frame in enumerate(frames):
+        x0 = pad + (i % columns) * step_w
+        y0 = pad + (i // columns) * step_h
+        fitted = thumbnail(frame, (cell_w, cell_h))
+        sheet.paste(fitted, (x0 + (cell_w - fitted.width) // 2, y0 + (cell_h - fitted.height) // 2))
+        for j, line in enumerate(wrapped[i] if wrapped else []):
+            draw.text((x0, y0 + cell_h + pad + j * line_h), line, fill=text_color, font=font)
+    return sheet
+
+
+def save_contact_sheet(
+    images: Sequence[Image.Image],
+    path: str | os.PathLike,
+    captions: Sequence[str | Sequence[str]] | None = None,
+    *,
+    columns: int | None = None,
+    cell: int | tuple[int, int] | None = None,
+    overwrite: bool = False,
+    **options,
+) -> Path:
+    """Write `contact_sheet(images, captions, columns=..., cell=..., **options)` to `path`.
+
+    The format follows the suffix (PNG recommended: lossless). Refuses to replace an existing
+    file unless `overwrite=True`.
+    """
+    path = _check_target(path, overwrite)
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"unknown image format for {path} (use .png)")
+    sheet = contact_sheet(images, captions, columns=columns, cell=cell, **options)
+    return _write_atomic(path, lambda tmp: sheet.save(tmp, format=fmt), overwrite)
