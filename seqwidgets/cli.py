@@ -1,0 +1,175 @@
+"""The ``seqwidgets`` command: render a sequence headless.
+
+``seqwidgets render`` runs KSampler Sequence with settings from flags and/or a JSON file and writes
+every loop as a PNG, an animated GIF, a contact sheet, the settings and the stacked latents.
+
+Example:
+    $ seqwidgets render --positive-seq "0: a red circle" --positive-seq "6: a blue square" \\
+          --sequence-loop-count 12 --out out/circle-to-square
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .params import PARAM_SPECS, ParamSpec, SequenceParams
+
+# Short aliases a ComfyUI user would type, beside the node's full input names.
+ALIASES = {
+    "seed_mode_seq": "--seed-mode",
+    "sampler_name": "--sampler",
+    "sequence_loop_count": "--loops",
+    "positive_seq": "--positive",
+    "negative_seq": "--negative",
+}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _add_param_flag(group, spec: ParamSpec) -> None:
+    names = [_flag(spec.name)] + ([ALIASES[spec.name]] if spec.name in ALIASES else [])
+    default = "the pipeline's size" if spec.default is None else repr(spec.default)
+    help_text = f"{spec.help} Allowed: {spec.allowed()}. Default: {default}."
+    if spec.kind == "keyframes":
+        # Repeatable: each occurrence is one "index: prompt" line.
+        group.add_argument(*names, dest=spec.name, action="append", help=help_text)
+        return
+    kind = {"int": int, "float": float, "bool": _parse_bool}.get(spec.kind, str)
+    group.add_argument(*names, dest=spec.name, type=kind, help=help_text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="seqwidgets", description="Sequential diffusion sampling (KSampler Sequence)."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    render = commands.add_parser(
+        "render",
+        help="run a sequence headless and write PNGs, a GIF and a contact sheet",
+        description=(
+            "Run KSampler Sequence and write loop_NNNN.png, sequence.gif, contact_sheet.png, "
+            "params.json and latents.safetensors. Flags override --config."
+        ),
+    )
+    render.add_argument(
+        "--model",
+        default=None,
+        help="hub id, local folder, 'tiny-random' or "
+        "'tiny-random-xl' (default: the toy model shipped with seqwidgets)",
+    )
+    render.add_argument("--config", type=Path, help="a JSON file of settings (SequenceParams)")
+    render.add_argument("--out", type=Path, default=Path("out"), help="output folder (default out)")
+    render.add_argument("--init-image", type=Path, help="an image to start loop 0 from")
+    render.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best one)")
+    render.add_argument("--fps", type=float, default=4.0, help="GIF frames per second")
+    render.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    render.add_argument("--quiet", action="store_true", help="no progress bar")
+    group = render.add_argument_group("settings (the node's inputs)")
+    for spec in PARAM_SPECS.values():
+        _add_param_flag(group, spec)
+    return parser
+
+
+def params_from_args(args: argparse.Namespace) -> SequenceParams:
+    """Settings from ``--config`` (if any), then every flag given on the command line."""
+    values = {}
+    if args.config is not None:
+        try:
+            values = json.loads(args.config.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as error:
+            raise ValueError(f"--config {args.config}: {error}") from error
+        if not isinstance(values, dict):
+            raise ValueError(f"--config {args.config}: expected a JSON object of settings")
+    for name, spec in PARAM_SPECS.items():
+        value = getattr(args, name)
+        if value is None:
+            continue
+        values[name] = "\n".join(value) if spec.kind == "keyframes" else value
+    return SequenceParams.from_dict(values)
+
+
+def render(args: argparse.Namespace) -> int:
+    from PIL import Image
+    from safetensors.torch import save_file
+    from tqdm.auto import tqdm
+
+    from .decode import decode_latents
+    from .engine import SequenceSampler
+    from .export import save_contact_sheet, save_gif
+    from .models import load_pipeline
+
+    params = params_from_args(args)
+    out = args.out
+    targets = [out / "sequence.gif", out / "contact_sheet.png", out / "params.json"]
+    existing = [str(p) for p in targets if p.exists()]
+    if existing and not args.overwrite:
+        raise FileExistsError(f"{', '.join(existing)} exist; pass --overwrite to replace them")
+    init_image = Image.open(args.init_image).convert("RGB") if args.init_image else None
+
+    pipe = load_pipeline(args.model, device=args.device)
+    sampler = SequenceSampler(pipe)
+    plans = sampler.plan(params)
+    total = sum(plan.steps for plan in plans)
+    bar = tqdm(total=total, unit="step", disable=args.quiet, desc="sampling")
+
+    def on_step(loop: int, step: int, sigma: float, denoised) -> None:
+        bar.set_postfix_str(f"loop {loop + 1}/{len(plans)}")
+        bar.update(1)
+
+    out.mkdir(parents=True, exist_ok=True)
+    frames, images = [], []
+    try:
+        for frame in sampler.frames(params, init_image=init_image, callback=on_step):
+            image = decode_latents(pipe.vae, frame.latent)[0]
+            image.save(out / f"loop_{frame.index:04d}.png")
+            frames.append(frame)
+            images.append(image)
+    finally:
+        bar.close()
+    import torch
+
+    captions = [f"loop {f.index} · seed {f.seed}\n{f.prompt}" for f in frames]
+    save_gif(images, out / "sequence.gif", fps=args.fps, overwrite=args.overwrite)
+    save_contact_sheet(
+        images, out / "contact_sheet.png", captions=captions, overwrite=args.overwrite
+    )
+    (out / "params.json").write_text(json.dumps(params.to_dict(), indent=2), encoding="utf-8")
+    latents = torch.stack([f.latent for f in frames]).float().contiguous()
+    save_file({"latents": latents}, str(out / "latents.safetensors"))
+    seconds = sum(f.timings["total"] for f in frames)
+    print(
+        f"{len(frames)} loops in {seconds:.1f} s -> {out}/ (loop_*.png, sequence.gif, "
+        "contact_sheet.png, params.json, latents.safetensors)"
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "render":
+            return render(args)
+    except (ValueError, FileExistsError, FileNotFoundError, OSError) as error:
+        print(f"seqwidgets {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    parser.error(f"unknown command {args.command!r}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

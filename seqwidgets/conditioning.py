@@ -1,0 +1,100 @@
+"""Prompt encodings: one text-encoder call per distinct prompt, slerp chains on top.
+
+A run of 1,000 loops over three keyframe prompts encodes three prompts, not 1,000: encodings are
+cached by their text. A loop's conditioning is described by a *prompt chain* (see
+:mod:`seqwidgets.plan`): the first prompt's encoding, slerped towards each following prompt by
+its weight. Chains are cached too, so an interpolated transition costs one slerp per loop.
+
+Encoding follows ComfyUI's CLIP Text Encode: every prompt, the empty one included, goes through
+the text encoder (no zeroed "empty" prompt, even where an SDXL config asks for it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .interp import slerp
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """What the UNet is conditioned on for one prompt side.
+
+    Attributes:
+        embeds: token embeddings ``[1, tokens, dim]``.
+        pooled: SDXL's pooled text embedding ``[1, dim]``; ``None`` for SD 1.x/2.x.
+    """
+
+    embeds: torch.Tensor
+    pooled: torch.Tensor | None = None
+
+    def slerp_to(self, other: Conditioning, t: float) -> Conditioning:
+        """Slerp every part towards ``other`` by ``t`` (the node slerps the pooled output too)."""
+        pooled = None
+        if self.pooled is not None and other.pooled is not None:
+            pooled = slerp(t, self.pooled, other.pooled)
+        return Conditioning(slerp(t, self.embeds, other.embeds), pooled)
+
+
+def is_sdxl(pipe) -> bool:
+    """True for SDXL-style pipelines: two text encoders and pooled embeddings."""
+    return getattr(pipe, "text_encoder_2", None) is not None
+
+
+class PromptEncoder:
+    """Encodes prompts with a pipeline's text encoder(s), once per distinct text.
+
+    Args:
+        pipe: a diffusers Stable Diffusion 1.x/2.x or SDXL pipeline.
+        device: where the encodings live (the UNet's device).
+
+    Example:
+        >>> from seqwidgets.testing import tiny_pipeline
+        >>> encoder = PromptEncoder(tiny_pipeline())
+        >>> a = encoder.encode("a red circle"); b = encoder.encode("a red circle")
+        >>> a is b, encoder.encoded
+        (True, 1)
+    """
+
+    def __init__(self, pipe, device: torch.device | str | None = None):
+        self.pipe = pipe
+        self.device = torch.device(device) if device is not None else pipe.unet.device
+        self.sdxl = is_sdxl(pipe)
+        self.encoded = 0  # distinct prompts sent through the text encoder(s)
+        self._prompts: dict[str, Conditioning] = {}
+        self._chains: dict[tuple, Conditioning] = {}
+
+    @torch.no_grad()
+    def encode(self, prompt: str) -> Conditioning:
+        """The conditioning for one prompt text, from the cache when it was seen before."""
+        cached = self._prompts.get(prompt)
+        if cached is not None:
+            return cached
+        if self.sdxl:
+            embeds, _, pooled, _ = self.pipe.encode_prompt(
+                prompt=prompt,
+                device=self.device,
+                num_images_per_prompt=1,
+                do_classifier_free_guidance=False,
+            )
+            conditioning = Conditioning(embeds.float(), pooled.float())
+        else:
+            embeds, _ = self.pipe.encode_prompt(prompt, self.device, 1, False)
+            conditioning = Conditioning(embeds.float())
+        self.encoded += 1
+        self._prompts[prompt] = conditioning
+        return conditioning
+
+    def chain(self, chain: tuple[tuple[str, float], ...]) -> Conditioning:
+        """Fold a prompt chain: start at the first prompt, slerp towards each next by its weight."""
+        cached = self._chains.get(chain)
+        if cached is not None:
+            return cached
+        (first, _), *rest = chain
+        conditioning = self.encode(first)
+        for prompt, t in rest:
+            conditioning = conditioning.slerp_to(self.encode(prompt), t)
+        self._chains[chain] = conditioning
+        return conditioning

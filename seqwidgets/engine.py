@@ -1,0 +1,360 @@
+"""SequenceSampler: the KSampler Sequence loop over a diffusers pipeline, one frame at a time.
+
+Each loop of a run, top to bottom (see ``SequenceSampler.frames``):
+
+1. the plan gives the loop's seed, prompt chains, denoise and sigma slice (``plan.py``);
+2. the prompt chains become conditionings (cached: one text-encoder call per distinct prompt);
+3. the input latent is the empty/init latent for loop 0, the previous loop's result after;
+4. noise is ``torch.randn`` from a CPU generator seeded with the loop's seed (ComfyUI's
+   convention, identical on every device), scaled by the first sigma and added; or, with
+   ``unsample_latents``, the input is first run backwards along the ODE to that noise level;
+5. the sampler walks the sigma slice, one batched CFG UNet call per step;
+6. with ``use_latent_interpolation``, the result is mixed with the previous loop's result;
+7. the frame is moved to the CPU, checked for NaN/Inf and yielded at once.
+
+Example:
+    >>> import seqwidgets as sw
+    >>> sampler = sw.SequenceSampler(sw.testing.tiny_pipeline())
+    >>> params = sw.SequenceParams(positive_seq="0: a red circle", steps=2, sequence_loop_count=3)
+    >>> [frame.seed for frame in sampler.frames(params)]
+    [1, 2, 1]
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from . import sampling
+from .conditioning import PromptEncoder, is_sdxl
+from .denoiser import CFGDenoiser, sdxl_time_ids
+from .interp import LATENT_INTERPOLATIONS
+from .params import SequenceParams
+from .plan import LoopPlan, PromptChain, plan_sequence
+
+StepCallback = Callable[[int, int, float, torch.Tensor], None]
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One finished loop of a run.
+
+    Attributes:
+        index: the loop number, 0-based.
+        seed: the seed whose CPU noise this loop used.
+        latent: the loop's result ``[C, h, w]`` on the CPU, in diffusers' scaling and the
+            pipeline's dtype; the next loop starts from exactly these values.
+        denoise: the loop's denoise (``denoise_start`` for loop 0, ``denoise_seq`` after).
+        positive, negative: the prompt chains the loop was conditioned on.
+        sigmas: the slice of the noise schedule the loop ran (empty at denoise 0).
+        timings: seconds spent, ``{"unsample", "sample", "total"}``.
+    """
+
+    index: int
+    seed: int
+    latent: torch.Tensor
+    denoise: float
+    positive: PromptChain
+    negative: PromptChain
+    sigmas: torch.Tensor
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def steps(self) -> int:
+        """Model steps the loop ran (``steps`` of the settings, 0 at denoise 0)."""
+        return max(len(self.sigmas) - 1, 0)
+
+    @property
+    def prompt(self) -> str:
+        """The positive keyframe prompt the loop's chain ends on (for captions)."""
+        return self.positive[-1][0]
+
+
+def _on_device(model_sampling, device: torch.device):
+    """A shallow copy of a ModelSampling whose schedule tensors live on ``device``."""
+    if device.type == "cpu":
+        return model_sampling
+    moved = copy.copy(model_sampling)
+    moved.sigmas = model_sampling.sigmas.to(device)
+    moved.log_sigmas = model_sampling.log_sigmas.to(device)
+    return moved
+
+
+class _Stopped(Exception):
+    """Raised from the step callback to unwind the sampler when ``stop()`` was called."""
+
+
+def default_device() -> torch.device:
+    """CUDA when there is one, else Apple's MPS, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+class SequenceSampler:
+    """Runs the KSampler Sequence loop on a diffusers SD 1.x/2.x or SDXL pipeline.
+
+    Args:
+        pipe: a diffusers pipeline with ``unet``, ``vae``, ``text_encoder`` (and, for SDXL,
+            ``text_encoder_2``). It is used where it is: move it first
+            (``sw.load_pipeline`` puts it on CUDA in fp16 when there is a GPU).
+
+    Attributes:
+        unet_calls: UNet forward passes so far (``steps`` per loop; twice that with unsample).
+        stopped: whether the last run ended early because of :meth:`stop`.
+
+    Example:
+        >>> import seqwidgets as sw
+        >>> sampler = sw.SequenceSampler(sw.testing.tiny_pipeline())
+        >>> sampler.sample(sw.SequenceParams(steps=2, sequence_loop_count=2)).shape
+        torch.Size([2, 4, 8, 8])
+    """
+
+    def __init__(self, pipe):
+        for name in ("unet", "vae", "text_encoder", "scheduler"):
+            if getattr(pipe, name, None) is None:
+                raise ValueError(
+                    f"SequenceSampler needs a Stable Diffusion style pipeline with a {name!r}; "
+                    f"got {type(pipe).__name__} without one"
+                )
+        self.pipe = pipe
+        self.device = pipe.unet.device
+        # The schedule is planned on the CPU; the denoiser reads a copy on the UNet's device so
+        # that looking up a timestep never waits for the GPU.
+        self.model_sampling = sampling.ModelSampling.from_pipeline(pipe)
+        self._device_sampling = _on_device(self.model_sampling, self.device)
+        self.encoder = PromptEncoder(pipe, self.device)
+        self.unet_calls = 0
+        self.stopped = False
+        self._stop = threading.Event()
+        self._running = threading.Lock()
+
+    # -- public API ------------------------------------------------------------------------
+
+    @property
+    def text_encoder_calls(self) -> int:
+        """Distinct prompts encoded so far (each costs one pass per text encoder)."""
+        return self.encoder.encoded
+
+    def stop(self) -> None:
+        """End the current run at the next step boundary; finished frames are kept.
+
+        Safe to call from another thread (a widget's Stop button).
+        """
+        self._stop.set()
+
+    def image_size(self, params: SequenceParams) -> tuple[int, int]:
+        """``(width, height)`` of the run's images: the settings', else the pipeline default."""
+        default = self.pipe.unet.config.sample_size * self.pipe.vae_scale_factor
+        width = params.width or default
+        height = params.height or default
+        factor = self.pipe.vae_scale_factor
+        for name, value in (("width", width), ("height", height)):
+            if value % factor:
+                raise ValueError(f"{name}={value} must be a multiple of {factor} for this VAE")
+        return width, height
+
+    def latent_shape(self, params: SequenceParams) -> tuple[int, int, int, int]:
+        """``(1, channels, height / 8, width / 8)`` for this pipeline and these settings."""
+        width, height = self.image_size(params)
+        factor = self.pipe.vae_scale_factor
+        return (1, self.pipe.unet.config.in_channels, height // factor, width // factor)
+
+    def initial_latent(self, params: SequenceParams, latent_image=None, init_image=None):
+        """Loop 0's input: ``latent_image``, an encoded ``init_image``, or the empty latent."""
+        shape = self.latent_shape(params)
+        if latent_image is not None and init_image is not None:
+            raise ValueError("give latent_image or init_image, not both")
+        if init_image is not None:
+            from .decode import encode_image
+
+            width, height = self.image_size(params)
+            return encode_image(self.pipe.vae, init_image, size=(width, height)).float().cpu()
+        if latent_image is None:
+            return torch.zeros(shape)
+        if not isinstance(latent_image, torch.Tensor):
+            raise ValueError(f"latent_image must be a torch.Tensor, got {type(latent_image)}")
+        latent = latent_image.detach().float().cpu()
+        if latent.ndim == 3:
+            latent = latent[None]
+        if latent.ndim != 4 or latent.shape[0] != 1 or latent.shape[1] != shape[1]:
+            raise ValueError(
+                f"latent_image must have shape [{shape[1]}, h, w] or [1, {shape[1]}, h, w], "
+                f"got {list(latent_image.shape)}"
+            )
+        return latent
+
+    def plan(self, params: SequenceParams) -> list[LoopPlan]:
+        """The run's per-loop plan with this pipeline's sigma slices."""
+        return plan_sequence(params, self.model_sampling)
+
+    def frames(
+        self,
+        params: SequenceParams,
+        latent_image: torch.Tensor | None = None,
+        init_image=None,
+        *,
+        start: int = 0,
+        previous: torch.Tensor | None = None,
+        callback: StepCallback | None = None,
+    ) -> Iterator[Frame]:
+        """Run the sequence, yielding each loop's :class:`Frame` as soon as it is done.
+
+        Args:
+            params: the settings.
+            latent_image: loop 0's input latent (diffusers scaling), default the empty latent.
+            init_image: an image to encode with the VAE as loop 0's input (PIL or array).
+            start: the first loop to compute; loops before it are taken as done (branching).
+            previous: the result of loop ``start - 1``, required when ``start > 0``.
+            callback: ``callback(loop, step, sigma, denoised)`` after every model step.
+
+        A call to :meth:`stop` (from any thread) ends the run at the next step boundary;
+        the frames already yielded stay valid and ``stopped`` is set.
+        """
+        plans = self.plan(params)
+        if not 0 <= start <= len(plans):
+            raise ValueError(f"start={start} must be within 0..{len(plans)}")
+        if start > 0 and previous is None:
+            raise ValueError("previous (the latent of loop start - 1) is required when start > 0")
+        if not self._running.acquire(blocking=False):
+            raise RuntimeError(
+                "this sampler is already running; wait for it or stop() it first "
+                "(two runs must not interleave on one pipeline)"
+            )
+        try:
+            self._stop.clear()
+            self.stopped = False
+            if start == 0:
+                x = self.initial_latent(params, latent_image, init_image)
+            else:
+                x = previous.detach().float().cpu().reshape(self.latent_shape(params))
+            for plan in plans[start:]:
+                try:
+                    frame = self._run_loop(params, plan, x, callback)
+                except _Stopped:
+                    self.stopped = True
+                    return
+                yield frame
+                # The next loop starts from the stored frame, so a branch resumed from it later
+                # computes bit for bit what this run computes now.
+                x = frame.latent[None].float()
+                if self._stop.is_set():
+                    self.stopped = True
+                    return
+        finally:
+            self._running.release()
+
+    def sample(
+        self,
+        params: SequenceParams,
+        latent_image: torch.Tensor | None = None,
+        init_image=None,
+        *,
+        callback: StepCallback | None = None,
+    ) -> torch.Tensor:
+        """Run every loop and return the node's output: the stacked latents ``[N, C, h, w]``.
+
+        If :meth:`stop` ends the run early, the finished loops are returned.
+        """
+        frames = list(self.frames(params, latent_image, init_image, callback=callback))
+        if not frames:
+            raise RuntimeError("the run was stopped before its first loop finished")
+        return torch.stack([frame.latent for frame in frames])
+
+    # -- one loop ----------------------------------------------------------------------------
+
+    def _conditioned_denoiser(self, params: SequenceParams, plan: LoopPlan) -> CFGDenoiser:
+        positive = self.encoder.chain(plan.positive)
+        negative = self.encoder.chain(plan.negative)
+        time_ids = None
+        if is_sdxl(self.pipe):
+            width, height = self.image_size(params)
+            time_ids = sdxl_time_ids(height, width).to(self.device)
+        return CFGDenoiser(
+            self.pipe.unet, self._device_sampling, positive, negative, params.cfg, time_ids
+        )
+
+    def _step_callback(self, plan: LoopPlan, callback: StepCallback | None):
+        sigmas = plan.sigmas  # the CPU copy: reading a float from it costs no device sync
+
+        def on_step(info: dict) -> None:
+            if self._stop.is_set():
+                raise _Stopped
+            if callback is not None:
+                i = info["i"]
+                callback(plan.index, i, float(sigmas[i]), info["denoised"])
+
+        return on_step
+
+    def _run_loop(
+        self,
+        params: SequenceParams,
+        plan: LoopPlan,
+        x_in: torch.Tensor,
+        callback: StepCallback | None,
+    ) -> Frame:
+        started = time.perf_counter()
+        timings = {"unsample": 0.0, "sample": 0.0}
+        ms = self._device_sampling
+        x_in = x_in.to(self.device)
+        result = x_in
+        if plan.steps > 0:
+            denoiser = self._conditioned_denoiser(params, plan)
+            sigmas = plan.sigmas.to(self.device)
+            on_step = self._step_callback(plan, callback)
+            if params.unsample_latents and plan.index > 0:
+                t0 = time.perf_counter()
+                x = self._unsample(denoiser, x_in, plan.sigmas, self._step_callback(plan, None))
+                timings["unsample"] = time.perf_counter() - t0
+            else:
+                noise = torch.randn(
+                    x_in.shape, generator=torch.Generator("cpu").manual_seed(plan.seed)
+                ).to(self.device)
+                first_is_max = self.model_sampling.max_denoise(plan.sigmas)
+                x = ms.noise_scaling(sigmas[0], noise, x_in, first_is_max)
+            t0 = time.perf_counter()
+            result = sampling.sample(
+                params.sampler_name, denoiser, x, sigmas, callback=on_step, seed=plan.seed
+            )
+            timings["sample"] = time.perf_counter() - t0
+            self.unet_calls += denoiser.calls
+        if params.use_latent_interpolation and plan.index > 0:
+            mix = LATENT_INTERPOLATIONS[params.latent_interpolation_mode]
+            result = mix(params.latent_interp_strength, x_in, result)
+        latent = result[0].to("cpu", self.pipe.unet.dtype)
+        if not torch.isfinite(latent).all():
+            raise FloatingPointError(
+                f"loop {plan.index}: the latent holds NaN or Inf values (in fp16 this is an "
+                "overflow: try float32, a lower cfg or fewer loops); the run stops here and "
+                "the earlier loops are kept"
+            )
+        timings["total"] = time.perf_counter() - started
+        return Frame(
+            index=plan.index,
+            seed=plan.seed,
+            latent=latent,
+            denoise=plan.denoise,
+            positive=plan.positive,
+            negative=plan.negative,
+            sigmas=plan.sigmas,
+            timings=timings,
+        )
+
+    def _unsample(self, denoiser, x: torch.Tensor, sigmas: torch.Tensor, on_step) -> torch.Tensor:
+        """Run the deterministic ODE backwards from ``x`` up to ``sigmas[0]`` (Euler inversion).
+
+        The loop's own schedule, reversed: ``[0, s_n-1, ..., s_0]``, with its first 0 replaced
+        by the model's smallest sigma, since the denoiser is undefined at sigma 0. This is what
+        ComfyUI's Unsampler does with flipped sigmas, carried all the way up (the node itself
+        runs a single reverse step).
+        """
+        up = sigmas.flip(0).clone()
+        up[0] = max(float(up[0]), float(self.model_sampling.sigma_min))
+        return sampling.sample("euler", denoiser, x, up.to(self.device), callback=on_step)

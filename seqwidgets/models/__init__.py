@@ -1,0 +1,113 @@
+"""Pipelines: the shipped toy model, tiny random ones, or any SD 1.x/2.x/SDXL by hub id or path.
+
+``load_pipeline()`` is the one entry point the CLI, the studio and the notebooks use.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+TINY_RANDOM = "tiny-random"
+TINY_RANDOM_XL = "tiny-random-xl"
+
+
+def _toy_model_path() -> Path:
+    from .toy import TOY_MODEL_PATH
+
+    if not (Path(TOY_MODEL_PATH) / "model_index.json").is_file():
+        raise FileNotFoundError(
+            f"the toy model's weights are missing from {TOY_MODEL_PATH}; reinstall seqwidgets, "
+            f"or pass model={TINY_RANDOM!r} for a random tiny pipeline"
+        )
+    return Path(TOY_MODEL_PATH)
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """fp16 on CUDA (as every SD notebook does), fp32 elsewhere."""
+    return torch.float16 if device.type == "cuda" else torch.float32
+
+
+def load_pipeline(
+    model=None,
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+):
+    """Load a Stable Diffusion 1.x/2.x or SDXL pipeline ready for :class:`SequenceSampler`.
+
+    Args:
+        model: ``None`` for the toy model shipped with seqwidgets (runs on any CPU);
+            ``"tiny-random"`` / ``"tiny-random-xl"`` for random tiny SD / SDXL pipelines;
+            a hub id (``"stable-diffusion-v1-5/stable-diffusion-v1-5"``), a local folder in
+            diffusers layout, or a ready diffusers pipeline (moved, not reloaded).
+        device: default CUDA when available, else MPS, else CPU.
+        dtype: default fp16 on CUDA, fp32 elsewhere.
+
+    Weights load from safetensors only and no remote code is ever run.
+
+    Example:
+        >>> import seqwidgets as sw
+        >>> pipe = sw.load_pipeline("tiny-random", device="cpu")
+        >>> pipe.unet.dtype
+        torch.float32
+    """
+    from ..engine import default_device
+
+    device = torch.device(device) if device is not None else default_device()
+    dtype = dtype or default_dtype(device)
+    if model is None or model == TINY_RANDOM or model == TINY_RANDOM_XL:
+        if model is None:
+            pipe = _from_pretrained(_toy_model_path(), dtype, local_only=True)
+        else:
+            from ..testing import tiny_pipeline
+
+            pipe = tiny_pipeline("sdxl" if model == TINY_RANDOM_XL else "sd")
+    elif isinstance(model, (str, os.PathLike)):
+        path = Path(model).expanduser()
+        pipe = _from_pretrained(path if path.exists() else str(model), dtype, path.exists())
+    elif hasattr(model, "unet") and hasattr(model, "vae"):
+        pipe = model
+    else:
+        raise ValueError(
+            "model must be None (the toy model), 'tiny-random', 'tiny-random-xl', a hub id, "
+            f"a local folder or a diffusers pipeline; got {type(model).__name__}"
+        )
+    pipe = pipe.to(device=device, dtype=dtype)
+    pipe.set_progress_bar_config(disable=True)
+    _attach_preview_factors(pipe, model)
+    return pipe
+
+
+def _from_pretrained(source, dtype: torch.dtype, local_only: bool):
+    from diffusers import DiffusionPipeline
+
+    kwargs = dict(torch_dtype=dtype, use_safetensors=True, local_files_only=local_only)
+    try:
+        pipe = DiffusionPipeline.from_pretrained(
+            source, safety_checker=None, requires_safety_checker=False, **kwargs
+        )
+    except TypeError:  # pipelines without a safety checker (SDXL) refuse those arguments
+        pipe = DiffusionPipeline.from_pretrained(source, **kwargs)
+    except OSError as error:
+        raise OSError(
+            f"could not load a diffusers pipeline from {source!r}: {error}. A hub id needs "
+            "internet access (or a filled Hugging Face cache); a folder needs model_index.json "
+            "and safetensors weights"
+        ) from error
+    if getattr(pipe, "unet", None) is None or getattr(pipe, "text_encoder", None) is None:
+        raise ValueError(
+            f"{source!r} is a {type(pipe).__name__}; seqwidgets needs a Stable Diffusion "
+            "1.x/2.x or SDXL pipeline (unet, vae, text encoder)"
+        )
+    return pipe
+
+
+def _attach_preview_factors(pipe, model) -> None:
+    """Give the toy model its fitted latent-to-RGB preview factors (see ``decode.py``)."""
+    if model is None:
+        from .toy import LATENT_RGB_FACTORS
+
+        pipe.seqwidgets_latent_rgb = LATENT_RGB_FACTORS

@@ -1,0 +1,47 @@
+import pytest
+import torch
+
+from seqwidgets.testing import tiny_pipeline
+
+
+@pytest.fixture(scope="session")
+def tiny_pipe():
+    """One random tiny SD pipeline for the whole test session (read-only: do not modify)."""
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    return tiny_pipeline("sd", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_xl_pipe():
+    return tiny_pipeline("sdxl", seed=0)
+
+
+class CallRecorder:
+    """Counts a module's forward calls and keeps each call's positional/keyword arguments."""
+
+    def __init__(self, module):
+        self.calls = []
+        self._handle = module.register_forward_pre_hook(self._record, with_kwargs=True)
+
+    def _record(self, module, args, kwargs):
+        self.calls.append((args, kwargs))
+
+    def remove(self):
+        self._handle.remove()
+
+    def __len__(self):
+        return len(self.calls)
+
+
+@pytest.fixture
+def record():
+    recorders = []
+
+    def start(module):
+        recorder = CallRecorder(module)
+        recorders.append(recorder)
+        return recorder
+
+    yield start
+    for recorder in recorders:
+        recorder.remove()
