@@ -244,6 +244,15 @@ def test_literal_schedule_values(ms: ModelSampling) -> None:
     )
 
 
+def test_normal_20_steps_published_values(ms: ModelSampling) -> None:
+    # The widely published SD 1.5 20-step schedule of k-diffusion's get_sigmas / ComfyUI normal.
+    published = [14.6146, 10.7468, 8.0815, 6.2049, 4.8557, 3.8654, 3.1238, 2.5572, 2.1157, 1.7648,
+                 1.4806, 1.2458, 1.0481, 0.8784, 0.7297, 0.5964, 0.4736, 0.3555, 0.2322, 0.0292,
+                 0.0]  # fmt: skip
+    got = calculate_sigmas(ms, "normal", 20).tolist()
+    assert [round(v, 4) for v in got] == published
+
+
 def test_ddim_uniform_and_beta_lengths_follow_comfyui(ms: ModelSampling) -> None:
     # range(1, 1000, 142) has 8 members, so 7 "steps" give 8 (ComfyUI does the same).
     assert len(calculate_sigmas(ms, "ddim_uniform", 7)) == 9
