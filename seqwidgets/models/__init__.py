@@ -58,13 +58,12 @@ def load_pipeline(
 
     device = torch.device(device) if device is not None else default_device()
     dtype = dtype or default_dtype(device)
-    if model is None or model == TINY_RANDOM or model == TINY_RANDOM_XL:
-        if model is None:
-            pipe = _from_pretrained(_toy_model_path(), dtype, local_only=True)
-        else:
-            from ..testing import tiny_pipeline
+    if model is None:
+        pipe = _from_pretrained(_toy_model_path(), dtype, local_only=True)
+    elif model in (TINY_RANDOM, TINY_RANDOM_XL):
+        from ..testing import tiny_pipeline
 
-            pipe = tiny_pipeline("sdxl" if model == TINY_RANDOM_XL else "sd")
+        pipe = tiny_pipeline("sdxl" if model == TINY_RANDOM_XL else "sd")
     elif isinstance(model, (str, os.PathLike)):
         path = Path(model).expanduser()
         pipe = _from_pretrained(path if path.exists() else str(model), dtype, path.exists())
