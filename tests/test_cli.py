@@ -1,0 +1,93 @@
+"""The `seqwidgets render` command writes what the README promises."""
+
+import json
+
+import imageio.v3 as iio
+import pytest
+from PIL import Image
+from safetensors.torch import load_file
+
+from seqwidgets.cli import build_parser, main, params_from_args
+
+
+def test_render_writes_pngs_gif_contact_sheet_params_and_latents(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(
+        [
+            "render",
+            "--model",
+            "tiny-random",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+            "--positive",
+            "0: a red circle",
+            "--positive",
+            "2: a blue square",
+            "--loops",
+            "3",
+            "--steps",
+            "2",
+            "--seed",
+            "5",
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    pngs = sorted(p.name for p in out.glob("loop_*.png"))
+    assert pngs == ["loop_0000.png", "loop_0001.png", "loop_0002.png"]
+    assert Image.open(out / "loop_0000.png").size == (64, 64)
+    assert iio.imread(out / "sequence.gif", index=None).shape[0] >= 1
+    assert Image.open(out / "contact_sheet.png").width > 64
+    params = json.loads((out / "params.json").read_text())
+    assert params["positive_seq"] == "0: a red circle\n2: a blue square"
+    assert params["sequence_loop_count"] == 3 and params["seed"] == 5
+    assert load_file(str(out / "latents.safetensors"))["latents"].shape == (3, 4, 8, 8)
+    assert "3 loops" in capsys.readouterr().out
+
+
+def test_render_refuses_to_overwrite_without_the_flag(tmp_path, capsys):
+    args = [
+        "render",
+        "--model",
+        "tiny-random",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path),
+        "--loops",
+        "1",
+        "--steps",
+        "1",
+        "--quiet",
+        "--positive",
+        "0: a red circle",
+    ]
+    assert main(args) == 0
+    assert main(args) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main([*args, "--overwrite"]) == 0
+
+
+def test_bad_settings_are_one_line_errors_not_tracebacks(tmp_path, capsys):
+    code = main(["render", "--model", "tiny-random", "--out", str(tmp_path), "--cfg", "101"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "cfg" in err and "101" in err and "Traceback" not in err
+
+
+def test_config_file_then_flags_override(tmp_path):
+    config = tmp_path / "settings.json"
+    config.write_text(json.dumps({"seed": 9, "steps": 7, "positive_seq": "0: a cat"}))
+    args = build_parser().parse_args(["render", "--config", str(config), "--steps", "3"])
+    params = params_from_args(args)
+    assert (params.seed, params.steps, params.positive_seq) == (9, 3, "0: a cat")
+
+
+def test_unknown_setting_in_config_is_named(tmp_path):
+    config = tmp_path / "settings.json"
+    config.write_text(json.dumps({"seeed": 9}))
+    args = build_parser().parse_args(["render", "--config", str(config)])
+    with pytest.raises(ValueError, match="seeed"):
+        params_from_args(args)
