@@ -3,11 +3,14 @@ import torch
 
 from seqwidgets.testing import tiny_pipeline
 
+# Tiny models gain nothing from a second thread, and OpenMP threads spinning on a busy 2-core
+# machine make each UNet call up to 100x slower.
+torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session")
 def tiny_pipe():
     """One random tiny SD pipeline for the whole test session (read-only: do not modify)."""
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     return tiny_pipeline("sd", seed=0)
 
 

@@ -155,5 +155,9 @@ def test_never_nan(a, other, relation, t, fn):
         a = torch.zeros_like(a)
     out = fn(t, a, b)
     assert torch.isfinite(out).all()
-    bound = max(a.abs().max().item(), b.abs().max().item()) * math.sqrt(a.shape[-1] * 3) + 1e-3
-    assert out.abs().max().item() <= bound
+    if fn in (blend_latents, cosine_interp_latents) or relation != "random":
+        # A lerp (and a slerp of parallel, opposite or zero inputs, which falls back to a lerp)
+        # stays within the inputs' range. A true slerp of nearly opposite vectors of unequal
+        # norms legitimately leaves it (the weights grow as 1 / sin(angle)), so no bound there.
+        bound = max(a.abs().max().item(), b.abs().max().item()) + 1e-3
+        assert out.abs().max().item() <= bound
