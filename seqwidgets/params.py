@@ -358,6 +358,29 @@ class SequenceParams:
         _check_names(changes, "SequenceParams.replace")
         return dataclasses.replace(self, **changes)
 
+    @classmethod
+    def from_comfy(cls, workflow: Any, *, node_id: str | int | None = None) -> SequenceParams:
+        """Read the KSamplerSeq node of a ComfyUI workflow (dict, path or JSON text; UI or API
+        format). See `seqwidgets.comfy.params_from_workflow`."""
+        from seqwidgets.comfy import params_from_workflow
+
+        return params_from_workflow(workflow, node_id=node_id)
+
+    def to_comfy(self, format: str = "widgets", **options: Any) -> Any:
+        """The KSamplerSeq node's settings for ComfyUI: ``"widgets"`` (its ``widgets_values``
+        list, with ``control_after_generate`` after the seed), ``"api"`` (its API-format widget
+        inputs) or ``"workflow"`` (a complete API-format workflow). See `seqwidgets.comfy`."""
+        from seqwidgets import comfy
+
+        writers = {
+            "widgets": comfy.widgets_values,
+            "api": comfy.api_inputs,
+            "workflow": comfy.api_workflow,
+        }
+        if format not in writers:
+            raise ValueError(f"format: {format!r} is unknown; allowed: {', '.join(writers)}")
+        return writers[format](self, **options)
+
 
 def _has_keyframe_line(text: str) -> bool:
     # After a successful parse, any line that is neither blank nor a comment is a keyframe.
