@@ -1,0 +1,275 @@
+"""Score the toy model: does it draw what the prompt asks?
+
+    python -m seqwidgets.models.toy.evaluate [--model DIR] [--seeds 2] [--sheet PNG]
+
+1. Train a small classifier (color, shape, position and size heads) on the dataset's own labelled
+   pictures, seeded, and check it on held-out ones (it should be ~100% there), or load it.
+2. Generate, with the pipeline at its default settings (its own scheduler, 20 steps, CFG 7.5),
+   one picture per seed for every (color, shape, position) prompt, "a red circle on the left", and
+   for every plain prompt, "a red circle".
+3. Report the classifier's agreement with the prompts: color / shape / position accuracy.
+4. Run the issue's sequence, "0: a red circle / 6: a blue square" at denoise 0.6 (img2img), and
+   classify its last frames.
+5. Write a contact sheet: rows = colors, columns = shape x position.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw
+
+from . import DEFAULTS, TOY_MODEL_PATH
+from .dataset import ShapesDataset, to_tensor_range
+from .vocab import COLORS, POSITIONS, SHAPES, SIZES, caption
+
+HEADS = {"color": COLORS, "shape": SHAPES, "position": POSITIONS, "size": SIZES}
+
+
+class Classifier(torch.nn.Module):
+    """A small CNN with one linear head per attribute, on 64x64 pictures in [-1, 1]."""
+
+    def __init__(self):
+        super().__init__()
+        layers, c = [], 3
+        for width in (16, 32, 64, 64):
+            layers += [torch.nn.Conv2d(c, width, 3, stride=2, padding=1), torch.nn.GELU()]
+            c = width
+        self.features = torch.nn.Sequential(*layers, torch.nn.Flatten())
+        self.heads = torch.nn.ModuleDict(
+            {k: torch.nn.Linear(64 * 4 * 4, len(v)) for k, v in HEADS.items()}
+        )
+
+    def forward(self, x):
+        h = self.features(x)
+        return {k: head(h) for k, head in self.heads.items()}
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Blur some pictures a little and add noise: generated pictures are not as crisp as drawn ones."""
+    blur = torch.rand(len(x), 1, 1, 1, generator=gen) < 0.5
+    soft = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    x = torch.where(blur, soft, x)
+    return x + 0.04 * torch.randn(x.shape, generator=gen)
+
+
+def train_classifier(steps: int = 1200, seed: int = 100, log=print) -> Classifier:
+    """Step 1: the classifier, on freshly drawn pictures."""
+    torch.manual_seed(seed)
+    model = Classifier()
+    data = ShapesDataset(seed)
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    for step in range(steps):
+        images, lab = data.sample(64)
+        x = _augment(torch.from_numpy(to_tensor_range(images)), gen)
+        out = model(x)
+        loss = sum(F.cross_entropy(out[k], torch.from_numpy(getattr(lab, k)).long()) for k in HEADS)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 200 == 0:
+            log(f"classifier {step}/{steps} loss {loss.item():.3f}")
+    model.eval()
+    images, lab = ShapesDataset(seed + 1).sample(512)
+    pred = classify(model, images)
+    held_out = {k: float((pred[k] == getattr(lab, k)).mean()) for k in HEADS}
+    log(f"classifier held-out accuracy {held_out}")
+    return model
+
+
+@torch.no_grad()
+def classify(model: Classifier, images: np.ndarray) -> dict[str, np.ndarray]:
+    """``uint8 [n, 64, 64, 3]`` -> predicted attribute indices per head."""
+    out = model(torch.from_numpy(to_tensor_range(images)))
+    return {k: v.argmax(dim=1).numpy() for k, v in out.items()}
+
+
+def load_pipeline(model: str | Path):
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(
+        model, safety_checker=None, requires_safety_checker=False, local_files_only=True
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def generate(pipe, prompts: list[str], seeds: list[int], batch: int = 27, **settings) -> np.ndarray:
+    """One picture per (prompt, seed): ``uint8 [n, 64, 64, 3]``, each seeded on its own."""
+    settings = {**DEFAULTS, "height": 64, "width": 64, **settings}
+    out = []
+    for i in range(0, len(prompts), batch):
+        gens = [torch.Generator().manual_seed(s) for s in seeds[i : i + batch]]
+        images = pipe(prompts[i : i + batch], generator=gens, output_type="np", **settings).images
+        out.append((images * 255).round().astype(np.uint8))
+    return np.concatenate(out)
+
+
+def contact_sheet(
+    images: np.ndarray, rows: list[str], cols: list[str], scale: int = 1
+) -> Image.Image:
+    """A labelled grid: ``images`` in row-major order, ``len(rows) x len(cols)`` pictures."""
+    s = 64 * scale
+    left, top, pad = 52, 26, 2
+    sheet = Image.new(
+        "RGB", (left + len(cols) * (s + pad), top + len(rows) * (s + pad)), (255, 255, 255)
+    )
+    d = ImageDraw.Draw(sheet)
+    for j, name in enumerate(cols):
+        for k, part in enumerate(name.split("\n")):
+            d.text((left + j * (s + pad) + 2, 1 + 11 * k), part, fill=(0, 0, 0))
+    for i, name in enumerate(rows):
+        d.text((2, top + i * (s + pad) + s // 2 - 5), name, fill=(0, 0, 0))
+        for j in range(len(cols)):
+            im = Image.fromarray(images[i * len(cols) + j])
+            if scale != 1:
+                im = im.resize((s, s), Image.LANCZOS)
+            sheet.paste(im, (left + j * (s + pad), top + i * (s + pad)))
+    return sheet
+
+
+def sequence_check(pipe, model: Classifier, loops: int = 12, switch: int = 6, denoise: float = 0.6):
+    """Step 4: "0: a red circle / 6: a blue square", each loop img2img of the last at ``denoise``.
+
+    diffusers' ``strength`` stands in for ComfyUI's denoise here (it runs fewer steps, same
+    noise level); the engine's own check belongs to its tests.
+    """
+    from diffusers import StableDiffusionImg2ImgPipeline
+
+    img2img = StableDiffusionImg2ImgPipeline(**pipe.components, requires_safety_checker=False)
+    img2img.set_progress_bar_config(disable=True)
+    frames = generate(pipe, ["a red circle"], [0])
+    for i in range(1, loops):
+        prompt = "a red circle" if i < switch else "a blue square"
+        init = Image.fromarray(frames[-1])
+        out = img2img(
+            prompt,
+            image=init,
+            strength=denoise,
+            generator=torch.Generator().manual_seed(i),
+            output_type="np",
+            **DEFAULTS,
+        ).images
+        frames = np.concatenate([frames, (out * 255).round().astype(np.uint8)])
+    pred = classify(model, frames)
+    return frames, [
+        (COLORS[c], SHAPES[s]) for c, s in zip(pred["color"], pred["shape"], strict=True)
+    ]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument(
+        "--model", default=str(TOY_MODEL_PATH), help="pipeline folder (default: shipped)"
+    )
+    p.add_argument("--seeds", type=int, default=2, help="pictures per prompt")
+    p.add_argument("--steps", type=int, default=DEFAULTS["num_inference_steps"])
+    p.add_argument("--cfg", type=float, default=DEFAULTS["guidance_scale"])
+    p.add_argument(
+        "--scheduler",
+        default=None,
+        help="a diffusers scheduler class name, e.g. EulerDiscreteScheduler",
+    )
+    p.add_argument(
+        "--classifier",
+        default=None,
+        help="classifier weights (.pt state dict): loaded if it exists, else trained and saved there",
+    )
+    p.add_argument("--classifier-steps", type=int, default=1200)
+    p.add_argument("--sheet", default=None, help="contact sheet PNG to write")
+    p.add_argument("--json", default=None, help="results JSON to write")
+    p.add_argument("--threads", type=int, default=None)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    t0 = time.time()
+
+    def log(msg):
+        print(f"[{time.time() - t0:6.1f}s] {msg}", flush=True)
+
+    if args.classifier and Path(args.classifier).exists():
+        model = Classifier()
+        model.load_state_dict(torch.load(args.classifier, weights_only=True))
+        model.eval()
+    else:
+        model = train_classifier(args.classifier_steps, log=log)
+        if args.classifier:
+            torch.save(model.state_dict(), args.classifier)
+
+    pipe = load_pipeline(args.model)
+    if args.scheduler:
+        import diffusers
+
+        pipe.scheduler = getattr(diffusers, args.scheduler).from_config(pipe.scheduler.config)
+    settings = {"num_inference_steps": args.steps, "guidance_scale": args.cfg}
+
+    # every (color, shape, position): "a red circle on the left"
+    combos = [(c, s, q) for c in COLORS for s in SHAPES for q in POSITIONS]
+    prompts = [caption(c, s, q) for c, s, q in combos for _ in range(args.seeds)]
+    seeds = [k for _ in combos for k in range(args.seeds)]
+    t = time.time()
+    full = generate(pipe, prompts, seeds, **settings)
+    per_image = (time.time() - t) / len(prompts)
+    pred = classify(model, full)
+    want = {
+        k: np.array([HEADS[k].index(v[j]) for v in combos for _ in range(args.seeds)])
+        for j, k in enumerate(("color", "shape", "position"))
+    }
+    results = {k: float((pred[k] == want[k]).mean()) for k in want}
+    log(f"full prompts ({len(prompts)} pictures, {per_image:.3f} s each): {results}")
+
+    # every plain (color, shape): "a red circle"
+    plain = [(c, s) for c in COLORS for s in SHAPES]
+    prompts_p = [caption(c, s) for c, s in plain for _ in range(args.seeds)]
+    seeds_p = [100 + k for _ in plain for k in range(args.seeds)]
+    images_p = generate(pipe, prompts_p, seeds_p, **settings)
+    pred_p = classify(model, images_p)
+    results["plain_color"] = float(
+        (
+            pred_p["color"]
+            == np.array([COLORS.index(c) for c, _ in plain for _ in range(args.seeds)])
+        ).mean()
+    )
+    results["plain_shape"] = float(
+        (
+            pred_p["shape"]
+            == np.array([SHAPES.index(s) for _, s in plain for _ in range(args.seeds)])
+        ).mean()
+    )
+    log(f"plain prompts: color {results['plain_color']:.3f} shape {results['plain_shape']:.3f}")
+
+    frames, calls = sequence_check(pipe, model)
+    results["sequence_last_frames"] = [" ".join(c) for c in calls[-3:]]
+    log(f"sequence red circle -> blue square (denoise 0.6): {calls}")
+
+    for k in ("color", "shape", "position"):
+        log(f"{k:>8} accuracy {results[k]:.1%}")
+    results["settings"] = {
+        **settings,
+        "scheduler": type(pipe.scheduler).__name__,
+        "seeds": args.seeds,
+        "seconds_per_image": round(per_image, 3),
+    }
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+    if args.sheet:
+        first = full.reshape(len(combos), args.seeds, 64, 64, 3)[:, 0]
+        cols = [f"{s}\n{q}" for s in SHAPES for q in POSITIONS]
+        sheet = contact_sheet(first, list(COLORS), cols)
+        Path(args.sheet).parent.mkdir(parents=True, exist_ok=True)
+        sheet.save(args.sheet, optimize=True)
+        seq = contact_sheet(frames, ["seq"], [str(i) for i in range(len(frames))])
+        seq.save(Path(args.sheet).with_name(Path(args.sheet).stem + "_sequence.png"), optimize=True)
+        log(f"wrote {args.sheet}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
