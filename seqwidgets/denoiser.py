@@ -48,7 +48,8 @@ class CFGDenoiser:
         self.calls = 0
         # Batch order [negative, positive]; at cfg 1 only the positive half exists.
         sides = [positive] if self.cfg == 1.0 else [negative, positive]
-        dtype = unet.dtype
+        # Read once: `unet.dtype` walks every parameter, too slow to ask on every step.
+        self.dtype = dtype = unet.dtype
         self._embeds = torch.cat([s.embeds for s in sides]).to(dtype)
         self._added = None
         if positive.pooled is not None:
@@ -64,7 +65,7 @@ class CFGDenoiser:
         x_in = ms.calculate_input(sigma, x)
         t = ms.timestep(sigma)
         # Each latent in the batch pairs with every prompt side: [neg x B, pos x B].
-        model_in = x_in.repeat(sides, 1, 1, 1).to(self.unet.dtype)
+        model_in = x_in.repeat(sides, 1, 1, 1).to(self.dtype)
         embeds = self._embeds.repeat_interleave(batch, dim=0)
         added = None
         if self._added is not None:

@@ -126,6 +126,7 @@ class SequenceSampler:
                 )
         self.pipe = pipe
         self.device = pipe.unet.device
+        self.dtype = pipe.unet.dtype  # frames are stored in the pipeline's dtype
         # The schedule is planned on the CPU; the denoiser reads a copy on the UNet's device so
         # that looking up a timestep never waits for the GPU.
         self.model_sampling = sampling.ModelSampling.from_pipeline(pipe)
@@ -328,7 +329,7 @@ class SequenceSampler:
         if params.use_latent_interpolation and plan.index > 0:
             mix = LATENT_INTERPOLATIONS[params.latent_interpolation_mode]
             result = mix(params.latent_interp_strength, x_in, result)
-        latent = result[0].to("cpu", self.pipe.unet.dtype)
+        latent = result[0].to("cpu", self.dtype)
         if not torch.isfinite(latent).all():
             raise FloatingPointError(
                 f"loop {plan.index}: the latent holds NaN or Inf values (in fp16 this is an "

@@ -74,7 +74,9 @@ def load_pipeline(
             "model must be None (the toy model), 'tiny-random', 'tiny-random-xl', a hub id, "
             f"a local folder or a diffusers pipeline; got {type(model).__name__}"
         )
-    pipe = pipe.to(device=device, dtype=dtype)
+    pipe = pipe.to(device)
+    if pipe.unet.dtype != dtype:  # (diffusers warns about a cast to the dtype it already has)
+        pipe = pipe.to(dtype=dtype)
     pipe.set_progress_bar_config(disable=True)
     _attach_preview_factors(pipe, model)
     return pipe
