@@ -232,7 +232,13 @@ class _Graph:
         if not isinstance(raw, list):
             raise ValueError(f"{where}: widgets_values missing or not a list: {raw!r}")
         raw = list(raw)
-        if seed_control and len(raw) == len(names) + 1:
+        # The frontend's control_after_generate value follows the seed. Its values overlap
+        # seed_mode_seq's, so tell the layouts apart by type: without it, [2] is a boolean.
+        if (
+            seed_control
+            and len(raw) > 2
+            and (len(raw) == len(names) + 1 or not isinstance(raw[2], bool))
+        ):
             control = raw.pop(1)
             if control not in CONTROL_VALUES:
                 raise ValueError(
