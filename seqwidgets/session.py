@@ -154,6 +154,7 @@ class Session:
         self._busy = threading.Lock()  # held for the whole of a run
         self._active: Branch | None = None
         self._stop = threading.Event()
+        self._stopped = False
 
     # -- the tree ------------------------------------------------------------------------------
 
@@ -166,7 +167,12 @@ class Session:
     @property
     def running(self) -> bool:
         """Whether a run is in progress."""
-        return self._active is not None
+        return self._busy.locked()
+
+    @property
+    def stopped(self) -> bool:
+        """Whether the last run ended early because of `stop`."""
+        return self._stopped
 
     def children(self, branch: Branch) -> list[Branch]:
         """The branches forked directly from ``branch``, in creation order."""
@@ -315,7 +321,7 @@ class Session:
 
         Safe to call from any thread; does nothing when no run is in progress.
         """
-        if self._active is not None:
+        if self._busy.locked():
             self._stop.set()
             self.sampler.stop()
 
@@ -542,6 +548,7 @@ class Session:
             )
         try:
             self._stop.clear()
+            self._stopped = False
             self.last_error = None
             yield
         finally:
@@ -566,10 +573,14 @@ class Session:
                     if on_frame is not None:
                         on_frame(branch, frame)
                     if self._stop.is_set():
-                        break
+                        # Again, in case stop() came before the sampler's run began: the
+                        # sampler then ends after this frame and records that it stopped.
+                        self.sampler.stop()
         except BaseException as error:
             self.last_error = error
             raise
+        finally:
+            self._stopped = self.sampler.stopped
 
     def _snapshot(self) -> tuple[dict, dict[str, torch.Tensor]]:
         tensors: dict[str, torch.Tensor] = {}

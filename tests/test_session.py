@@ -219,8 +219,12 @@ def test_stop_keeps_the_finished_frames_and_extend_completes_the_run(fresh, tiny
 
     root = fresh.run(params, callback=stop_in_loop_2)
     assert root.indices == [0, 1] and not root.is_complete and fresh.last_error is None
+    assert fresh.stopped
     fresh.extend(root, 0)
-    assert root.is_complete
+    assert root.is_complete and not fresh.stopped
+    # A stop while a frame is being drawn ends the run after that frame.
+    short = fresh.run(params, on_frame=lambda branch, frame: fresh.stop())
+    assert short.indices == [0] and fresh.stopped
     expected = sw.SequenceSampler(tiny_pipe).sample(params)
     assert torch.equal(torch.stack([f.latent for f in fresh.path(root)]), expected)
 
