@@ -30,6 +30,14 @@ class Conditioning:
     embeds: torch.Tensor
     pooled: torch.Tensor | None = None
 
+    @staticmethod
+    def cat(items: list[Conditioning]) -> Conditioning:
+        """Stack conditionings along the batch dimension (one per latent of a batch)."""
+        pooled = None
+        if items[0].pooled is not None:
+            pooled = torch.cat([item.pooled for item in items])
+        return Conditioning(torch.cat([item.embeds for item in items]), pooled)
+
     def slerp_to(self, other: Conditioning, t: float) -> Conditioning:
         """Slerp every part towards ``other`` by ``t`` (the node slerps the pooled output too)."""
         pooled = None

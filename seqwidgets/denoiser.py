@@ -3,16 +3,19 @@
 ``CFGDenoiser(x, sigma)`` returns the denoised estimate of ``x`` at noise level ``sigma``:
 
 1. the UNet sees ``x / sqrt(sigma**2 + 1)`` and the *nearest integer* training step of ``sigma``;
-2. positive and negative prompts go through the UNet as one batch (one call per step);
+2. negative and positive prompts go through the UNet as one batch (one call per step);
 3. ``denoised = x - sigma * eps`` (or the v-prediction form) for each;
-4. classifier-free guidance ``uncond + cfg * (cond - uncond)``; at ``cfg == 1`` that is ``cond``
-   alone, so the negative half is skipped (ComfyUI's cfg1 optimisation).
+4. classifier-free guidance ``uncond + cfg * (cond - uncond)``; when every ``cfg == 1`` that is
+   ``cond`` alone, so the negative half is skipped (ComfyUI's cfg1 optimisation).
 
+A batch of latents may carry one conditioning and one cfg per item (branches run together).
 Latents stay float32 between steps; only the UNet input is cast to the UNet's dtype (fp16 on
 CUDA), as ComfyUI does.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 
@@ -25,8 +28,8 @@ class CFGDenoiser:
     Args:
         unet: the pipeline's ``UNet2DConditionModel``.
         model_sampling: a :class:`seqwidgets.sampling.ModelSampling` on the UNet's device.
-        positive, negative: :class:`Conditioning` for each side.
-        cfg (`float`): guidance scale.
+        positive, negative: a :class:`Conditioning` per batch item (or one for all).
+        cfg: the guidance scale, one per batch item or one for all.
         time_ids: SDXL's ``add_time_ids`` ``[1, 6]``; ``None`` for SD 1.x/2.x.
 
     Attributes:
@@ -37,52 +40,54 @@ class CFGDenoiser:
         self,
         unet,
         model_sampling,
-        positive: Conditioning,
-        negative: Conditioning,
-        cfg: float,
+        positive: Conditioning | Sequence[Conditioning],
+        negative: Conditioning | Sequence[Conditioning],
+        cfg: float | Sequence[float],
         time_ids: torch.Tensor | None = None,
     ):
+        positive = [positive] if isinstance(positive, Conditioning) else list(positive)
+        negative = [negative] if isinstance(negative, Conditioning) else list(negative)
+        cfgs = [float(cfg)] if isinstance(cfg, (int, float)) else [float(c) for c in cfg]
+        if not len(positive) == len(negative) == len(cfgs):
+            raise ValueError(
+                f"one positive, negative and cfg per item: got {len(positive)}, "
+                f"{len(negative)} and {len(cfgs)}"
+            )
         self.unet = unet
         self.model_sampling = model_sampling
-        self.cfg = float(cfg)
         self.calls = 0
-        # Batch order [negative, positive]; at cfg 1 only the positive half exists.
-        sides = [positive] if self.cfg == 1.0 else [negative, positive]
         # Read once: `unet.dtype` walks every parameter, too slow to ask on every step.
-        self.dtype = dtype = unet.dtype
-        self._embeds = torch.cat([s.embeds for s in sides]).to(dtype)
+        self.dtype = unet.dtype
+        self.items = len(cfgs)
+        # Batch order [negatives..., positives...]; when every cfg is 1 only the positives.
+        self.guided = any(c != 1.0 for c in cfgs)
+        sides = Conditioning.cat(negative + positive if self.guided else positive)
+        self._embeds = sides.embeds.to(self.dtype)
+        device = self._embeds.device
+        self._cfg = torch.tensor(cfgs, device=device).view(-1, 1, 1, 1)
         self._added = None
-        if positive.pooled is not None:
-            pooled = torch.cat([s.pooled for s in sides]).to(dtype)
-            ids = time_ids.to(device=pooled.device, dtype=dtype).repeat(len(sides), 1)
-            self._added = {"text_embeds": pooled, "time_ids": ids}
+        if sides.pooled is not None:
+            ids = time_ids.to(device=device, dtype=self.dtype).repeat(len(sides.pooled), 1)
+            self._added = {"text_embeds": sides.pooled.to(self.dtype), "time_ids": ids}
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **extra_args) -> torch.Tensor:
         ms = self.model_sampling
-        sides = self._embeds.shape[0]
-        batch = x.shape[0]
+        repeats = self._embeds.shape[0] // x.shape[0]
         x_in = ms.calculate_input(sigma, x)
-        t = ms.timestep(sigma)
-        # Each latent in the batch pairs with every prompt side: [neg x B, pos x B].
-        model_in = x_in.repeat(sides, 1, 1, 1).to(self.dtype)
-        embeds = self._embeds.repeat_interleave(batch, dim=0)
-        added = None
-        if self._added is not None:
-            added = {k: v.repeat_interleave(batch, dim=0) for k, v in self._added.items()}
         eps = self.unet(
-            model_in,
-            t.repeat(sides),
-            encoder_hidden_states=embeds,
-            added_cond_kwargs=added,
+            x_in.repeat(repeats, 1, 1, 1).to(self.dtype),
+            ms.timestep(sigma).repeat(repeats),
+            encoder_hidden_states=self._embeds,
+            added_cond_kwargs=self._added,
             return_dict=False,
         )[0].float()
         self.calls += 1
-        denoised = ms.calculate_denoised(sigma.repeat(sides), eps, x.repeat(sides, 1, 1, 1))
-        if sides == 1:
+        denoised = ms.calculate_denoised(sigma.repeat(repeats), eps, x.repeat(repeats, 1, 1, 1))
+        if not self.guided:
             return denoised
         uncond, cond = denoised.chunk(2)
-        return uncond + (cond - uncond) * self.cfg
+        return uncond + (cond - uncond) * self._cfg
 
 
 def sdxl_time_ids(height: int, width: int) -> torch.Tensor:

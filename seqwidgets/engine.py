@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -219,38 +220,63 @@ class SequenceSampler:
         A call to :meth:`stop` (from any thread) ends the run at the next step boundary;
         the frames already yielded stay valid and ``stopped`` is set.
         """
-        plans = self.plan(params)
-        if not 0 <= start <= len(plans):
-            raise ValueError(f"start={start} must be within 0..{len(plans)}")
-        if start > 0 and previous is None:
-            raise ValueError("previous (the latent of loop start - 1) is required when start > 0")
-        if not self._running.acquire(blocking=False):
-            raise RuntimeError(
-                "this sampler is already running; wait for it or stop() it first "
-                "(two runs must not interleave on one pipeline)"
-            )
-        try:
-            self._stop.clear()
-            self.stopped = False
-            if start == 0:
-                x = self.initial_latent(params, latent_image, init_image)
-            else:
-                x = previous.detach().float().cpu().reshape(self.latent_shape(params))
-            for plan in plans[start:]:
-                try:
-                    frame = self._run_loop(params, plan, x, callback)
-                except _Stopped:
-                    self.stopped = True
-                    return
-                yield frame
-                # The next loop starts from the stored frame, so a branch resumed from it later
-                # computes bit for bit what this run computes now.
-                x = frame.latent[None].float()
-                if self._stop.is_set():
-                    self.stopped = True
-                    return
-        finally:
-            self._running.release()
+        if start == 0:
+            x = self.initial_latent(params, latent_image, init_image)
+        else:
+            x = self._previous_latent(params, start, previous)
+        for frames in self._run([params], x, start, callback):
+            yield frames[0]
+
+    def frames_batch(
+        self,
+        params_list: list[SequenceParams],
+        *,
+        start: int,
+        previous: torch.Tensor,
+        callback: StepCallback | None = None,
+    ) -> Iterator[list[Frame]]:
+        """Run several variations from one frame as one batch; yield each loop's frames.
+
+        Every item starts from ``previous`` (the result of loop ``start - 1``) with its own
+        settings; the UNet sees them all in one call per step. The items may differ in seed,
+        seed mode, prompts, cfg, conditioning slerp and latent interpolation, which leave the
+        sigma schedule alone; they must agree on everything that shapes it (steps, sampler,
+        scheduler, denoise, loop count, unsample, size). Each item draws exactly the noise a
+        separate run would, so results equal separate runs up to float round-off.
+
+        Example:
+            >>> import seqwidgets as sw
+            >>> sampler = sw.SequenceSampler(sw.testing.tiny_pipeline())
+            >>> base = sw.SequenceParams(positive_seq="0: a red circle", steps=2,
+            ...                          sequence_loop_count=3)
+            >>> first = next(sampler.frames(base))
+            >>> variations = [base.replace(seed=s) for s in (10, 20, 30)]
+            >>> [len(f) for f in sampler.frames_batch(variations, start=1, previous=first.latent)]
+            [3, 3]
+        """
+        if not params_list:
+            raise ValueError("frames_batch needs at least one SequenceParams")
+        shared = (
+            "steps",
+            "sampler_name",
+            "scheduler",
+            "denoise_start",
+            "denoise_seq",
+            "sequence_loop_count",
+            "unsample_latents",
+            "width",
+            "height",
+        )
+        first = params_list[0]
+        for i, params in enumerate(params_list[1:], start=1):
+            for name in shared:
+                if getattr(params, name) != getattr(first, name):
+                    raise ValueError(
+                        f"frames_batch: item {i} has {name}={getattr(params, name)!r} but item 0 "
+                        f"has {getattr(first, name)!r}; batched items must share {', '.join(shared)}"
+                    )
+        x = self._previous_latent(first, start, previous)
+        yield from self._run(params_list, x.repeat(len(params_list), 1, 1, 1), start, callback)
 
     def sample(
         self,
@@ -269,17 +295,70 @@ class SequenceSampler:
             raise RuntimeError("the run was stopped before its first loop finished")
         return torch.stack([frame.latent for frame in frames])
 
-    # -- one loop ----------------------------------------------------------------------------
+    # -- the loop ----------------------------------------------------------------------------
 
-    def _conditioned_denoiser(self, params: SequenceParams, plan: LoopPlan) -> CFGDenoiser:
-        positive = self.encoder.chain(plan.positive)
-        negative = self.encoder.chain(plan.negative)
+    def _previous_latent(self, params, start: int, previous) -> torch.Tensor:
+        if start <= 0:
+            raise ValueError(f"start={start}: resuming needs start >= 1 (loop 0 has no previous)")
+        if previous is None:
+            raise ValueError("previous (the latent of loop start - 1) is required when start > 0")
+        shape = self.latent_shape(params)
+        if previous.numel() != math.prod(shape):
+            raise ValueError(
+                f"previous must hold one latent of shape {list(shape[1:])}, "
+                f"got {list(previous.shape)}"
+            )
+        return previous.detach().float().cpu().reshape(shape)
+
+    def _run(
+        self,
+        params_list: list[SequenceParams],
+        x: torch.Tensor,
+        start: int,
+        callback: StepCallback | None,
+    ) -> Iterator[list[Frame]]:
+        """The loop itself, over a batch of settings; yields each loop's frames."""
+        plans = [self.plan(params) for params in params_list]
+        loops = len(plans[0])
+        if not 0 <= start <= loops:
+            raise ValueError(f"start={start} must be within 0..{loops}")
+        if not self._running.acquire(blocking=False):
+            raise RuntimeError(
+                "this sampler is already running; wait for it or stop() it first "
+                "(two runs must not interleave on one pipeline)"
+            )
+        try:
+            self._stop.clear()
+            self.stopped = False
+            for index in range(start, loops):
+                loop_plans = [plan[index] for plan in plans]
+                try:
+                    frames = self._run_loop(params_list, loop_plans, x, callback)
+                except _Stopped:
+                    self.stopped = True
+                    return
+                yield frames
+                # The next loop starts from the stored frames, so a branch resumed from one later
+                # computes bit for bit what this run computes now.
+                x = torch.stack([frame.latent for frame in frames]).float()
+                if self._stop.is_set():
+                    self.stopped = True
+                    return
+        finally:
+            self._running.release()
+
+    def _conditioned_denoiser(self, params_list, plans) -> CFGDenoiser:
         time_ids = None
         if is_sdxl(self.pipe):
-            width, height = self.image_size(params)
+            width, height = self.image_size(params_list[0])
             time_ids = sdxl_time_ids(height, width).to(self.device)
         return CFGDenoiser(
-            self.pipe.unet, self._device_sampling, positive, negative, params.cfg, time_ids
+            self.pipe.unet,
+            self._device_sampling,
+            [self.encoder.chain(plan.positive) for plan in plans],
+            [self.encoder.chain(plan.negative) for plan in plans],
+            [params.cfg for params in params_list],
+            time_ids,
         )
 
     def _step_callback(self, plan: LoopPlan, callback: StepCallback | None):
@@ -296,57 +375,76 @@ class SequenceSampler:
 
     def _run_loop(
         self,
-        params: SequenceParams,
-        plan: LoopPlan,
+        params_list: list[SequenceParams],
+        plans: list[LoopPlan],
         x_in: torch.Tensor,
         callback: StepCallback | None,
-    ) -> Frame:
+    ) -> list[Frame]:
         started = time.perf_counter()
         timings = {"unsample": 0.0, "sample": 0.0}
+        params, plan = params_list[0], plans[0]  # what the batch shares: the sigma schedule
         ms = self._device_sampling
         x_in = x_in.to(self.device)
         result = x_in
         if plan.steps > 0:
-            denoiser = self._conditioned_denoiser(params, plan)
+            denoiser = self._conditioned_denoiser(params_list, plans)
             sigmas = plan.sigmas.to(self.device)
-            on_step = self._step_callback(plan, callback)
+            seeds = [p.seed for p in plans]
             if params.unsample_latents and plan.index > 0:
                 t0 = time.perf_counter()
                 x = self._unsample(denoiser, x_in, plan.sigmas, self._step_callback(plan, None))
                 timings["unsample"] = time.perf_counter() - t0
             else:
-                noise = torch.randn(
-                    x_in.shape, generator=torch.Generator("cpu").manual_seed(plan.seed)
+                noise = torch.cat(
+                    [
+                        torch.randn(x_in[:1].shape, generator=torch.Generator("cpu").manual_seed(s))
+                        for s in seeds
+                    ]
                 ).to(self.device)
                 first_is_max = self.model_sampling.max_denoise(plan.sigmas)
                 x = ms.noise_scaling(sigmas[0], noise, x_in, first_is_max)
+            # A single item seeds its sampler noise as ComfyUI does; a batch, item by item.
+            noise_sampler = None
+            if len(seeds) > 1:
+                noise_sampler = sampling.batch_noise_sampler(params.sampler_name, x, sigmas, seeds)
             t0 = time.perf_counter()
             result = sampling.sample(
-                params.sampler_name, denoiser, x, sigmas, callback=on_step, seed=plan.seed
+                params.sampler_name,
+                denoiser,
+                x,
+                sigmas,
+                callback=self._step_callback(plan, callback),
+                seed=seeds[0],
+                noise_sampler=noise_sampler,
             )
             timings["sample"] = time.perf_counter() - t0
             self.unet_calls += denoiser.calls
-        if params.use_latent_interpolation and plan.index > 0:
-            mix = LATENT_INTERPOLATIONS[params.latent_interpolation_mode]
-            result = mix(params.latent_interp_strength, x_in, result)
-        latent = result[0].to("cpu", self.dtype)
-        if not torch.isfinite(latent).all():
-            raise FloatingPointError(
-                f"loop {plan.index}: the latent holds NaN or Inf values (in fp16 this is an "
-                "overflow: try float32, a lower cfg or fewer loops); the run stops here and "
-                "the earlier loops are kept"
+        frames = []
+        for i, (item, item_plan) in enumerate(zip(params_list, plans, strict=True)):
+            latent = result[i : i + 1]
+            if item.use_latent_interpolation and item_plan.index > 0:
+                mix = LATENT_INTERPOLATIONS[item.latent_interpolation_mode]
+                latent = mix(item.latent_interp_strength, x_in[i : i + 1], latent)
+            latent = latent[0].to("cpu", self.dtype)
+            if not torch.isfinite(latent).all():
+                raise FloatingPointError(
+                    f"loop {item_plan.index}: the latent holds NaN or Inf values (in fp16 this is "
+                    "an overflow: try float32, a lower cfg or fewer loops); the run stops here and "
+                    "the earlier loops are kept"
+                )
+            frames.append(
+                Frame(
+                    index=item_plan.index,
+                    seed=item_plan.seed,
+                    latent=latent,
+                    denoise=item_plan.denoise,
+                    positive=item_plan.positive,
+                    negative=item_plan.negative,
+                    sigmas=item_plan.sigmas,
+                    timings=dict(timings, total=time.perf_counter() - started),
+                )
             )
-        timings["total"] = time.perf_counter() - started
-        return Frame(
-            index=plan.index,
-            seed=plan.seed,
-            latent=latent,
-            denoise=plan.denoise,
-            positive=plan.positive,
-            negative=plan.negative,
-            sigmas=plan.sigmas,
-            timings=timings,
-        )
+        return frames
 
     def _unsample(self, denoiser, x: torch.Tensor, sigmas: torch.Tensor, on_step) -> torch.Tensor:
         """Run the deterministic ODE backwards from ``x`` up to ``sigmas[0]`` (Euler inversion).

@@ -1188,11 +1188,13 @@ def sample(
     extra_args: dict[str, Any] | None = None,
     callback: Callback | None = None,
     seed: int | None = None,
+    noise_sampler: NoiseSampler | None = None,
 ) -> torch.Tensor:
     """Run the named sampler over ``sigmas``; the k-diffusion call inside ComfyUI's ``KSAMPLER``.
 
     ``x`` is the already-noised latent (see :meth:`ModelSampling.noise_scaling`); ``seed`` seeds
-    the ancestral / SDE noise (ComfyUI passes the KSampler's noise seed). With fewer than two
+    the ancestral / SDE noise (ComfyUI passes the KSampler's noise seed), unless a
+    ``noise_sampler`` is given (see :func:`batch_noise_sampler`). With fewer than two
     sigmas there is no step, and ``x`` is returned unchanged.
 
     Raises:
@@ -1206,4 +1208,51 @@ def sample(
     fn = SAMPLER_FUNCTIONS[check_sampler(sampler_name)]
     if len(sigmas) <= 1:
         return x
-    return fn(model, x, sigmas, extra_args=extra_args, callback=callback, seed=seed)
+    return fn(
+        model,
+        x,
+        sigmas,
+        extra_args=extra_args,
+        callback=callback,
+        seed=seed,
+        noise_sampler=noise_sampler,
+    )
+
+
+#: Samplers whose extra noise is a Brownian tree over the schedule (the others draw ``randn``).
+SDE_SAMPLERS = frozenset({"dpmpp_sde", "dpmpp_2m_sde"})
+
+
+def batch_noise_sampler(
+    sampler_name: str, x: torch.Tensor, sigmas: torch.Tensor, seeds: list[int]
+) -> NoiseSampler:
+    """One seeded noise source per batch item, concatenated.
+
+    A batch of latents sampled together then draws, item by item, exactly the noise that
+    separate runs with those seeds would draw, so batching branches changes no result beyond
+    float round-off.
+
+    Example:
+        >>> x = torch.zeros(2, 1)
+        >>> ns = batch_noise_sampler("euler_ancestral", x, torch.tensor([1.0, 0.0]), [7, 8])
+        >>> one = default_noise_sampler(x[:1], 8)(torch.tensor(1.0), torch.tensor(0.0))
+        >>> bool(torch.equal(ns(torch.tensor(1.0), torch.tensor(0.0))[1:], one))
+        True
+    """
+    if len(seeds) != x.shape[0]:
+        raise ValueError(f"got {len(seeds)} seeds for a batch of {x.shape[0]}")
+    items = [x[i : i + 1] for i in range(x.shape[0])]
+    if check_sampler(sampler_name) in SDE_SAMPLERS:
+        sources = [
+            _sde_noise_sampler(item, sigmas, seed, None)
+            for item, seed in zip(items, seeds, strict=True)
+        ]
+    else:
+        sources = [
+            default_noise_sampler(item, seed) for item, seed in zip(items, seeds, strict=True)
+        ]
+
+    def noise(sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
+        return torch.cat([source(sigma, sigma_next) for source in sources])
+
+    return noise

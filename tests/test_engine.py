@@ -279,3 +279,33 @@ def test_init_image_starts_loop_zero_from_its_latent(tiny_pipe):
     from seqwidgets.decode import encode_image
 
     assert torch.allclose(frame.latent, encode_image(tiny_pipe.vae, image)[0], atol=1e-6)
+
+
+@pytest.mark.parametrize("sampler_name", ["euler", "euler_ancestral", "dpmpp_2m_sde"])
+def test_batched_variations_equal_separate_runs(tiny_pipe, record, sampler_name):
+    base = sw.SequenceParams(**{**FAST, "sequence_loop_count": 4, "sampler_name": sampler_name})
+    sampler = sw.SequenceSampler(tiny_pipe)
+    fork = list(sampler.frames(base))[1]
+    variations = [
+        base.replace(seed=11),
+        base.replace(positive_seq="0: a red circle\n2: a blue square", cfg=2.0),
+        base.replace(use_latent_interpolation=True, latent_interp_strength=0.3),
+    ]
+    separate = [list(sampler.frames(v, start=2, previous=fork.latent)) for v in variations]
+    unet = record(tiny_pipe.unet)
+    batched = list(sampler.frames_batch(variations, start=2, previous=fork.latent))
+    assert len(unet) == 2 * FAST["steps"]  # loops 2 and 3, one call per step for all three
+    assert all(args[0].shape[0] == 6 for args, _ in unet.calls)
+    for loop, frames in enumerate(batched):
+        for item, frame in enumerate(frames):
+            expected = separate[item][loop]
+            assert (frame.index, frame.seed) == (expected.index, expected.seed)
+            assert rel_l2(frame.latent, expected.latent) < 1e-4
+
+
+def test_batched_variations_must_share_the_sigma_schedule(tiny_pipe):
+    base = sw.SequenceParams(**FAST)
+    sampler = sw.SequenceSampler(tiny_pipe)
+    fork = next(sampler.frames(base))
+    with pytest.raises(ValueError, match="steps"):
+        next(sampler.frames_batch([base, base.replace(steps=5)], start=1, previous=fork.latent))
