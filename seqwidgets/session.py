@@ -131,9 +131,11 @@ class Session:
     Args:
         pipe: a diffusers Stable Diffusion 1.x/2.x or SDXL pipeline (see `SequenceSampler`).
         image_cache_items (`int`, defaults to 256): most decoded images held.
-        image_cache_bytes (`int`, defaults to 192 MiB): most pixel bytes of decoded images held
-            (250 SD-1.5 images of 512x512). Thumbnails have their own cache of
-            ``4 * image_cache_items`` items and at most 32 MiB.
+        image_cache_bytes (`int`, defaults to 128 MiB): most pixel bytes of decoded images held
+            (170 SD-1.5 images of 512x512; ``None``: no byte bound). Thumbnails have their own
+            cache of ``4 * image_cache_items`` items and at most 16 MiB. With these bounds a
+            session of 1,000 SD-1.5 frames stays within 300 MB of host RAM
+            (``benchmarks/bench_session_memory.py``).
 
     Attributes:
         sampler (`SequenceSampler`): the engine every run of this session uses.
@@ -141,13 +143,13 @@ class Session:
     """
 
     def __init__(
-        self, pipe, *, image_cache_items: int = 256, image_cache_bytes: int | None = 192 * 2**20
+        self, pipe, *, image_cache_items: int = 256, image_cache_bytes: int | None = 128 * 2**20
     ):
         self.pipe = pipe
         self.sampler = SequenceSampler(pipe)
         self.last_error: BaseException | None = None
         self._images = ImageCache(image_cache_items, image_cache_bytes)
-        self._thumbnails = ImageCache(4 * image_cache_items, 32 * 2**20)
+        self._thumbnails = ImageCache(4 * image_cache_items, 16 * 2**20)
         self._branches: list[Branch] = []
         self._next_id = 1
         self._lock = threading.RLock()  # guards the tree (branches, frames dicts)
