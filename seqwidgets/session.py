@@ -242,6 +242,7 @@ class Session:
         if not isinstance(params, SequenceParams):
             raise TypeError(f"params must be a SequenceParams, got {type(params).__name__}")
         initial = None
+        self.sampler.latent_shape(params)  # checks width / height before anything is listed
         if latent_image is not None or init_image is not None:
             initial = self.sampler.initial_latent(params, latent_image, init_image)
         with self._running():
@@ -270,7 +271,7 @@ class Session:
         """
         parent, index = self._resolve(frame)
         name = name or f"{parent.name} > branch @{index}"
-        return self._fork(parent, index + 1, changes, callback, on_frame, name)
+        return self._fork(parent, index, index + 1, changes, callback, on_frame, name)
 
     def rerun(
         self,
@@ -284,7 +285,7 @@ class Session:
         """Like `branch`, but recompute ``frame`` itself too (the new branch forks at its loop)."""
         parent, index = self._resolve(frame)
         name = name or f"{parent.name} > rerun @{index}"
-        return self._fork(parent, index, changes, callback, on_frame, name)
+        return self._fork(parent, index, index, changes, callback, on_frame, name)
 
     def extend(
         self,
@@ -483,9 +484,9 @@ class Session:
         if not isinstance(index, int) or isinstance(index, bool):
             raise TypeError(f"index must be an int, got {type(index).__name__}")
         owner = branch
-        while index < owner.fork:
+        while 0 <= index < owner.fork:
             owner = owner.parent
-        if index not in owner.frames:
+        if index < 0 or index not in owner.frames:
             have = branch.indices
             shown = f"0..{have[-1]}" if have else "none yet"
             raise IndexError(
@@ -508,12 +509,13 @@ class Session:
             raise ValueError(f"frame of loop {ref.index} does not belong to this session")
         raise TypeError(f"expected a Frame or a (branch, index) pair, got {type(ref).__name__}")
 
-    def _fork(self, parent, fork, changes, callback, on_frame, name) -> Branch:
+    def _fork(self, parent, index, fork, changes, callback, on_frame, name) -> Branch:
+        """A branch of ``parent`` computing loops ``fork..``; loop ``index`` must stay in it."""
         params = parent.params.replace(**changes)
-        if params.sequence_loop_count < max(fork, 1):
+        if params.sequence_loop_count <= index:
             raise ValueError(
-                f"sequence_loop_count={params.sequence_loop_count} ends before the branch "
-                f"starts: it must be at least {max(fork, 1)} to keep loops 0..{fork - 1}"
+                f"sequence_loop_count={params.sequence_loop_count} ends before loop {index}: "
+                f"it must be at least {index + 1}"
             )
         root = parent.root
         initial = root.initial if fork == 0 else None
@@ -524,6 +526,7 @@ class Session:
                 "width / height can change only when re-running loop 0 of a run that started "
                 "from the empty latent (a branch continues from a latent of the original size)"
             )
+        self.sampler.latent_shape(params)  # checks width / height before anything is listed
         with self._running():
             branch = self._new_branch(params, parent, fork, initial, name)
             self._compute(branch, fork, callback, on_frame)

@@ -185,8 +185,16 @@ def test_bad_references_and_changes_are_clear_errors(base, tiny_pipe):
         session.frame(root, 9)
     with pytest.raises(ValueError, match="unknown parameter"):
         session.branch((root, 0), sed=1)
-    with pytest.raises(ValueError, match="at least 3"):
+    with pytest.raises(IndexError, match="no loop -1"):
+        session.frame(root, -1)
+    with pytest.raises(ValueError, match="ends before loop 2: it must be at least 3"):
         session.branch((root, 2), sequence_loop_count=2)
+    with pytest.raises(ValueError, match="ends before loop 2"):
+        session.rerun((root, 2), sequence_loop_count=2)
+    count = len(session.branches)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        session.run(root.params.replace(width=100))
+    assert len(session.branches) == count  # nothing listed for a run refused up front
     with pytest.raises(ValueError, match="width / height"):
         session.branch((root, 0), width=128)
     with pytest.raises(TypeError, match="Frame or a"):
