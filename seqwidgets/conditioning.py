@@ -11,6 +11,7 @@ the text encoder (no zeroed "empty" prompt, even where an SDXL config asks for i
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -80,6 +81,7 @@ class PromptEncoder:
         cached = self._prompts.get(prompt)
         if cached is not None:
             return cached
+        self._warn_if_truncated(prompt)
         if self.sdxl:
             embeds, _, pooled, _ = self.pipe.encode_prompt(
                 prompt=prompt,
@@ -94,6 +96,20 @@ class PromptEncoder:
         self.encoded += 1
         self._prompts[prompt] = conditioning
         return conditioning
+
+    def _warn_if_truncated(self, prompt: str) -> None:
+        """Say so when the tokenizer will cut a prompt, as diffusers does (once per prompt)."""
+        tokenizer = self.pipe.tokenizer
+        limit = tokenizer.model_max_length
+        ids = tokenizer(prompt, truncation=False).input_ids
+        if len(ids) > limit:
+            kept = tokenizer.decode(ids[1 : limit - 1])
+            warnings.warn(
+                f"prompt is {len(ids)} tokens; the text encoder reads only the first {limit} "
+                f"(with start and end tokens), so it sees: {kept!r}",
+                UserWarning,
+                stacklevel=3,
+            )
 
     def chain(self, chain: tuple[tuple[str, float], ...]) -> Conditioning:
         """Fold a prompt chain: start at the first prompt, slerp towards each next by its weight."""

@@ -337,6 +337,13 @@ class SequenceSampler:
                 except _Stopped:
                     self.stopped = True
                     return
+                except torch.OutOfMemoryError as error:
+                    raise torch.OutOfMemoryError(
+                        f"loop {index}: out of {self.device.type.upper()} memory. Lower width / "
+                        "height, run fewer branches at once, load the pipeline in float16 "
+                        "(sw.load_pipeline(..., dtype=torch.float16)) or call "
+                        "pipe.enable_attention_slicing(); the frames before this loop are kept"
+                    ) from error
                 yield frames
                 # The next loop starts from the stored frames, so a branch resumed from one later
                 # computes bit for bit what this run computes now.

@@ -31,6 +31,9 @@ DEFAULT_POSITIVE_SEQ = (
     "15:A portrait of a rose"
 )
 
+#: Longest noise schedule a loop may slice its tail from (``int(steps / denoise)`` steps).
+MAX_SCHEDULE_STEPS = 100_000
+
 SEED_MODES = ("increment", "decrement", "random", "fixed")
 LATENT_INTERPOLATION_MODES = ("Blend", "Slerp", "Cosine Interp")
 KEYFRAME_INTERPOLATIONS = ("none", "linear", "ease")
@@ -307,6 +310,16 @@ class SequenceParams:
                 f"{self.keyframe_interpolation!r} exclude each other; "
                 "set keyframe_interpolation='none' or use_conditioning_slerp=False"
             )
+        for name in ("denoise_start", "denoise_seq"):
+            denoise = getattr(self, name)
+            # ComfyUI runs the tail of an int(steps / denoise)-step schedule: a tiny denoise
+            # asks for an astronomically long one.
+            if 0 < denoise < 1 and self.steps / denoise > MAX_SCHEDULE_STEPS:
+                raise ValueError(
+                    f"{name}: {denoise!r} with steps={self.steps} needs a "
+                    f"{self.steps / denoise:.3g}-step schedule; allowed: 0 (no change), or at "
+                    f"least steps / {MAX_SCHEDULE_STEPS} = {self.steps / MAX_SCHEDULE_STEPS:g}"
+                )
         positive = parse_keyframes(self.positive_seq, field="positive_seq")
         if not _has_keyframe_line(self.positive_seq):
             raise ValueError(
