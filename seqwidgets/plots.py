@@ -229,7 +229,7 @@ def plot_sigma_slices(
         run.plot(x, sigmas, "-o", color=color, ms=3, lw=1.4, label=f"loop {plan.index}")
         if len(sigmas):
             run.annotate(
-                f"{plan.index}",
+                f"loop {plan.index}",
                 (x[0], sigmas[0]),
                 textcoords="offset points",
                 xytext=(0, 5),
@@ -245,7 +245,7 @@ def plot_sigma_slices(
     run.set_xlabel("model steps, all loops one after another")
     run.set_ylabel("sigma (symlog scale)")
     more = f" (first {len(shown)} of {len(plans)} loops)" if len(plans) > len(shown) else ""
-    run.set_title(f"One tooth per loop{more}", fontsize=11)
+    run.set_title(f"The run: one tooth per loop{more}", fontsize=11)
     run.legend(
         handles=[
             Line2D([], [], color=_LOOP0, marker="o", ms=4, label="loop 0: from the input latent"),
@@ -270,7 +270,8 @@ def plot_schedulers(model_sampling: Any = None, steps: int = 20) -> Figure:
 
     Returns:
         `Figure`: one axis with one line per scheduler in `seqwidgets.sampling.SCHEDULERS`, in
-        that order; the y-data are the schedule's sigmas without the final 0 (log scale).
+        that order, labelled with its name (plus "(≈ other)" where it coincides with an earlier
+        one within 2%); the y-data are the schedule's sigmas without the final 0 (log scale).
 
     Example:
         >>> fig = plot_schedulers(steps=10)
@@ -280,8 +281,17 @@ def plot_schedulers(model_sampling: Any = None, steps: int = 20) -> Figure:
     ms = _model_sampling(model_sampling)
     fig, (ax,) = _figure(figsize=(8, 4.6))
     markers = "osD^vPX"
+    drawn: dict[str, np.ndarray] = {}
     for color, marker, name in zip(_COLORS, markers, SCHEDULERS, strict=False):
         sigmas = calculate_sigmas(ms, name, steps)[:-1].numpy()  # drop the final 0 for log scale
+        # Say so where one line hides another (e.g. sgm_uniform and simple for SD 1.5).
+        twins = [
+            other
+            for other, values in drawn.items()
+            if values.shape == sigmas.shape and np.allclose(values, sigmas, rtol=0.02)
+        ]
+        drawn[name] = sigmas
+        label = f"{name} (≈ {twins[0]})" if twins else name
         ax.plot(
             np.arange(len(sigmas)),
             sigmas,
@@ -292,7 +302,7 @@ def plot_schedulers(model_sampling: Any = None, steps: int = 20) -> Figure:
             lw=1.4,
             alpha=0.85,
             mfc="none" if marker in "sD" else color,
-            label=name,
+            label=label,
         )
     ax.set_yscale("log")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
