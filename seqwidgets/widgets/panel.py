@@ -1,0 +1,357 @@
+"""The studio's control panel: one control per `SequenceParams` field, generated from `PARAM_SPECS`.
+
+Each field's widget, range, step, choices and tooltip come from its `ParamSpec`; this module only
+decides how fields are grouped on screen (`GROUPS`) and which widget fits each kind. A field added
+to `PARAM_SPECS` later appears on its own, in an "Other" group, until someone places it.
+
+Nothing is clamped: number fields are free text boxes, so an out-of-range value shows the
+`SequenceParams` error next to the field instead of being silently corrected. `ControlPanel.params`
+is the valid `SequenceParams` or ``None``; the studio disables Run while it is ``None``.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import re
+import warnings
+from typing import Any
+
+import ipywidgets as W
+import traitlets
+
+from seqwidgets.params import PARAM_SPECS, ParamSpec, SequenceParams
+
+__all__ = ["GROUPS", "ControlPanel"]
+
+#: Where each field sits on screen. Prompts are always visible; the rest fold in an accordion.
+GROUPS: dict[str, tuple[str, ...]] = {
+    "Prompts": ("positive_seq", "negative_seq"),
+    "Sampling": ("sequence_loop_count", "steps", "cfg", "sampler_name", "scheduler"),
+    "Seed": ("seed", "seed_mode_seq", "alternate_values"),
+    "Denoise": ("denoise_start", "denoise_seq"),
+    "Interpolation": (
+        "keyframe_interpolation",
+        "use_conditioning_slerp",
+        "cond_slerp_strength",
+        "use_latent_interpolation",
+        "latent_interpolation_mode",
+        "latent_interp_strength",
+    ),
+    "Unsample": ("unsample_latents",),
+    "Size": ("width", "height"),
+}
+
+# JavaScript numbers are doubles: an int above 2**53 cannot travel through an IntText intact
+# (the node's seed goes up to 2**64 - 1), so such fields are edited as text.
+_JS_SAFE_INT = 2**53
+_LABEL_WIDTH = "150px"
+_FIELD_RE = re.compile(r"^(\w+)")
+
+
+def _grouped_fields() -> dict[str, tuple[str, ...]]:
+    """`GROUPS` restricted to known fields, plus an "Other" group for any field not placed."""
+    placed = {name for names in GROUPS.values() for name in names}
+    groups = {title: tuple(n for n in names if n in PARAM_SPECS) for title, names in GROUPS.items()}
+    other = tuple(name for name in PARAM_SPECS if name not in placed)
+    if other:
+        groups["Other"] = other
+    return {title: names for title, names in groups.items() if names}
+
+
+def _is_text_int(spec: ParamSpec) -> bool:
+    return spec.kind == "int" and (spec.nullable or spec.max >= _JS_SAFE_INT)
+
+
+def _make_control(spec: ParamSpec) -> W.Widget:
+    """The widget for one field: its kind, range and step come from the spec."""
+    layout = W.Layout(width="auto", flex="1 1 auto")
+    if spec.kind == "keyframes":
+        rows = 5 if spec.name == "positive_seq" else 2
+        return W.Textarea(
+            value=spec.default or "",
+            rows=rows,
+            placeholder="0: a prompt\n8: another prompt",
+            layout=W.Layout(width="100%"),
+            continuous_update=True,
+        )
+    if spec.kind == "bool":
+        return W.Checkbox(value=bool(spec.default), indent=False, layout=layout)
+    if spec.kind == "choice":
+        return W.Dropdown(options=list(spec.choices), value=spec.default, layout=layout)
+    if _is_text_int(spec):
+        placeholder = "auto (pipeline default)" if spec.nullable else ""
+        value = "" if spec.default is None else str(spec.default)
+        return W.Text(value=value, placeholder=placeholder, layout=layout)
+    if spec.kind == "int":
+        return W.IntText(value=spec.default, step=spec.step or 1, layout=layout)
+    if spec.kind == "float" and spec.max - spec.min <= 1:
+        # A bounded fraction (strength, denoise): a slider cannot leave its valid range.
+        return W.FloatSlider(
+            value=spec.default,
+            min=spec.min,
+            max=spec.max,
+            step=spec.step or 0.01,
+            readout_format=".3f" if (spec.step or 0.01) < 0.01 else ".2f",
+            continuous_update=False,
+            layout=layout,
+        )
+    return W.FloatText(value=spec.default, step=spec.step or 0.1, layout=layout)
+
+
+def _read(spec: ParamSpec, control: W.Widget) -> Any:
+    """The control's value as the Python value for the field; text that is not a number raises."""
+    value = control.value
+    if not _is_text_int(spec):
+        return value
+    text = value.strip().replace("_", "")
+    if not text and spec.nullable:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(
+            f"{spec.name}: {value!r} is not an integer; allowed: {spec.allowed()}"
+        ) from None
+
+
+def _write(spec: ParamSpec, control: W.Widget, value: Any) -> None:
+    if _is_text_int(spec):
+        control.value = "" if value is None else str(value)
+    else:
+        control.value = value
+
+
+class ControlPanel(W.VBox):
+    """Every `SequenceParams` field as a control, grouped, validated as you type.
+
+    Attributes:
+        controls (`dict[str, Widget]`): the control of each field, keyed by field name.
+        messages (`dict[str, HTML]`): the validation message shown under each field.
+        params (`SequenceParams | None`): the current settings, or ``None`` while invalid.
+        error (`str`): the current validation error ("" when valid).
+        init_upload (`FileUpload`): an optional init image for loop 0 (see `init_image`).
+
+    Args:
+        params (`SequenceParams`, *optional*): initial settings (defaults: the node's).
+    """
+
+    params = traitlets.Instance(SequenceParams, allow_none=True)
+    error = traitlets.Unicode("")
+
+    def __init__(self, params: SequenceParams | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.add_class("sw-panel")
+        self.controls: dict[str, W.Widget] = {}
+        self.messages: dict[str, W.HTML] = {}
+        self._rows: dict[str, W.Widget] = {}
+        self._group_of: dict[str, str] = {}
+        self._quiet = False
+        for name, spec in PARAM_SPECS.items():
+            self.controls[name] = _make_control(spec)
+            self.messages[name] = W.HTML(layout=W.Layout(display="none", margin="0 0 2px 0"))
+            self._rows[name] = self._row(spec)
+
+        self.init_upload = W.FileUpload(
+            accept="image/*",
+            multiple=False,
+            description="Init image",
+            layout=W.Layout(width="auto"),
+        )
+        self.init_clear = W.Button(description="Clear", layout=W.Layout(width="70px"))
+        self.init_status = W.HTML("<span class='sw-muted'>none: loop 0 starts from noise</span>")
+        self.init_clear.on_click(lambda _: self._clear_init())
+        self.init_upload.observe(self._on_upload, "value")
+        init_row = W.VBox(
+            [
+                W.HBox([self.init_upload, self.init_clear]),
+                self.init_status,
+            ],
+            layout=W.Layout(margin="4px 0 0 0"),
+        )
+        self._init_image = None
+
+        groups = _grouped_fields()
+        for title, names in groups.items():
+            for name in names:
+                self._group_of[name] = title
+        prompts = W.VBox([self._rows[n] for n in groups.pop("Prompts", ())])
+        sections = []
+        for title, names in groups.items():
+            children = [self._rows[n] for n in names]
+            if title == "Denoise":
+                children.append(init_row)
+            sections.append(W.VBox(children, layout=W.Layout(padding="2px 4px")))
+        self._section_titles = list(groups)
+        self.sections = W.Accordion(children=sections, titles=tuple(self._section_titles))
+        self.sections.selected_index = self._section_titles.index("Sampling")
+        self.general_message = W.HTML(layout=W.Layout(display="none"))
+        self.children = [prompts, self.sections, self.general_message]
+
+        if params is not None:
+            self.set_params(params)
+        for control in self.controls.values():
+            control.observe(self._on_change, "value")
+        self.validate()
+
+    # -- layout ----------------------------------------------------------------------------
+
+    def _row(self, spec: ParamSpec) -> W.Widget:
+        control = self.controls[spec.name]
+        tooltip = f"{spec.help} Allowed: {spec.allowed()}."
+        control.tooltip = tooltip
+        label = W.HTML(
+            f"<span class='sw-label' title='{html.escape(tooltip, quote=True)}'>"
+            f"{html.escape(spec.name)}</span>",
+            layout=W.Layout(width=_LABEL_WIDTH, min_width=_LABEL_WIDTH),
+        )
+        if spec.kind == "keyframes":
+            top = W.VBox([label, control], layout=W.Layout(width="100%"))
+        else:
+            top = W.HBox([label, control], layout=W.Layout(width="100%", align_items="center"))
+        return W.VBox([top, self.messages[spec.name]], layout=W.Layout(width="100%"))
+
+    # -- values ----------------------------------------------------------------------------
+
+    def values(self) -> dict[str, Any]:
+        """Every field's value as typed (not validated); a non-numeric int text raises."""
+        return {name: _read(spec, self.controls[name]) for name, spec in PARAM_SPECS.items()}
+
+    def set_params(self, params: SequenceParams) -> None:
+        """Show ``params`` in the controls (and validate once)."""
+        self._quiet = True  # one validation at the end, not one per field
+        try:
+            for name, spec in PARAM_SPECS.items():
+                _write(spec, self.controls[name], getattr(params, name))
+        finally:
+            self._quiet = False
+        self.validate()
+
+    def set_values(self, **values: Any) -> None:
+        """Set some fields by name (unknown names raise ``ValueError``); validates."""
+        unknown = [name for name in values if name not in PARAM_SPECS]
+        if unknown:
+            raise ValueError(f"unknown parameter(s) {unknown}; known: {', '.join(PARAM_SPECS)}")
+        self._quiet = True
+        try:
+            for name, value in values.items():
+                _write(PARAM_SPECS[name], self.controls[name], value)
+        finally:
+            self._quiet = False
+        self.validate()
+
+    @property
+    def init_image(self):
+        """The uploaded init image (a PIL RGB image), or ``None``."""
+        return self._init_image
+
+    def set_init_image(self, image) -> None:
+        """Use ``image`` (PIL) as loop 0's input, or clear it with ``None``."""
+        self._init_image = None if image is None else image.convert("RGB")
+        if self._init_image is None:
+            self.init_status.value = "<span class='sw-muted'>none: loop 0 starts from noise</span>"
+        else:
+            w, h = self._init_image.size
+            hint = (
+                ""
+                if self.params is None or self.params.denoise_start < 1
+                else (" <b>set denoise_start &lt; 1 to keep some of it</b>")
+            )
+            self.init_status.value = f"<span class='sw-muted'>{w}&times;{h} image{hint}</span>"
+
+    def _on_upload(self, change) -> None:
+        files = change["new"]
+        if not files:
+            return
+        from PIL import Image
+
+        try:
+            item = files[0]
+            image = Image.open(io.BytesIO(bytes(item["content"])))
+            image.load()
+        except Exception as exc:  # a corrupt or non-image file: say so, keep the panel usable
+            self._clear_init()
+            self.init_status.value = (
+                f"<span class='sw-error'>cannot read that image: {html.escape(str(exc))}</span>"
+            )
+            return
+        self.set_init_image(image)
+
+    def _clear_init(self) -> None:
+        self.init_upload.value = ()
+        self.set_init_image(None)
+
+    # -- validation ------------------------------------------------------------------------
+
+    def _on_change(self, _change) -> None:
+        if not self._quiet:
+            self.validate()
+
+    def validate(self) -> SequenceParams | None:
+        """Check every field, show each message next to its field, update `params` / `error`.
+
+        Each field is checked on its own first (so several bad fields all show at once), then the
+        whole `SequenceParams` (keyframe syntax, fields that exclude each other). Warnings, such
+        as a keyframe the loop count never reaches, show in amber and do not block a run.
+        """
+        errors: dict[str, str] = {}
+        values: dict[str, Any] = {}
+        for name, spec in PARAM_SPECS.items():
+            try:
+                values[name] = spec.validate(_read(spec, self.controls[name]))
+            except ValueError as exc:
+                errors[name] = str(exc)
+        notes: dict[str, str] = {}
+        params = None
+        general = ""
+        if not errors:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                try:
+                    params = SequenceParams(**values)
+                except ValueError as exc:
+                    field = self._field_of(str(exc))
+                    if field:
+                        errors[field] = str(exc)
+                    else:
+                        general = str(exc)
+            for warning in caught:
+                field = self._field_of(str(warning.message))
+                if field:
+                    notes[field] = str(warning.message)
+        for name, box in self.messages.items():
+            if name in errors:
+                box.value = f"<div class='sw-error'>{html.escape(errors[name])}</div>"
+            elif name in notes:
+                box.value = f"<div class='sw-warning'>{html.escape(notes[name])}</div>"
+            else:
+                box.value = ""
+            box.layout.display = None if box.value else "none"
+        self.general_message.value = (
+            f"<div class='sw-error'>{html.escape(general)}</div>" if general else ""
+        )
+        self.general_message.layout.display = None if general else "none"
+        self._mark_sections(errors)
+        first = next(iter(errors.values()), general)
+        self.error = first
+        self.params = params
+        return params
+
+    def _field_of(self, message: str) -> str | None:
+        match = _FIELD_RE.match(message)
+        return match.group(1) if match and match.group(1) in PARAM_SPECS else None
+
+    def _mark_sections(self, errors: dict[str, str]) -> None:
+        bad = {self._group_of.get(name) for name in errors}
+        titles = tuple(f"⚠ {title}" if title in bad else title for title in self._section_titles)
+        if tuple(self.sections.titles) != titles:
+            self.sections.titles = titles
+        for i, title in enumerate(self._section_titles):
+            if title in bad:
+                self.sections.selected_index = i
+                break
+
+    def set_enabled(self, enabled: bool) -> None:
+        """Enable or disable the init image upload (the studio locks it during a run)."""
+        self.init_upload.disabled = not enabled
+        self.init_clear.disabled = not enabled

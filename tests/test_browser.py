@@ -1,0 +1,309 @@
+"""The studio in a real browser: JupyterLab on 127.0.0.1 driven by the system Chromium.
+
+Opens ``notebooks/01_quickstart.ipynb`` on the tiny random pipeline, runs it, clicks Run, waits
+for the thumbnails on the canvas (reading its pixels), clicks a frame, branches, and keeps a
+screenshot (``$SEQWIDGETS_ARTIFACTS`` or pytest's ``tmp_path``).
+
+Needs ``/usr/bin/chromium``, the ``playwright`` wheel (never ``playwright install``: the system
+Chromium is used) and ``jupyterlab``; skipped otherwise.
+
+Also a script, for the README screenshot with the toy model::
+
+    python tests/test_browser.py --model toy --out docs/images/studio.png
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK = ROOT / "notebooks" / "01_quickstart.ipynb"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+# Where the studio's timeline draws (TimelineLayout defaults): gutter, axis, row height, column.
+GUTTER, AXIS, THUMB, GAP = 104, 26, 56, 6
+COL_W, ROW_H = THUMB + GAP, THUMB + GAP + 4
+
+
+def _missing() -> str | None:
+    if not Path(CHROMIUM).exists():
+        return f"{CHROMIUM} is missing (apt-get install chromium)"
+    for module in ("playwright", "jupyterlab"):
+        if importlib.util.find_spec(module) is None:
+            return f"{module} is not installed (pip install {module})"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def jupyterlab(root: Path, model: str | None):
+    """A JupyterLab server on 127.0.0.1 serving ``root``; yields its base URL and token."""
+    port, token = _free_port(), secrets.token_hex(16)
+    settings = root / ".lab-settings"
+    notification = settings / "@jupyterlab" / "apputils-extension"
+    notification.mkdir(parents=True)
+    (notification / "notification.jupyterlab-settings").write_text(
+        json.dumps({"fetchNews": "false", "checkForUpdates": False})
+    )
+    env = dict(
+        os.environ,
+        JUPYTERLAB_SETTINGS_DIR=str(settings),
+        JUPYTER_RUNTIME_DIR=str(root / ".runtime"),
+        OMP_NUM_THREADS="1",
+    )
+    if model is None:
+        env.pop("SEQWIDGETS_MODEL", None)
+    else:
+        env["SEQWIDGETS_MODEL"] = model
+    command = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={root}",
+        "--LabApp.expose_app_in_browser=True",
+    ]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        command.append("--allow-root")  # containers and CI runners often run as root
+    log = open(root / "jupyterlab.log", "wb")  # noqa: SIM115 (closed in the finally)
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2):
+                    break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        "JupyterLab did not start:\n"
+                        + (root / "jupyterlab.log").read_text()[-3000:]
+                    ) from None
+                time.sleep(0.5)
+        yield url, token
+    finally:
+        server.terminate()
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()
+
+
+# JavaScript run in the page: statistics of the timeline's thumbnail layer.
+_CELL_COLORS = """([x, y, w, h]) => {
+  const canvas = document.querySelector('.sw-timeline canvas');
+  if (!canvas || canvas.width < x + w || canvas.height < y + h) return -1;
+  const data = canvas.getContext('2d').getImageData(x, y, w, h).data;
+  const colors = new Set();
+  for (let i = 0; i < data.length; i += 4) colors.add((data[i] << 16) | (data[i+1] << 8) | data[i+2]);
+  return colors.size;
+}"""
+
+
+def _cell(row: int, col: int) -> list[int]:
+    return [GUTTER + col * COL_W, AXIS + row * ROW_H + 2, THUMB, THUMB]
+
+
+def _cell_error(page) -> str:
+    """The text of a traceback in the notebook's outputs ('' when there is none)."""
+    errors = page.locator(
+        ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']"
+        ", .jp-RenderedText[data-mime-type='application/vnd.jupyter.stderr']"
+    )
+    for i in range(errors.count()):
+        text = errors.nth(i).inner_text()
+        if "Traceback" in text:
+            return text[-3000:]
+    return ""
+
+
+def _wait_for(page, predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        page.wait_for_timeout(250)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def drive_studio(
+    root: Path, screenshot: Path, model: str | None = "tiny-random", loops: int | None = None
+) -> dict:
+    """Open the quickstart notebook in JupyterLab, run, click, branch; save a screenshot."""
+    from playwright.sync_api import sync_playwright
+
+    shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
+    result: dict = {}
+    with jupyterlab(root, model) as (url, token), sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 1250})
+            page.goto(f"{url}/lab/tree/{NOTEBOOK.name}?token={token}")
+            page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+            page.wait_for_function(
+                "() => window.jupyterapp && document.querySelector('.jp-Notebook')", timeout=60_000
+            )
+            # Single-document mode, no side bar: the notebook gets the whole window.
+            page.evaluate("""async () => {
+                const app = window.jupyterapp;
+                await app.commands.execute('application:set-mode', {mode: 'single-document'});
+                if (app.commands.hasCommand('application:toggle-left-area')) {
+                  const left = document.querySelector('#jp-left-stack');
+                  if (left && left.offsetWidth > 0) await app.commands.execute('application:toggle-left-area');
+                }
+            }""")
+            # Wait for the kernel, then run every cell.
+            page.wait_for_selector(
+                ".jp-Notebook-ExecutionIndicator[data-status='idle']",
+                timeout=90_000,
+                state="attached",
+            )
+            page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+            _wait_for(
+                page,
+                lambda: page.locator(".sw-studio .sw-timeline canvas").count() or _cell_error(page),
+                180,
+                "the studio to show",
+            )
+            error = _cell_error(page)
+            assert not error, f"the notebook failed:\n{error}"
+            run = page.locator(".sw-studio button", has_text="Run").first
+            page.wait_for_timeout(500)
+            if loops is not None:
+                box = page.locator(".sw-studio .sw-panel input[type='number']").first
+                box.fill(str(loops))
+                box.press("Enter")
+            run.click()
+
+            # 1. Thumbnails appear on the canvas while the run goes on.
+            _wait_for(
+                page,
+                lambda: page.evaluate(_CELL_COLORS, _cell(0, 0)) > 16,
+                180,
+                "the first thumbnail on the timeline",
+            )
+            _wait_for(
+                page,
+                lambda: not page.locator(".sw-studio button", has_text="Run").first.is_disabled(),
+                300,
+                "the run to finish",
+            )
+            result["loop0_colors"] = page.evaluate(_CELL_COLORS, _cell(0, 0))
+            result["loop3_colors"] = page.evaluate(_CELL_COLORS, _cell(0, 3))
+
+            # 2. Click loop 3: the preview's details follow.
+            layers = page.locator(".sw-timeline canvas")
+            top = layers.nth(layers.count() - 1)
+            x, y, _, _ = _cell(0, 3)
+            top.click(position={"x": x + THUMB / 2, "y": y + THUMB / 2})
+            _wait_for(
+                page,
+                lambda: "loop 3" in page.locator(".sw-info").first.inner_text(),
+                30,
+                "the preview to show loop 3",
+            )
+            result["info"] = page.locator(".sw-info").first.inner_text()
+
+            # 3. Branch from it with another denoise: a second row from loop 4.
+            branch = page.locator(".sw-studio button", has_text="Branch").first
+            branch.click()
+            _wait_for(
+                page,
+                lambda: page.evaluate(_CELL_COLORS, _cell(1, 4)) > 16,
+                180,
+                "the branch's first thumbnail",
+            )
+            _wait_for(
+                page,
+                lambda: not page.locator(".sw-studio button", has_text="Run").first.is_disabled(),
+                300,
+                "the branch to finish",
+            )
+            result["branch_colors"] = page.evaluate(_CELL_COLORS, _cell(1, 4))
+            result["empty_colors"] = page.evaluate(_CELL_COLORS, _cell(1, 1))
+            top.click(
+                position={"x": GUTTER + 6 * COL_W + THUMB / 2, "y": AXIS + ROW_H + 2 + THUMB / 2}
+            )
+            page.wait_for_timeout(1200)
+            result["errors"] = page.locator(".sw-errorbox").count()
+            studio = page.locator(".sw-studio").first
+            studio.scroll_into_view_if_needed()
+            screenshot.parent.mkdir(parents=True, exist_ok=True)
+            studio.screenshot(path=str(screenshot))
+            result["screenshot"] = screenshot
+        finally:
+            browser.close()
+    return result
+
+
+@pytest.mark.slow
+def test_studio_in_jupyterlab(tmp_path):
+    reason = _missing()
+    if reason:
+        pytest.skip(reason)
+    artifacts = Path(os.environ.get("SEQWIDGETS_ARTIFACTS", tmp_path))
+    root = tmp_path / "lab"
+    root.mkdir()
+    shot = artifacts / "studio-browser.png"
+    result = drive_studio(root, shot, model="tiny-random")
+    # Real pixels, not the background: random weights give noisy frames with many colours.
+    assert result["loop0_colors"] > 16
+    assert result["loop3_colors"] > 16
+    assert result["branch_colors"] > 16
+    # Before its fork a branch row is empty lane: a handful of colours at most.
+    assert result["empty_colors"] <= 4
+    assert "loop 3" in result["info"]
+    assert result["errors"] == 0
+    assert shot.stat().st_size > 10_000
+
+
+if __name__ == "__main__":
+    import argparse
+    import tempfile
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", default="tiny-random", help="'toy' for the shipped model")
+    parser.add_argument("--out", default="studio.png")
+    parser.add_argument("--loops", type=int, default=None)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        print(
+            drive_studio(
+                Path(folder),
+                Path(args.out).resolve(),
+                None if args.model == "toy" else args.model,
+                args.loops,
+            )
+        )

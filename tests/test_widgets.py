@@ -1,0 +1,459 @@
+"""Headless tests of the studio: the panel, the timeline's canvas commands, runs, branches, errors.
+
+No browser: ipycanvas batches every draw through one canvas manager's ``send``, which is
+recorded here and decoded back into ``(canvas, command, args, buffers)``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+
+import ipywidgets as W
+import numpy as np
+import pytest
+from ipycanvas.canvas import _CANVAS_MANAGER, _CMD_LIST
+from PIL import Image
+
+from seqwidgets.params import PARAM_SPECS, SequenceParams
+from seqwidgets.widgets import GROUPS, Studio, TimelineLayout
+from seqwidgets.widgets.panel import ControlPanel
+from seqwidgets.widgets.timeline import ImageTimeline, Row
+
+FAST = dict(steps=2, sequence_loop_count=3, positive_seq="0: a red circle\n2: a blue square")
+
+
+class Commands:
+    """Every canvas command sent to the front end, decoded from the canvas manager's messages."""
+
+    def __init__(self):
+        self.sent = []  # (canvas model id, command name, args, buffers)
+        self._canvas = None
+
+    def __call__(self, content, buffers=None):
+        buffers = list(buffers or [])
+        commands = json.loads(bytes(buffers[0]))
+        if commands and isinstance(commands[0], int):
+            commands = [commands]
+        rest = buffers[1:]
+        for command in commands:
+            name = _CMD_LIST[command[0]]
+            args = command[1] if len(command) > 1 else []
+            count = command[2] if len(command) > 2 else 0
+            mine, rest = rest[:count], rest[count:]
+            if name == "switchCanvas":
+                self._canvas = args[0].removeprefix("IPY_MODEL_")
+                continue
+            self.sent.append((self._canvas, name, args, [bytes(b) for b in mine]))
+
+    def on(self, canvas, name=None):
+        return [c for c in self.sent if c[0] == canvas.model_id and (name is None or c[1] == name)]
+
+    def mark(self) -> int:
+        return len(self.sent)
+
+    def since(self, mark: int, name=None):
+        return [c for c in self.sent[mark:] if name is None or c[1] == name]
+
+
+@pytest.fixture
+def commands(monkeypatch):
+    recorder = Commands()
+    monkeypatch.setattr(_CANVAS_MANAGER, "send", recorder)
+    monkeypatch.setattr(_CANVAS_MANAGER, "_current_canvas", None)
+    return recorder
+
+
+@pytest.fixture
+def studio(tiny_pipe, commands):
+    studio = Studio(tiny_pipe, params=SequenceParams(**FAST))
+    yield studio
+    studio.stop()
+    studio.wait(10)
+    studio.close_all() if False else None
+
+
+def _model_ref(widget) -> str:
+    return f"IPY_MODEL_{widget.model_id}"
+
+
+# -- the panel ---------------------------------------------------------------------------------
+
+
+def test_panel_has_one_control_per_field_in_one_group():
+    panel = ControlPanel()
+    assert set(panel.controls) == set(PARAM_SPECS)
+    placed = [name for names in GROUPS.values() for name in names]
+    assert sorted(placed) == sorted(PARAM_SPECS), "every field sits in exactly one group"
+    assert panel.params == SequenceParams()
+    assert isinstance(panel.controls["positive_seq"], W.Textarea)
+    assert isinstance(panel.controls["sampler_name"], W.Dropdown)
+    assert tuple(panel.controls["sampler_name"].options) == PARAM_SPECS["sampler_name"].choices
+    assert isinstance(panel.controls["use_conditioning_slerp"], W.Checkbox)
+    assert panel.controls["cfg"].tooltip.startswith(PARAM_SPECS["cfg"].help)
+
+
+def test_invalid_settings_show_next_to_the_field_and_disable_run(studio):
+    panel = studio.panel
+    assert not studio.run_button.disabled
+    panel.controls["steps"].value = 0
+    assert studio.run_button.disabled
+    assert (
+        "steps" in panel.messages["steps"].value and "out of range" in panel.messages["steps"].value
+    )
+    assert panel.messages["steps"].layout.display != "none"
+    assert panel.messages["cfg"].value == ""
+    # Several bad fields show at once; the seed is text (it exceeds what JavaScript holds).
+    panel.controls["seed"].value = "twelve"
+    assert "not an integer" in panel.messages["seed"].value
+    assert "steps" in panel.messages["steps"].value
+    with pytest.raises(ValueError, match="seed"):
+        studio.run(wait=True)
+    panel.controls["steps"].value = 2
+    panel.controls["seed"].value = str(2**64 - 1)
+    assert not studio.run_button.disabled
+    assert panel.params.seed == 2**64 - 1
+    # A malformed keyframe line: the parser's message, with its line number.
+    panel.controls["positive_seq"].value = "0: a red circle\nnot a keyframe"
+    assert studio.run_button.disabled
+    assert "line 2" in panel.messages["positive_seq"].value
+    panel.controls["positive_seq"].value = FAST["positive_seq"]
+    # Fields that exclude each other.
+    panel.controls["use_conditioning_slerp"].value = True
+    panel.controls["keyframe_interpolation"].value = "linear"
+    assert studio.run_button.disabled
+    assert "exclude each other" in panel.messages["use_conditioning_slerp"].value
+    assert "⚠ Interpolation" in panel.sections.titles
+    panel.controls["keyframe_interpolation"].value = "none"
+    assert not studio.run_button.disabled
+    assert "⚠ Interpolation" not in panel.sections.titles
+    # A keyframe the loop count never reaches is a warning, not an error.
+    panel.controls["positive_seq"].value = "0: a\n50: b"
+    assert "never reached" in panel.messages["positive_seq"].value
+    assert not studio.run_button.disabled
+    # Nullable size: empty is "the pipeline's size", a non-multiple of 8 is an error.
+    panel.controls["width"].value = "60"
+    assert "multiple of 8" in panel.messages["width"].value
+    panel.controls["width"].value = ""
+    assert panel.params.width is None
+
+
+# -- a run, thumbnails, selection ----------------------------------------------------------------
+
+
+def test_run_draws_each_thumbnail_once_as_rgba(studio, commands):
+    branch = studio.run(wait=True)
+    assert branch.indices == [0, 1, 2]
+    assert studio.session.branches == [branch]
+    timeline = studio.timeline
+    assert [r.key for r in timeline.rows] == [branch.id]
+    assert len(timeline.sources) == 3
+    for index in range(3):
+        source = timeline.sources[(branch.id, index)]
+        puts = commands.on(source, "putImageData")
+        assert len(puts) == 1, "each thumbnail's pixels travel once"
+        png = puts[0][3][0]
+        assert png[:8] == b"\x89PNG\r\n\x1a\n", "RGBA goes as lossless PNG, not JPEG"
+        image = Image.open(io.BytesIO(png))
+        assert image.mode == "RGBA" and image.size == (56, 56)
+        expected = np.asarray(studio.session.thumbnail(branch, index, 56).convert("RGBA"))
+        assert np.array_equal(np.asarray(image), expected)
+        draws = [
+            c for c in commands.on(timeline.canvas[0], "drawImage") if c[2][0] == _model_ref(source)
+        ]
+        assert draws, f"loop {index} drawn on the timeline from its own canvas"
+        x, y = draws[-1][2][1:3]
+        assert (x, y) == (timeline.layout_.x(index, 0), timeline.layout_.y(0))
+    # The run followed its frames: the last one is selected and shown large.
+    assert studio.selected == (branch, 2)
+    assert studio.preview.showing == (branch.id, 2)
+    assert "loop 2" in studio.info.value
+    assert "done: 3 frame(s)" in studio.progress_text.value
+    assert "loop 3/3" in studio.progress_text.value and "step 2/2" in studio.progress_text.value
+    assert "it/s" in studio.progress_text.value
+    assert studio.error_area.layout.display == "none"
+
+
+def test_selection_changes_the_preview_without_resending_pixels(studio, commands):
+    branch = studio.run(wait=True)
+    preview = studio.preview
+    studio.select(branch, 0)
+    assert studio.selected == (branch, 0)
+    assert preview.showing == (branch.id, 0)
+    assert "loop 0" in studio.info.value and f"{studio.selected_frame.seed}" in studio.info.value
+    assert "keyframe" in studio.info.value
+    assert "a red circle" in studio.info.value
+    first = commands.on(preview.canvas, "drawImage")[-1][2][0]
+    studio.select(branch, 1)
+    assert "loop 1" in studio.info.value
+    second = commands.on(preview.canvas, "drawImage")[-1][2][0]
+    assert first != second
+    # Scrubbing back and forth again: draw commands only, no pixels.
+    mark = commands.mark()
+    for index in (0, 1, 2, 1, 0):
+        studio.select(branch, index)
+    assert commands.since(mark, "putImageData") == []
+    assert commands.since(mark, "drawImage")
+    # The full-resolution frame went once per frame, upscaled crisp in the browser.
+    source = preview.sources[(branch.id, 0)]
+    put = commands.on(source, "putImageData")
+    assert len(put) == 1
+    assert Image.open(io.BytesIO(put[0][3][0])).size == (64, 64)
+    assert (preview.canvas.width, preview.canvas.height) == (320, 320)
+    assert preview.canvas.image_smoothing_enabled is False
+
+
+def test_mouse_and_keys_select_and_scrub(studio, commands):
+    branch = studio.run(wait=True)
+    top = studio.timeline.canvas[1]
+    layout = studio.timeline.layout_
+
+    def event(name, x, y):
+        top._handle_frontend_event(None, {"event": name, "x": x, "y": y}, [])
+
+    event("mouse_down", layout.x(1, 0) + 5, layout.y(0) + 5)
+    assert studio.selected == (branch, 1)
+    event("mouse_move", layout.x(2, 0) + 5, layout.y(0) + 5)
+    assert studio.selected == (branch, 2)
+    event("mouse_up", layout.x(2, 0) + 5, layout.y(0) + 5)
+    event("mouse_move", layout.x(0, 0) + 5, layout.y(0) + 5)
+    assert studio.selected == (branch, 2), "moving without a button pressed does not scrub"
+    key = {
+        "event": "key_down",
+        "key": "ArrowLeft",
+        "shift_key": False,
+        "ctrl_key": False,
+        "meta_key": False,
+    }
+    top._handle_frontend_event(None, key, [])
+    assert studio.selected == (branch, 1)
+    top._handle_frontend_event(None, dict(key, key="Home"), [])
+    assert studio.selected == (branch, 0)
+    # The Play control drives the loop slider (linked in the browser); the slider selects.
+    assert studio.timeline.loop_slider.max == 2
+    studio.timeline.loop_slider.value = 2
+    assert studio.selected == (branch, 2)
+    # The selection highlight is drawn on the top layer only.
+    mark = commands.mark()
+    studio.select(branch, 0)
+    assert {
+        c[0]
+        for c in commands.since(mark)
+        if c[0] in (studio.timeline.canvas[0].model_id, studio.timeline.canvas[1].model_id)
+    } == {top.model_id}
+
+
+def test_branch_adds_a_row_starting_at_its_fork(studio, commands):
+    run = studio.run(wait=True)
+    studio.select(run, 1)
+    branch = studio.branch(denoise_seq=0.3)
+    assert branch.parent is run and branch.fork == 2
+    assert branch.params.denoise_seq == 0.3
+    rows = studio.timeline.rows
+    assert [r.key for r in rows] == [run.id, branch.id]
+    assert rows[1].fork == 2 and rows[1].parent == run.id
+    assert sorted(k for k in studio.timeline.thumbs if k[0] == branch.id) == [(branch.id, 2)]
+    assert studio.selected == (branch, 2)
+    # The connector: from the parent's loop 1 down into the branch's loop 2.
+    layout = studio.timeline.layout_
+    lines = [c for c in commands.on(studio.timeline.canvas[0], "strokeLines")]
+    assert lines
+    # Re-run from the selected frame with the panel's settings: forks at the loop itself.
+    studio.select(run, 1)
+    studio.panel.controls["cfg"].value = 3.0
+    rerun = studio.rerun()
+    assert rerun.fork == 1 and rerun.params.cfg == 3.0
+    assert [r.fork for r in studio.timeline.rows] == [0, 2, 1]
+    assert studio.timeline.canvas.height == layout.height(3)
+    # A loop before a branch's fork is its parent's frame.
+    studio.select(branch, 0)
+    assert studio.preview.showing == (run.id, 0)
+
+
+def test_only_visible_columns_are_drawn(tiny_pipe, commands):
+    studio = Studio(tiny_pipe, params=SequenceParams(**FAST), width=420)
+    columns = studio.timeline.layout_.columns
+    assert columns < 10
+    run = studio.session.run(SequenceParams(**dict(FAST, sequence_loop_count=14, steps=1)))
+    studio.select(run, 0)
+    mark = commands.mark()
+    studio.timeline.redraw()
+    draws = commands.since(mark, "drawImage")
+    assert 0 < len(draws) <= columns
+    studio.select(run, 13)  # scrolls to the end
+    assert studio.timeline.scroll == 14 - columns
+    assert studio.timeline.scrollbar.layout.display != "none"
+
+
+def test_client_ready_redraws_from_python(studio, commands):
+    branch = studio.run(wait=True)
+    mark = commands.mark()
+    # A page reload: the new client's canvases are blank; Python refills and repaints them.
+    studio.timeline.canvas[1]._handle_frontend_event(None, {"event": "client_ready"}, [])
+    puts = commands.since(mark, "putImageData")
+    assert len(puts) == 3
+    assert len(commands.since(mark, "drawImage")) >= 3
+    assert len(studio.session.branches) == 1 and branch.indices == [0, 1, 2]
+
+
+# -- responsiveness ------------------------------------------------------------------------------
+
+
+def test_an_error_in_the_run_shows_and_the_studio_stays_usable(studio, monkeypatch):
+    unet = studio.session.pipe.unet
+    calls = {"n": 0}
+    forward = unet.forward
+
+    def failing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("injected UNet failure")
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(unet, "forward", failing)
+    with pytest.raises(RuntimeError, match="injected"):
+        studio.run(wait=True)
+    assert studio.error_area.layout.display != "none"
+    assert "injected UNet failure" in studio.error_html.value
+    assert "<details>" in studio.error_html.value and "Traceback" in studio.error_html.value
+    assert "error" in studio.status.value
+    assert not studio.run_button.disabled and studio.stop_button.disabled
+    assert not studio.running
+    monkeypatch.setattr(unet, "forward", forward)
+    branch = studio.run(wait=True)
+    assert branch.is_complete
+    assert studio.error_area.layout.display == "none"
+    # A button click that cannot work (nothing to export yet of a deleted selection) shows too.
+    studio.timeline.selected = None
+    studio._click(studio.export)
+    assert "select a frame" in studio.error_html.value
+
+
+def test_stop_mid_run_in_the_background(studio, monkeypatch):
+    unet = studio.session.pipe.unet
+    forward = unet.forward
+    started = threading.Event()
+
+    def slow(*args, **kwargs):
+        started.set()
+        time.sleep(0.02)
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(unet, "forward", slow)
+    assert studio.run(wait=False, sequence_loop_count=40, steps=4) is None
+    assert started.wait(10)
+    assert studio.running and studio.run_button.disabled and not studio.stop_button.disabled
+    assert studio.branch_button.disabled
+    deadline = time.monotonic() + 10
+    while not studio.timeline.thumbs and time.monotonic() < deadline:
+        time.sleep(0.02)
+    # The user picks a frame during the run: the studio stops following the new frames.
+    first = next(iter(studio.timeline.thumbs))
+    studio.select(first[0], first[1])
+    studio.stop()
+    assert studio.wait(10)
+    branch = studio.session.branches[-1]
+    assert 1 <= len(branch.indices) < 40
+    assert not branch.is_complete
+    assert "stopped" in studio.status.value
+    assert studio.selected[1] == first[1]
+    assert not studio.run_button.disabled and studio.stop_button.disabled
+    assert studio.error_area.layout.display == "none"
+
+
+def test_live_preview_is_throttled_and_replaced_by_the_frame(studio, commands, monkeypatch):
+    unet = studio.session.pipe.unet
+    forward = unet.forward
+
+    def slow(*args, **kwargs):
+        time.sleep(0.06)
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(unet, "forward", slow)
+    start = time.monotonic()
+    branch = studio.run(wait=True, sequence_loop_count=2, steps=8)
+    elapsed = time.monotonic() - start
+    live = commands.on(studio.preview.canvas, "putImageData")
+    assert 1 <= len(live) <= elapsed * 4 + 1
+    assert studio.preview.showing == (branch.id, 1), "the decoded frame replaced the estimate"
+
+
+# -- environments ----------------------------------------------------------------------------------
+
+
+def test_image_renderer_without_ipycanvas(tiny_pipe, monkeypatch):
+    import seqwidgets.widgets.timeline as timeline
+
+    monkeypatch.setattr(timeline, "ipycanvas_available", lambda: False)
+    studio = Studio(tiny_pipe, params=SequenceParams(**FAST))
+    assert studio.renderer == "image"
+    assert isinstance(studio.timeline, ImageTimeline)
+    branch = studio.run(wait=True)
+    studio.timeline.redraw()
+    picture = Image.open(io.BytesIO(studio.timeline.image.value))
+    layout = studio.timeline.layout_
+    cell = np.asarray(picture.convert("RGB"))[
+        layout.y(0) : layout.y(0) + 56, layout.x(0, 0) : layout.x(0, 0) + 56
+    ]
+    assert len(np.unique(cell.reshape(-1, 3), axis=0)) > 16, "the thumbnail is in the picture"
+    studio.select(branch, 1)
+    assert studio.preview.showing == (branch.id, 1)
+    assert Image.open(io.BytesIO(studio.preview.image.value)).size == (320, 320)
+
+
+def test_main_thread_mode(tiny_pipe, commands):
+    studio = Studio(tiny_pipe, params=SequenceParams(**FAST), threaded=False)
+    caller = threading.current_thread()
+    seen = []
+    original = studio._on_frame
+    studio._on_frame = lambda b, f: (seen.append(threading.current_thread()), original(b, f))
+    studio.run(wait=False)
+    assert seen and all(t is caller for t in seen)
+    assert not studio.running and len(studio.timeline.thumbs) == 3
+
+
+def test_renderer_choice_is_checked(tiny_pipe):
+    with pytest.raises(ValueError, match="renderer"):
+        Studio(tiny_pipe, renderer="svg")
+
+
+def test_layout_hit_testing():
+    layout = TimelineLayout(width=700, thumb=56, max_rows=3)
+    assert layout.hit(layout.x(4, 2) + 1, layout.y(1) + 1, scroll=2, row_scroll=0) == (1, 4)
+    assert layout.hit(5, layout.y(0) + 5, 0, 0) is None  # the gutter
+    assert layout.hit(layout.x(0, 0) + 5, 3, 0, 0) is None  # the axis
+    assert layout.height(10) == layout.height(3)
+
+
+def test_export_writes_the_selected_path(studio, tmp_path):
+    studio.export_dir = tmp_path
+    branch = studio.run(wait=True)
+    studio.select(branch, 1)
+    path = studio.export(format="gif")
+    assert path.exists() and path.name == f"seqwidgets-{branch.id}-loop1.gif"
+    assert Image.open(path).n_frames == 2
+    second = studio.export(format="gif")
+    assert second != path, "never overwrites"
+    assert "wrote" in studio.progress_text.value
+
+
+def test_rows_for_an_existing_session(tiny_pipe, commands):
+    from seqwidgets.session import Session
+
+    session = Session(tiny_pipe)
+    run = session.run(SequenceParams(**FAST))
+    session.branch((run, 0), cfg=2.0)
+    studio = Studio(session=session)
+    assert [r.fork for r in studio.timeline.rows] == [0, 1]
+    assert len(studio.timeline.thumbs) == 5
+    assert studio.selected == (run, 0)
+
+
+def test_row_names_and_owner():
+    timeline = ImageTimeline()
+    timeline.add_row(Row(key=1, name="run 1", fork=0, length=4))
+    timeline.add_row(Row(key=2, name="#2", fork=2, length=4, parent=1))
+    assert timeline.owner(2, 1) == 1 and timeline.owner(2, 3) == 2
+    assert [label for label, _ in timeline.branch_menu.options] == ["run 1", "#2"]
