@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seqwidgets.params import PARAM_SPECS, SequenceParams
+from seqwidgets.params import MAX_SCHEDULE_STEPS, PARAM_SPECS, SequenceParams
 from seqwidgets.sampling import SAMPLERS, SCHEDULERS
 
 # The node's INPUT_TYPES, written out independently of PARAM_SPECS: (default, min, max).
@@ -203,6 +203,9 @@ def param_dicts(draw):
     d = {name: draw(value_strategy(spec)) for name, spec in PARAM_SPECS.items()}
     if d["use_conditioning_slerp"]:
         d["keyframe_interpolation"] = "none"
+    for name in ("denoise_start", "denoise_seq"):  # keep the schedule length within the limit
+        if 0 < d[name] < d["steps"] / MAX_SCHEDULE_STEPS:
+            d[name] = 0.0
     return d
 
 
