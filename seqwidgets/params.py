@@ -31,8 +31,9 @@ DEFAULT_POSITIVE_SEQ = (
     "15:A portrait of a rose"
 )
 
-#: Longest noise schedule a loop may slice its tail from (``int(steps / denoise)`` steps).
-MAX_SCHEDULE_STEPS = 100_000
+#: Longest noise schedule a loop may slice its tail from (``int(steps / denoise)`` steps):
+#: every setting the node can express (steps <= 10,000, denoise in steps of 0.01) fits.
+MAX_SCHEDULE_STEPS = 1_000_000
 
 SEED_MODES = ("increment", "decrement", "random", "fixed")
 LATENT_INTERPOLATION_MODES = ("Blend", "Slerp", "Cosine Interp")

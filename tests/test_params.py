@@ -225,4 +225,4 @@ def test_a_denoise_too_small_for_its_steps_is_refused_with_the_limit():
     with pytest.raises(ValueError, match=r"denoise_seq: 1e-09 with steps=20 needs a 2e\+10-step"):
         SequenceParams(denoise_seq=1e-9)
     SequenceParams(denoise_seq=0.0)  # 0 means "no change" and is fine
-    SequenceParams(steps=1000, denoise_seq=0.01)  # exactly 100,000 steps
+    SequenceParams(steps=10000, denoise_seq=0.01)  # the node's extreme: 1,000,000 steps
