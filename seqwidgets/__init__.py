@@ -13,15 +13,18 @@ from .keyframes import parse_keyframes
 from .models import load_pipeline
 from .params import PARAM_SPECS, SequenceParams
 from .plan import LoopPlan, plan_sequence, seed_sequence
+from .session import Branch, Session
 
 __version__ = "0.1.0"
 
 __all__ = [
     "PARAM_SPECS",
+    "Branch",
     "Frame",
     "LoopPlan",
     "SequenceParams",
     "SequenceSampler",
+    "Session",
     "interp",
     "load_pipeline",
     "parse_keyframes",

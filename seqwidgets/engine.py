@@ -118,6 +118,19 @@ class SequenceSampler:
         torch.Size([2, 4, 8, 8])
     """
 
+    #: Settings that shape the sigma schedule: items of one batch must agree on them.
+    BATCH_SHARED = (
+        "steps",
+        "sampler_name",
+        "scheduler",
+        "denoise_start",
+        "denoise_seq",
+        "sequence_loop_count",
+        "unsample_latents",
+        "width",
+        "height",
+    )
+
     def __init__(self, pipe):
         for name in ("unet", "vae", "text_encoder", "scheduler"):
             if getattr(pipe, name, None) is None:
@@ -256,17 +269,7 @@ class SequenceSampler:
         """
         if not params_list:
             raise ValueError("frames_batch needs at least one SequenceParams")
-        shared = (
-            "steps",
-            "sampler_name",
-            "scheduler",
-            "denoise_start",
-            "denoise_seq",
-            "sequence_loop_count",
-            "unsample_latents",
-            "width",
-            "height",
-        )
+        shared = self.BATCH_SHARED
         first = params_list[0]
         for i, params in enumerate(params_list[1:], start=1):
             for name in shared:
