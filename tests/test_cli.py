@@ -91,3 +91,17 @@ def test_unknown_setting_in_config_is_named(tmp_path):
     args = build_parser().parse_args(["render", "--config", str(config)])
     with pytest.raises(ValueError, match="seeed"):
         params_from_args(args)
+
+
+def test_studio_writes_a_ready_notebook_and_names_the_server(tmp_path, capsys):
+    folder = tmp_path / "studio"
+    assert main(["studio", str(folder), "--model", "tiny-random", "--print-command"]) == 0
+    command = capsys.readouterr().out.split()
+    assert command[0] == "jupyter-lab" and command[1].endswith("studio.ipynb")
+    notebook = json.loads((folder / "studio.ipynb").read_text())
+    code = "".join(c["source"] for c in notebook["cells"] if c["cell_type"] == "code")
+    assert "sw.load_pipeline('tiny-random')" in code and "sw.Studio(pipe)" in code
+    (folder / "studio.ipynb").write_text("{}")  # an edited notebook is kept, never replaced
+    assert main(["studio", str(folder), "--voila", "--print-command"]) == 0
+    assert capsys.readouterr().out.startswith("voila ")
+    assert (folder / "studio.ipynb").read_text() == "{}"
