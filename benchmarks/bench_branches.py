@@ -10,29 +10,12 @@ small, since one image already keeps the cores busy. Run:
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import statistics
-import time
 from pathlib import Path
 
 import torch
+from common import machine, median_seconds, write_result
 
 import seqwidgets as sw
-
-
-def timed(run, repeats: int) -> float:
-    run()  # warm-up
-    times = []
-    for _ in range(repeats):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        run()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main(argv=None) -> dict:
@@ -74,8 +57,8 @@ def main(argv=None) -> dict:
         for i in a.own_indices
     )
     seconds = {
-        "sequential": timed(sequential, args.repeats),
-        "batched": timed(batched, args.repeats),
+        "sequential": median_seconds(sequential, args.repeats),
+        "batched": median_seconds(batched, args.repeats),
     }
     for branch in list(session.branches)[1:]:
         session.delete(branch)
@@ -90,12 +73,7 @@ def main(argv=None) -> dict:
     print(f"batch speed-up {speedup:.2f}x; max relative L2 batched vs sequential {error:.1e}")
     result = {
         "benchmark": "batched_branches",
-        "machine": platform.platform(),
-        "torch": torch.__version__,
-        "device": str(pipe.device),
-        "device_name": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-        "dtype": str(pipe.unet.dtype),
-        "threads": torch.get_num_threads(),
+        **machine(pipe),
         "model": args.model or "toy",
         "branches": args.branches,
         "loops": args.loops,
@@ -105,10 +83,7 @@ def main(argv=None) -> dict:
         "speedup": speedup,
         "max_rel_l2": error,
     }
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
-    return result
+    return write_result(args.json, result)
 
 
 if __name__ == "__main__":

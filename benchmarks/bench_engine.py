@@ -19,30 +19,13 @@ against the hand loop measured in the same process. Run:
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import platform
-import statistics
-import time
 from pathlib import Path
 
 import torch
+from common import machine, median_seconds, write_result
 
 import seqwidgets as sw
-
-
-def median_seconds(run, repeats: int) -> float:
-    run()  # warm-up: allocator, kernels, caches
-    times = []
-    for _ in range(repeats):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        run()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 @torch.no_grad()
@@ -172,12 +155,7 @@ def main(argv=None) -> dict:
     print(f"engine vs hand loop latents: relative L2 {agreement:.2e}")
     result = {
         "benchmark": "engine_overhead",
-        "machine": platform.platform(),
-        "processor": platform.processor(),
-        "torch": torch.__version__,
-        "device": str(pipe.device),
-        "device_name": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-        "threads": torch.get_num_threads(),
+        **machine(pipe),
         "model": args.model or "toy",
         "loops": args.loops,
         "steps": args.steps,
@@ -188,10 +166,7 @@ def main(argv=None) -> dict:
         "text_encoder_calls_per_run": text_calls,
         "engine_vs_hand_rel_l2": agreement,
     }
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
-    return result
+    return write_result(args.json, result)
 
 
 if __name__ == "__main__":

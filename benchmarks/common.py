@@ -1,0 +1,52 @@
+"""What every benchmark shares: medians after a warm-up, and results with their machine."""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def median_seconds(run, repeats: int) -> float:
+    """Median wall time of ``run()`` over ``repeats`` runs, after one warm-up run."""
+    run()  # warm-up: allocator, kernels, caches
+    times = []
+    for _ in range(repeats):
+        _sync()
+        start = time.perf_counter()
+        run()
+        _sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def machine(pipe=None) -> dict:
+    """Where the figures come from: platform, versions, device and threads."""
+    info = {
+        "machine": platform.platform(),
+        "processor": platform.processor(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "device_name": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+    }
+    if pipe is not None:
+        info.update(device=str(pipe.device), dtype=str(pipe.unet.dtype))
+    return info
+
+
+def write_result(path: Path | None, result: dict) -> dict:
+    """Write ``result`` as JSON to ``path`` (when given) and return it."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2) + "\n")
+    return result
