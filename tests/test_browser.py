@@ -20,6 +20,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -32,6 +33,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "01_quickstart.ipynb"
 CHROMIUM = "/usr/bin/chromium"
+TIMEOUT = 420  # seconds for the whole browser session (about 30 s on two CPU cores)
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -69,6 +71,11 @@ def jupyterlab(root: Path, model: str | None):
     notification.mkdir(parents=True)
     (notification / "notification.jupyterlab-settings").write_text(
         json.dumps({"fetchNews": "false", "checkForUpdates": False})
+    )
+    tracker = settings / "@jupyterlab" / "notebook-extension"
+    tracker.mkdir(parents=True)
+    (tracker / "tracker.jupyterlab-settings").write_text(
+        json.dumps({"autoStartDefaultKernel": True})
     )
     env = dict(
         os.environ,
@@ -131,6 +138,14 @@ _CELL_COLORS = """([x, y, w, h]) => {
 }"""
 
 
+_KERNEL_READY = """() => {
+  const widget = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+  const kernel = widget && widget.sessionContext && widget.sessionContext.session &&
+    widget.sessionContext.session.kernel;
+  return !!kernel && kernel.connectionStatus === 'connected' && kernel.status === 'idle';
+}"""
+
+
 def _cell(row: int, col: int) -> list[int]:
     return [GUTTER + col * COL_W, AXIS + row * ROW_H + 2, THUMB, THUMB]
 
@@ -159,17 +174,24 @@ def _wait_for(page, predicate, timeout: float, what: str):
 
 
 def drive_studio(
-    root: Path, screenshot: Path, model: str | None = "tiny-random", loops: int | None = None
+    root: Path, screenshot: Path, model: str | None = "tiny-random", loops: int = 12
 ) -> dict:
     """Open the quickstart notebook in JupyterLab, run, click, branch; save a screenshot."""
     from playwright.sync_api import sync_playwright
 
     shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
     result: dict = {}
+    start = time.monotonic()
+
+    def step(what: str) -> None:
+        print(f"[browser {time.monotonic() - start:5.1f} s] {what}", file=sys.stderr, flush=True)
+
     with jupyterlab(root, model) as (url, token), sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1500, "height": 1250})
+            page.set_default_timeout(30_000)
+            step("JupyterLab and Chromium are up")
             page.goto(f"{url}/lab/tree/{NOTEBOOK.name}?token={token}")
             page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
             page.wait_for_function(
@@ -184,13 +206,14 @@ def drive_studio(
                   if (left && left.offsetWidth > 0) await app.commands.execute('application:toggle-left-area');
                 }
             }""")
-            # Wait for the kernel, then run every cell.
-            page.wait_for_selector(
-                ".jp-Notebook-ExecutionIndicator[data-status='idle']",
-                timeout=90_000,
-                state="attached",
-            )
-            page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+            # Wait for the kernel to be connected and idle, then run every cell.
+            page.wait_for_function(_KERNEL_READY, timeout=120_000)
+            step("kernel idle: running the notebook")
+            page.evaluate("void window.jupyterapp.commands.execute('notebook:run-all-cells')")
+            page.wait_for_timeout(1000)
+            select = page.locator(".jp-Dialog button", has_text="Select")
+            if select.count():  # the kernel dialog, should the session still be settling
+                select.first.click()
             _wait_for(
                 page,
                 lambda: page.locator(".sw-studio .sw-timeline canvas").count() or _cell_error(page),
@@ -199,12 +222,13 @@ def drive_studio(
             )
             error = _cell_error(page)
             assert not error, f"the notebook failed:\n{error}"
+            step("studio shown")
             run = page.locator(".sw-studio button", has_text="Run").first
             page.wait_for_timeout(500)
-            if loops is not None:
-                box = page.locator(".sw-studio .sw-panel input[type='number']").first
-                box.fill(str(loops))
-                box.press("Enter")
+            numbers = page.locator(".sw-studio .sw-panel input[type='number']")
+            # The Sampling group's number boxes: sequence_loop_count, steps, cfg.
+            numbers.nth(0).fill(str(loops))
+            numbers.nth(0).press("Enter")
             run.click()
 
             # 1. Thumbnails appear on the canvas while the run goes on.
@@ -220,6 +244,7 @@ def drive_studio(
                 300,
                 "the run to finish",
             )
+            step("run finished")
             result["loop0_colors"] = page.evaluate(_CELL_COLORS, _cell(0, 0))
             result["loop3_colors"] = page.evaluate(_CELL_COLORS, _cell(0, 3))
 
@@ -235,8 +260,12 @@ def drive_studio(
                 "the preview to show loop 3",
             )
             result["info"] = page.locator(".sw-info").first.inner_text()
+            step("frame selected")
 
             # 3. Branch from it with another denoise: a second row from loop 4.
+            numbers.nth(2).fill("4")  # cfg: the branch continues with another guidance
+            numbers.nth(2).press("Enter")
+            page.wait_for_timeout(500)
             branch = page.locator(".sw-studio button", has_text="Branch").first
             branch.click()
             _wait_for(
@@ -251,6 +280,7 @@ def drive_studio(
                 300,
                 "the branch to finish",
             )
+            step("branch finished")
             result["branch_colors"] = page.evaluate(_CELL_COLORS, _cell(1, 4))
             result["empty_colors"] = page.evaluate(_CELL_COLORS, _cell(1, 1))
             top.click(
@@ -263,6 +293,12 @@ def drive_studio(
             screenshot.parent.mkdir(parents=True, exist_ok=True)
             studio.screenshot(path=str(screenshot))
             result["screenshot"] = screenshot
+        except BaseException:
+            with contextlib.suppress(Exception):
+                failure = screenshot.with_name("failure-" + screenshot.name)
+                page.screenshot(path=str(failure), full_page=True)
+                step(f"failed; the page is in {failure}")
+            raise
         finally:
             browser.close()
     return result
@@ -274,10 +310,25 @@ def test_studio_in_jupyterlab(tmp_path):
     if reason:
         pytest.skip(reason)
     artifacts = Path(os.environ.get("SEQWIDGETS_ARTIFACTS", tmp_path))
-    root = tmp_path / "lab"
-    root.mkdir()
     shot = artifacts / "studio-browser.png"
-    result = drive_studio(root, shot, model="tiny-random")
+    # In a child process of its own session: a browser or a kernel that hangs is killed with
+    # everything it started, instead of hanging the test run.
+    command = [sys.executable, __file__, "--out", str(shot), "--root", str(tmp_path)]
+    child = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = child.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        out, err = child.communicate()
+        pytest.fail(f"the browser test took over {TIMEOUT} s:\n{err[-4000:]}")
+    assert child.returncode == 0, f"the browser test failed:\n{err[-6000:]}"
+    result = json.loads(out.strip().splitlines()[-1])
     # Real pixels, not the background: random weights give noisy frames with many colours.
     assert result["loop0_colors"] > 16
     assert result["loop3_colors"] > 16
@@ -296,14 +347,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default="tiny-random", help="'toy' for the shipped model")
     parser.add_argument("--out", default="studio.png")
-    parser.add_argument("--loops", type=int, default=None)
+    parser.add_argument("--loops", type=int, default=12)
+    parser.add_argument("--root", default=None, help="a folder for the server's files")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        print(
-            drive_studio(
-                Path(folder),
-                Path(args.out).resolve(),
-                None if args.model == "toy" else args.model,
-                args.loops,
-            )
-        )
+    with tempfile.TemporaryDirectory(dir=args.root) as folder:
+        model = None if args.model == "toy" else args.model
+        result = drive_studio(Path(folder), Path(args.out).resolve(), model, args.loops)
+    print(json.dumps(result, default=str))

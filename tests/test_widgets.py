@@ -72,7 +72,6 @@ def studio(tiny_pipe, commands):
     yield studio
     studio.stop()
     studio.wait(10)
-    studio.close_all() if False else None
 
 
 def _model_ref(widget) -> str:

@@ -164,7 +164,7 @@ class Studio(W.VBox):
             **button,
         )
         self.branch_button = W.Button(
-            description="⑂ Branch",
+            description="↳ Branch",
             tooltip="Continue after the selected frame with the panel's "
             "settings (a new row that shares every loop up to it)",
             **button,
@@ -228,26 +228,39 @@ class Studio(W.VBox):
         self.timeline.observe(self._on_selected, "selected")
         self.panel.observe(self._on_params, "params")
 
-        # 4. Layout: header; panel | preview + details; timeline; errors.
+        # 4. Layout: header; settings | (preview + details, transport, progress, errors);
+        #    the timeline across the whole width.
         self.header = W.HTML()
-        buttons = W.VBox(
+        for widget, width in (
+            (self.run_button, "96px"),
+            (self.stop_button, "86px"),
+            (self.branch_button, "104px"),
+            (self.rerun_button, "96px"),
+            (self.export_button, "92px"),
+        ):
+            widget.layout = W.Layout(width=width)
+        gap = W.Layout(gap="6px", align_items="center", flex_flow="row wrap")
+        transport = W.HBox(
             [
-                W.HBox([self.run_button, self.stop_button]),
-                W.HBox([self.branch_button, self.rerun_button]),
-                W.HBox([self.export_format, self.export_button]),
+                W.HBox([self.run_button, self.stop_button], layout=gap),
+                W.HBox([self.branch_button, self.rerun_button], layout=gap),
+                W.HBox([self.export_format, self.export_button], layout=gap),
             ],
-            layout=W.Layout(margin="6px 0 0 0"),
+            layout=W.Layout(gap="18px", align_items="center", flex_flow="row wrap"),
         )
-        left = W.VBox(
-            [self.panel, buttons, self.progress_bar, self.progress_text],
-            layout=W.Layout(width="410px", min_width="410px"),
+        self.preview.layout = W.Layout(flex="0 0 auto")
+        display = W.HBox(
+            [self.preview, self.info], layout=W.Layout(align_items="flex-start", gap="14px")
         )
+        display.add_class("sw-card")
+        controls = W.VBox([transport, self.progress_bar, self.progress_text])
+        controls.add_class("sw-card")
+        right = W.VBox(
+            [display, controls, self.error_area],
+            layout=W.Layout(flex="1 1 auto", gap="8px", min_width="0"),
+        )
+        left = W.VBox([self.panel], layout=W.Layout(width="410px", min_width="410px"))
         left.add_class("sw-card")
-        right = W.HBox(
-            [self.preview, self.info],
-            layout=W.Layout(flex="1 1 auto", align_items="flex-start", gap="14px"),
-        )
-        right.add_class("sw-card")
         top = W.HBox([left, right], layout=W.Layout(gap="10px", align_items="flex-start"))
         timeline_card = W.VBox([self.timeline], layout=W.Layout(margin="8px 0 0 0"))
         timeline_card.add_class("sw-card")
@@ -255,11 +268,12 @@ class Studio(W.VBox):
             W.HTML(_CSS),
             W.HBox(
                 [self.header, self.status],
-                layout=W.Layout(justify_content="space-between", align_items="center"),
+                layout=W.Layout(
+                    justify_content="space-between", align_items="center", margin="0 0 6px 0"
+                ),
             ),
             top,
             timeline_card,
-            self.error_area,
         ]
 
         if self._session is not None:
@@ -644,7 +658,10 @@ class Studio(W.VBox):
         raise ValueError(f"no branch {branch!r} in this session")
 
     def _row_for(self, branch) -> Row:
-        name = branch.name if len(branch.name) <= 12 else f"#{branch.id}"
+        name = branch.name
+        if len(name) > 12:  # the session's "run 1 > branch @3": the gutter has 15 characters
+            kind = "rerun" if " > rerun @" in name else "branch"
+            name = f"{kind} {branch.id}"
         return Row(
             key=branch.id,
             name=name,

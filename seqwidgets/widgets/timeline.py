@@ -279,7 +279,9 @@ class _Timeline(W.VBox):
             layout=W.Layout(width="360px"),
             style={"description_width": "36px"},
         )
-        W.jslink((self.play, "value"), (self.loop_slider, "value"))
+        # Play steps the selection through the kernel rather than a jslink to the slider: a
+        # link echoes stale slider values back while a run moves the selection, which would
+        # jump the selection backwards.
         self.branch_menu = W.Dropdown(
             options=[],
             description="branch",
@@ -313,6 +315,7 @@ class _Timeline(W.VBox):
             layout=W.Layout(align_items="center", gap="8px"),
         )
         self.loop_slider.observe(self._on_slider, "value")
+        self.play.observe(self._on_slider, "value")
         self.branch_menu.observe(self._on_menu, "value")
         self.scrollbar.observe(self._on_scrollbar, "value")
         self._syncing = False
@@ -484,6 +487,8 @@ class _Timeline(W.VBox):
                 self.play.max = top
             if self.loop_slider.value != index:
                 self.loop_slider.value = index
+            if self.play.value != index:
+                self.play.value = index
         finally:
             self._syncing = False
 
