@@ -174,7 +174,11 @@ def _wait_for(page, predicate, timeout: float, what: str):
 
 
 def drive_studio(
-    root: Path, screenshot: Path, model: str | None = "tiny-random", loops: int = 12
+    root: Path,
+    screenshot: Path,
+    model: str | None = "tiny-random",
+    loops: int = 12,
+    branch_positive: str | None = None,
 ) -> dict:
     """Open the quickstart notebook in JupyterLab, run, click, branch; save a screenshot."""
     from playwright.sync_api import sync_playwright
@@ -265,6 +269,9 @@ def drive_studio(
             # 3. Branch from it with another denoise: a second row from loop 4.
             numbers.nth(2).fill("4")  # cfg: the branch continues with another guidance
             numbers.nth(2).press("Enter")
+            if branch_positive is not None:
+                prompts = page.locator(".sw-studio .sw-panel textarea").first
+                prompts.fill(branch_positive)
             page.wait_for_timeout(500)
             branch = page.locator(".sw-studio button", has_text="Branch").first
             branch.click()
@@ -349,8 +356,11 @@ if __name__ == "__main__":
     parser.add_argument("--out", default="studio.png")
     parser.add_argument("--loops", type=int, default=12)
     parser.add_argument("--root", default=None, help="a folder for the server's files")
+    parser.add_argument("--branch-positive", default=None, help="the branch's positive_seq")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.root) as folder:
         model = None if args.model == "toy" else args.model
-        result = drive_studio(Path(folder), Path(args.out).resolve(), model, args.loops)
+        result = drive_studio(
+            Path(folder), Path(args.out).resolve(), model, args.loops, args.branch_positive
+        )
     print(json.dumps(result, default=str))

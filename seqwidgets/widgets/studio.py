@@ -19,10 +19,12 @@ import html
 import threading
 import time
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
 import ipywidgets as W
+import numpy as np
 
 from seqwidgets.params import SequenceParams
 
@@ -481,9 +483,7 @@ class Studio(W.VBox):
                 self._render_progress(note="loading the model…")
             session = self.session
             if callbacks and self._factors is None:
-                from seqwidgets.decode import preview_factors
-
-                self._factors = preview_factors(session.pipe) or False
+                self._factors = self._preview_factors(session.pipe)
             self._result = job(callbacks)
         except BaseException as exc:
             self._job_error = exc
@@ -491,6 +491,23 @@ class Studio(W.VBox):
             self._show_error(exc, traceback.format_exc())
         finally:
             self._finish()
+
+    def _preview_factors(self, pipe):
+        """``(factors, bias)`` for live previews, or ``False`` (no preview) if unknown or odd."""
+        from seqwidgets.decode import preview_factors
+
+        try:
+            found = preview_factors(pipe)
+            if not found:
+                return False
+            factors, bias = found
+            channels = pipe.unet.config.in_channels
+            if np.asarray(factors, dtype=np.float32).shape != (channels, 3):
+                raise ValueError(f"latent-to-RGB factors must be [{channels}, 3]")
+            return factors, bias
+        except Exception as exc:  # a preview is a nicety: never let it fail a run
+            warnings.warn(f"live preview off: {exc}", RuntimeWarning, stacklevel=2)
+            return False
 
     def _finish(self) -> None:
         try:
@@ -676,10 +693,6 @@ class Studio(W.VBox):
         if row is not None and row.length == branch.params.sequence_loop_count:
             return
         self.timeline.add_row(self._row_for(branch))
-        # Menu entries: the session's full names.
-        self.timeline.branch_menu.options = [
-            (b.name, b.id) for b in self.session.branches if self.timeline.row(b.id)
-        ]
 
     def _sync_rows(self) -> None:
         """Rows for every branch of the session (e.g. one stopped before its first frame)."""

@@ -502,9 +502,15 @@ class _Timeline(W.VBox):
         if self._syncing or change["new"] is None:
             return
         key = change["new"]
-        index = self.selected[1] if self.selected else 0
-        index = min(index, max(self.last_index(key), 0))
-        self.select(key, index)
+        # The browser echoes the menu's value back after its options change: only a real
+        # change of branch moves the selection.
+        if self.selected is not None and self.selected[0] == key:
+            return
+        last = self.last_index(key)
+        if last < 0:
+            return
+        index = self.selected[1] if self.selected else last
+        self.select(key, min(index, last))
 
     def _on_scrollbar(self, change) -> None:
         if not self._syncing:
@@ -536,14 +542,9 @@ class _Timeline(W.VBox):
         height = L.height(len(self.rows))
         p.rect(0, 0, L.width, height, fill=BACKGROUND)
         first, last = self.scroll, self.scroll + L.columns
-        selected_row = self.row(self.selected[0]) if self.selected else None
-        keyframes = selected_row or (self.rows[0] if self.rows else None)
-        keyframes = set(keyframes.keyframes) if keyframes else set()
         every = max(1, 5 if L.col_w < 40 else 1)
         for col in range(first, last):
             x = L.x(col, self.scroll) + t / 2
-            if col in keyframes:
-                p.polygon([(x - 5, 3), (x + 5, 3), (x, 10)], KEYFRAME)
             if col % every == 0:
                 p.text(str(col), x, 12, GRID_TEXT, size=10, align="center")
         p.text("loop", 10, 12, GRID_TEXT, size=10)
@@ -562,13 +563,7 @@ class _Timeline(W.VBox):
             sub = f"from loop {row.fork}" if row.parent is not None else f"{row.length} loops"
             p.text(sub, 10, y + t / 2 + 2, GRID_TEXT, size=10)
             for col in range(max(first, row.fork), min(last, row.length)):
-                x = L.x(col, self.scroll)
-                if (row.key, col) in self.thumbs:
-                    p.image((row.key, col), x, y, t, t)
-                else:
-                    p.rect(x, y, t, t, fill=PLACEHOLDER)
-                if col in row.keyframes:
-                    p.rect(x, y, 3, t, fill=KEYFRAME)
+                self._paint_thumb(p, row, col, L.x(col, self.scroll), y)
         # Each branch is tied to the frame it continues from: down from the parent's cell at
         # fork - 1, then right into the branch's first cell.
         for pos, row in self._visible_rows():
@@ -584,9 +579,26 @@ class _Timeline(W.VBox):
             y_parent = max(y_parent, L.axis)
             p.line([(x_parent, y_parent), (x_parent, y_child), (x_child, y_child)], CONNECTOR, 2)
 
+    def _paint_thumb(self, p, row: Row, col: int, x: int, y: int) -> None:
+        t = self.layout_.thumb
+        if (row.key, col) in self.thumbs:
+            p.image((row.key, col), x, y, t, t)
+        else:
+            p.rect(x, y, t, t, fill=PLACEHOLDER)
+        if col in row.keyframes:  # a keyframe starts here: a bar on the cell's left edge
+            p.rect(x, y, 3, t, fill=KEYFRAME)
+
     def _paint_selection(self, p) -> None:
+        """The selection-dependent layer: the selected branch's keyframes on the axis, the
+        running cell, the selected cell."""
         L = self.layout_
         t = L.thumb
+        selected_row = self.row(self.selected[0]) if self.selected else None
+        row = selected_row or (self.rows[0] if self.rows else None)
+        for col in row.keyframes if row else ():
+            if self.scroll <= col < self.scroll + L.columns:
+                x = L.x(col, self.scroll) + t / 2
+                p.polygon([(x - 5, 3), (x + 5, 3), (x, 10)], KEYFRAME)
         if self.running is not None:
             xy = self._cell_xy(*self.running)
             if xy:
@@ -615,6 +627,20 @@ class _Timeline(W.VBox):
     def _report(self, exc: BaseException, text: str) -> None:
         if self.on_error is not None:
             self.on_error(exc, text)
+
+
+def _event_handler(method):
+    """Front-end events must not raise (the error would only reach the kernel's log): report."""
+
+    def handler(self, *args):
+        try:
+            method(self, *args)
+        except Exception as exc:
+            self._report(exc, traceback.format_exc())
+
+    handler.__name__ = method.__name__
+    handler.__doc__ = method.__doc__
+    return handler
 
 
 class CanvasTimeline(_Timeline):
@@ -687,7 +713,8 @@ class CanvasTimeline(_Timeline):
         if xy is None:
             return
         with drawing(self._report):
-            self.canvas[0].draw_image(self.sources[(key, index)], *xy)
+            painter = _CanvasPainter(self.canvas[0], self.sources)
+            self._paint_thumb(painter, self.row(key), index, *xy)
         self._paint_overlay()
 
     def _paint_overlay(self) -> None:
@@ -696,6 +723,7 @@ class CanvasTimeline(_Timeline):
             top.clear()
             self._paint_selection(_CanvasPainter(top, self.sources))
 
+    @_event_handler
     def _on_client_ready(self) -> None:
         # A new client (page reload, Voila) has blank canvases: refill the hidden ones, then
         # repaint. The manager's idea of the "current canvas" is stale for that client too.
@@ -721,6 +749,7 @@ class CanvasTimeline(_Timeline):
             return None
         return row.key, index
 
+    @_event_handler
     def _on_mouse_down(self, x, y) -> None:
         hit = self._hit(x, y)
         if hit is None:
@@ -732,6 +761,7 @@ class CanvasTimeline(_Timeline):
         # user clicked, so Play then runs through the branch's whole path.
         self.select(key, index if index >= self.row(key).fork else self.row(key).fork)
 
+    @_event_handler
     def _on_mouse_move(self, x, y) -> None:
         if not self._dragging or self.selected is None:
             return
@@ -741,9 +771,11 @@ class CanvasTimeline(_Timeline):
         if index != self.selected[1]:
             self.select(key, index)
 
+    @_event_handler
     def _on_mouse_up(self, x, y) -> None:
         self._dragging = False
 
+    @_event_handler
     def _on_wheel(self, dx, dy) -> None:
         delta = dx if abs(dx) > abs(dy) else dy
         if delta:
@@ -751,6 +783,7 @@ class CanvasTimeline(_Timeline):
                 self.scroll + (1 if delta > 0 else -1) * max(1, self.layout_.columns // 4)
             )
 
+    @_event_handler
     def _on_key(self, key, shift, ctrl, meta) -> None:
         moves = {
             "ArrowLeft": (-1, 0),
