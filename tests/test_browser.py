@@ -163,6 +163,16 @@ def _cell_error(page) -> str:
     return ""
 
 
+def _status(page) -> str:
+    """The studio's status chip: idle, running, stopping, stopped or error."""
+    return page.locator(".sw-studio .sw-chip").first.inner_text()
+
+
+def _progress(page) -> str:
+    """The progress line under the buttons (it changes as soon as a job starts)."""
+    return page.locator(".sw-studio .sw-progress").first.inner_text()
+
+
 def _wait_for(page, predicate, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -233,7 +243,9 @@ def drive_studio(
             # The Sampling group's number boxes: sequence_loop_count, steps, cfg.
             numbers.nth(0).fill(str(loops))
             numbers.nth(0).press("Enter")
+            before = _progress(page)
             run.click()
+            _wait_for(page, lambda: _progress(page) != before, 60, "the run to start")
 
             # 1. Thumbnails appear on the canvas while the run goes on.
             _wait_for(
@@ -242,12 +254,7 @@ def drive_studio(
                 180,
                 "the first thumbnail on the timeline",
             )
-            _wait_for(
-                page,
-                lambda: not page.locator(".sw-studio button", has_text="Run").first.is_disabled(),
-                300,
-                "the run to finish",
-            )
+            _wait_for(page, lambda: "idle" in _status(page), 300, "the run to finish")
             step("run finished")
             result["loop0_colors"] = page.evaluate(_CELL_COLORS, _cell(0, 0))
             result["loop3_colors"] = page.evaluate(_CELL_COLORS, _cell(0, 3))
@@ -274,19 +281,16 @@ def drive_studio(
                 prompts.fill(branch_positive)
             page.wait_for_timeout(500)
             branch = page.locator(".sw-studio button", has_text="Branch").first
+            before = _progress(page)
             branch.click()
+            _wait_for(page, lambda: _progress(page) != before, 60, "the branch to start")
             _wait_for(
                 page,
                 lambda: page.evaluate(_CELL_COLORS, _cell(1, 4)) > 16,
                 180,
                 "the branch's first thumbnail",
             )
-            _wait_for(
-                page,
-                lambda: not page.locator(".sw-studio button", has_text="Run").first.is_disabled(),
-                300,
-                "the branch to finish",
-            )
+            _wait_for(page, lambda: "idle" in _status(page), 300, "the branch to finish")
             step("branch finished")
             result["branch_colors"] = page.evaluate(_CELL_COLORS, _cell(1, 4))
             result["empty_colors"] = page.evaluate(_CELL_COLORS, _cell(1, 1))

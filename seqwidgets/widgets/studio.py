@@ -621,9 +621,16 @@ class Studio(W.VBox):
 
     def _on_selected(self, change) -> None:
         if not self._auto_select and self._running:
-            self._follow = False  # the user picked a frame: stop following the run
+            # The user picked a frame: stop following the run, unless it is the newest frame.
+            self._follow = self._is_newest(change["new"])
         self._show_selected()
         self._update_buttons()
+
+    def _is_newest(self, selected) -> bool:
+        branch = self._run_branch
+        if selected is None or branch is None or selected[0] != branch.id:
+            return False
+        return selected[1] == self.timeline.last_index(branch.id)
 
     def _show_selected(self) -> None:
         selected = self.selected

@@ -744,7 +744,10 @@ class CanvasTimeline(_Timeline):
         if hit is None or hit[0] >= len(self.rows):
             return None
         row = self.rows[hit[0]]
-        index = min(hit[1], max(self.last_index(row.key), 0))
+        last = self.last_index(row.key)
+        if last < 0:  # nothing computed along this branch yet
+            return None
+        index = min(hit[1], last)
         if index < row.fork and row.parent is None:
             return None
         return row.key, index
