@@ -271,6 +271,21 @@ def drive_studio(
                 "the preview to show loop 3",
             )
             result["info"] = page.locator(".sw-info").first.inner_text()
+            # The canvas has keyboard focus after the click: the arrow keys step.
+            page.keyboard.press("ArrowRight")
+            _wait_for(
+                page,
+                lambda: "loop 4" in page.locator(".sw-info").first.inner_text(),
+                30,
+                "ArrowRight to select loop 4",
+            )
+            page.keyboard.press("ArrowLeft")
+            _wait_for(
+                page,
+                lambda: "loop 3" in page.locator(".sw-info").first.inner_text(),
+                30,
+                "ArrowLeft to select loop 3 again",
+            )
             step("frame selected")
 
             # 3. Branch from it with another denoise: a second row from loop 4.

@@ -456,3 +456,56 @@ def test_row_names_and_owner():
     timeline.add_row(Row(key=2, name="#2", fork=2, length=4, parent=1))
     assert timeline.owner(2, 1) == 1 and timeline.owner(2, 3) == 2
     assert [label for label, _ in timeline.branch_menu.options] == ["run 1", "#2"]
+
+
+def test_colab_turns_on_the_custom_widget_manager_and_main_thread_mode(
+    tiny_pipe, monkeypatch, commands
+):
+    import sys
+    import types
+
+    import seqwidgets.widgets.colab as colab
+
+    calls = []
+    output = types.ModuleType("google.colab.output")
+    output.enable_custom_widget_manager = lambda: calls.append("on")
+    google = types.ModuleType("google")
+    google.colab = types.ModuleType("google.colab")
+    google.colab.output = output
+    monkeypatch.setitem(sys.modules, "google", google)
+    monkeypatch.setitem(sys.modules, "google.colab", google.colab)
+    monkeypatch.setitem(sys.modules, "google.colab.output", output)
+    monkeypatch.setattr(colab, "_enabled", False)
+    assert colab.in_colab()
+    studio = Studio(tiny_pipe, params=SequenceParams(**FAST))
+    Studio(tiny_pipe, params=SequenceParams(**FAST))
+    assert calls == ["on"], "enabled once per kernel"
+    assert studio.renderer == "canvas" and studio.threaded is False
+    assert "main-thread mode" in studio.header.value
+    assert studio.run(wait=False).is_complete
+
+
+def test_no_pipe_loads_the_default_model_on_the_first_run(tiny_pipe, monkeypatch, commands):
+    import seqwidgets
+
+    loaded = []
+    monkeypatch.setattr(seqwidgets, "load_pipeline", lambda: loaded.append(1) or tiny_pipe)
+    studio = Studio(params=SequenceParams(**FAST))
+    assert loaded == [] and "loads on the first run" in studio.header.value
+    branch = studio.run(wait=True)
+    assert loaded == [1] and studio.session.pipe is tiny_pipe
+    assert branch.is_complete and "StableDiffusionPipeline" in studio.header.value
+
+
+def test_scripting_select_by_id_or_name_and_play(studio):
+    branch = studio.run(wait=True)
+    studio.select(branch.id, -1)
+    assert studio.selected == (branch, 2)
+    studio.select(branch.name, 0)
+    assert studio.selected == (branch, 0)
+    studio.timeline.play.value = 1  # what the Play control's timer does in the browser
+    assert studio.selected == (branch, 1)
+    with pytest.raises(IndexError):
+        studio.select(branch, 7)
+    with pytest.raises(ValueError, match="no branch"):
+        studio.select("nope", 0)

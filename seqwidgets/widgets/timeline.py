@@ -671,6 +671,9 @@ class CanvasTimeline(_Timeline):
         self.canvas.on_mouse_wheel(self._on_wheel)
         self.canvas.on_key_down(self._on_key)
         self.canvas.on_client_ready(self._on_client_ready)
+        # A <canvas> takes keyboard focus (arrow keys) only with a tabindex.
+        for layer in self.canvas._canvases:
+            layer.tabbable = True
         self.children = [self.toolbar, self.canvas, self.scrollbar]
         self.redraw()
 
