@@ -509,3 +509,20 @@ def test_scripting_select_by_id_or_name_and_play(studio):
         studio.select(branch, 7)
     with pytest.raises(ValueError, match="no branch"):
         studio.select("nope", 0)
+
+
+def test_launch_writes_a_valid_notebook_once(tmp_path):
+    import nbformat
+
+    from seqwidgets.widgets.launch import launch, write_notebook
+
+    path = write_notebook(tmp_path, "tiny-random")
+    notebook = nbformat.read(path, as_version=4)
+    nbformat.validate(notebook)
+    code = notebook.cells[1].source
+    compile(code, "studio", "exec")
+    assert "load_pipeline('tiny-random')" in code and code.rstrip().endswith("studio")
+    path.write_text(path.read_text().replace("Run", "RUN"))
+    assert write_notebook(tmp_path) == path and "RUN" in path.read_text(), "never overwritten"
+    command = launch(tmp_path, port=8899, dry_run=True)
+    assert command[1:3] == ["-m", "jupyterlab"] and command[-1] == "--port=8899"
