@@ -1,8 +1,9 @@
 """The studio in a real browser: JupyterLab on 127.0.0.1 driven by the system Chromium.
 
 Opens ``notebooks/01_quickstart.ipynb`` on the tiny random pipeline, runs it, clicks Run, waits
-for the thumbnails on the canvas (reading its pixels), clicks a frame, branches, and keeps a
-screenshot (``$SEQWIDGETS_ARTIFACTS`` or pytest's ``tmp_path``).
+for the thumbnails on the canvas (reading its pixels), clicks a frame, steps with the arrow keys,
+branches, reloads the page (Python redraws the canvases: the browser keeps no pixels), and keeps
+a screenshot (``$SEQWIDGETS_ARTIFACTS`` or pytest's ``tmp_path``).
 
 Needs ``/usr/bin/chromium``, the ``playwright`` wheel (never ``playwright install``: the system
 Chromium is used) and ``jupyterlab``; skipped otherwise.
@@ -314,6 +315,20 @@ def drive_studio(
             )
             page.wait_for_timeout(1200)
             result["errors"] = page.locator(".sw-errorbox").count()
+
+            # 4. Reload the page: the browser kept no pixels; Python redraws every canvas.
+            page.evaluate("void window.jupyterapp.commands.execute('docmanager:save')")
+            page.wait_for_timeout(1500)
+            page.reload()
+            page.wait_for_function(_KERNEL_READY, timeout=120_000)
+            _wait_for(
+                page,
+                lambda: page.evaluate(_CELL_COLORS, _cell(1, 4)) > 16,
+                120,
+                "the timeline redrawn after a reload",
+            )
+            result["reload_colors"] = page.evaluate(_CELL_COLORS, _cell(0, 0))
+            step("redrawn after a reload")
             studio = page.locator(".sw-studio").first
             studio.scroll_into_view_if_needed()
             screenshot.parent.mkdir(parents=True, exist_ok=True)
@@ -363,6 +378,7 @@ def test_studio_in_jupyterlab(tmp_path):
     assert result["empty_colors"] <= 4
     assert "loop 3" in result["info"]
     assert result["errors"] == 0
+    assert result["reload_colors"] > 16
     assert shot.stat().st_size > 10_000
 
 

@@ -147,7 +147,6 @@ class Studio(W.VBox):
         self._follow = True
         self._auto_select = False
         self._stats: dict[str, Any] = {}
-        self._ui_lock = threading.RLock()
 
         # 1. The control panel and its buttons.
         self.panel = ControlPanel(params)
@@ -214,7 +213,7 @@ class Studio(W.VBox):
         if self.renderer == "canvas":
             self.preview = CanvasPreview(preview_size)
             self.timeline = CanvasTimeline(width=width, thumb=thumb_size, max_rows=max_rows)
-            self.preview.redisplay = self._redisplay
+            self.preview.redisplay = lambda _key: self._show_selected()
         else:
             self.preview = ImagePreview(preview_size)
             self.timeline = ImageTimeline(width=width, thumb=thumb_size, max_rows=max_rows)
@@ -651,9 +650,6 @@ class Studio(W.VBox):
             self._render_info(frame=(branch, frame, image.size))
         except Exception as exc:
             self._show_error(exc, traceback.format_exc())
-
-    def _redisplay(self, key) -> None:
-        self._show_selected()
 
     def _owner_id(self, branch, index: int) -> int:
         owner = branch

@@ -84,6 +84,15 @@ def drawing(on_error: Callable[[BaseException, str], None] | None = None):
                     on_error(exc, traceback.format_exc())
 
 
+def _forget_current_canvas() -> None:
+    """Make the next command name its canvas again. The canvas manager skips the switch when
+    the canvas is the one it drew on last, but a client that has just connected never saw it."""
+    from ipycanvas.canvas import _CANVAS_MANAGER
+
+    with _DRAW_LOCK:
+        _CANVAS_MANAGER._current_canvas = None
+
+
 @dataclass
 class Row:
     """One branch on the timeline.
@@ -730,10 +739,8 @@ class CanvasTimeline(_Timeline):
     def _on_client_ready(self) -> None:
         # A new client (page reload, Voila) has blank canvases: refill the hidden ones, then
         # repaint. The manager's idea of the "current canvas" is stale for that client too.
-        from ipycanvas.canvas import _CANVAS_MANAGER
-
         with drawing(self._report):
-            _CANVAS_MANAGER._current_canvas = None
+            _forget_current_canvas()
             for (key, index), source in list(self.sources.items()):
                 image = self.thumbs.get((key, index))
                 if image is not None:
@@ -910,6 +917,8 @@ class CanvasPreview(_Preview):
         self.canvas.layout.height = f"{size}px"
         self.keep = keep
         self.sources: OrderedDict = OrderedDict()
+        #: Set by the studio: ``redisplay(key)`` shows a frame again after a reload.
+        self.redisplay: Callable | None = None
         self.children = [self.canvas]
         self.canvas.on_client_ready(self._on_client_ready)
         self.clear()
@@ -955,15 +964,13 @@ class CanvasPreview(_Preview):
         # The new client lacks the hidden frames: drop them; the next show sends them again.
         key = self.showing
         with _DRAW_LOCK:
+            _forget_current_canvas()
             for source in self.sources.values():
                 source.close()
             self.sources.clear()
         self.clear()
         if key is not None and self.redisplay is not None:
             self.redisplay(key)
-
-    #: Set by the studio: ``redisplay(key)`` shows a frame again after a reload.
-    redisplay: Callable | None = None
 
 
 class ImagePreview(_Preview):
