@@ -24,7 +24,6 @@ from PIL import Image  # noqa: E402
 import seqwidgets as sw  # noqa: E402
 from seqwidgets import plots  # noqa: E402
 from seqwidgets.decode import decode_latents  # noqa: E402
-from seqwidgets.export import contact_sheet  # noqa: E402
 from seqwidgets.session import Session  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "images"
@@ -41,13 +40,14 @@ def pipe():
     return _pipe
 
 
-def save(figure_or_image, name: str) -> Path:
+def save(figure, name: str, *, palette: bool = False) -> Path:
+    """Write a figure as PNG; ``palette``: as 256 colours (pictures: a third of the size)."""
     path = OUT / f"{name}.png"
-    if hasattr(figure_or_image, "savefig"):
-        figure_or_image.savefig(path, dpi=100)
-    else:  # a contact sheet: a 256-colour palette keeps it small and looks the same
-        palette = figure_or_image.quantize(colors=256, dither=Image.Dither.NONE)
-        palette.save(path, optimize=True)
+    figure.savefig(path, dpi=100)
+    if palette:
+        with Image.open(path) as image:
+            quantized = image.convert("RGB").quantize(colors=256, dither=Image.Dither.NONE)
+        quantized.save(path, optimize=True)
     size = path.stat().st_size
     if size > MAX_BYTES:
         raise SystemExit(f"{path.name} is {size // 1024} KB; keep figures under 200 KB")
@@ -104,8 +104,12 @@ def _keyframe_runs():
     )
     variants = {
         "hard cuts": base,
-        "node slerp 0.5": base.replace(use_conditioning_slerp=True, cond_slerp_strength=0.5),
-        "ease": base.replace(keyframe_interpolation="ease"),
+        "the node's conditioning slerp, strength 0.5": base.replace(
+            use_conditioning_slerp=True, cond_slerp_strength=0.5
+        ),
+        'smooth transition, keyframe_interpolation="ease"': base.replace(
+            keyframe_interpolation="ease"
+        ),
     }
     sampler = sw.SequenceSampler(pipe())
     return {name: sampler.sample(params) for name, params in variants.items()}
@@ -114,13 +118,8 @@ def _keyframe_runs():
 def keyframe_runs():
     """Three rows: the same keyframes as hard cuts, the node's slerp and an eased transition."""
     runs = _keyframe_runs()
-    images, captions = [], []
-    for name, latents in runs.items():
-        decoded = decode_latents(pipe().vae, latents)
-        images += decoded
-        captions += [[name if i == 0 else "", f"loop {i}"] for i in range(len(decoded))]
-    sheet = contact_sheet(images, captions, columns=len(images) // len(runs), cell=64)
-    save(sheet, "keyframe_runs")
+    rows = {name: decode_latents(pipe().vae, latents) for name, latents in runs.items()}
+    save(plots.plot_timelines(rows), "keyframe_runs", palette=True)
     save(plots.plot_drift(runs, keyframes=[5, 10]), "drift")
 
 
@@ -134,23 +133,22 @@ def branches():
         steps=12,
         denoise_seq=0.5,
     )
-    main = session.run(params, name="main")
-    rows = [
+    main = session.run(params, name="main run")
+    tree = [
         main,
-        session.branch((main, 3), denoise_seq=0.3, name="denoise 0.3"),
-        session.branch((main, 3), denoise_seq=0.8, name="denoise 0.8"),
+        session.branch((main, 3), denoise_seq=0.3, name="branch after loop 3: denoise_seq 0.3"),
+        session.branch((main, 3), denoise_seq=0.8, name="branch after loop 3: denoise_seq 0.8"),
         session.branch(
-            (main, 3), positive_seq="0: a red circle\n6: a green triangle", name="triangle"
+            (main, 3),
+            positive_seq="0: a red circle\n6: a green triangle",
+            name="branch after loop 3: 6: a green triangle",
         ),
     ]
-    images, captions = [], []
-    for branch in rows:
-        for i in branch.indices:
-            images.append(session.image(branch, i))
-            shared = " (shared)" if i < branch.fork else ""
-            captions.append([branch.name if i == 0 else "", f"loop {i}{shared}"])
-    sheet = contact_sheet(images, captions, columns=params.sequence_loop_count, cell=64)
-    save(sheet, "branches")
+    rows = {b.name: [session.image(b, i) for i in b.indices] for b in tree}
+    captions = {
+        b.name: [f"loop {i}" + (" shared" if i < b.fork else "") for i in b.indices] for b in tree
+    }
+    save(plots.plot_timelines(rows, captions), "branches", palette=True)
 
 
 def table():

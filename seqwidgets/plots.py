@@ -20,6 +20,7 @@ Everything is computed by the same code a run uses (`seqwidgets.plan`, `seqwidge
 * `plot_drift`: how far each loop moves from the one before (L2 distance, cosine similarity).
 * `plot_interpolation_norms`: why slerp keeps a latent's norm and lerp does not.
 * `plot_contact_sheet`: a grid of captioned images (a branch, a run, the steps of one loop).
+* `plot_timelines`: several runs or branches side by side, one labelled row each.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ __all__ = [
     "plot_schedulers",
     "plot_seed_sequence",
     "plot_sigma_slices",
+    "plot_timelines",
 ]
 
 #: The scheduler config of Stable Diffusion 1.5 (and of the toy model): the noise schedule used
@@ -734,4 +736,58 @@ def plot_contact_sheet(
     ax.set_axis_off()
     if title:
         fig.suptitle(title, fontsize=11, y=1 - 0.05 / fig.get_figheight())
+    return fig
+
+
+def plot_timelines(
+    rows: Mapping[str, Sequence[Image.Image]],
+    captions: Mapping[str, Sequence[str | Sequence[str]]] | None = None,
+    *,
+    cell: int | tuple[int, int] = 64,
+    title: str | None = None,
+) -> Figure:
+    """Several timelines side by side, one labelled row each: runs, variants or branches.
+
+    Cells line up across rows (same cell size, rows start at the left edge), so loop ``i`` of
+    every row sits in the same column.
+
+    Args:
+        rows (`Mapping[str, Sequence[PIL.Image.Image]]`): a row label -> that row's images, e.g.
+            ``{b.name: [session.image(b, i) for i in b.indices] for b in session.branches}``.
+        captions (*optional*): a row label -> one caption per image; default ``"loop <i>"``.
+        cell (`int` or `(width, height)`, defaults to 64): the image area of a cell in pixels.
+        title (`str`, *optional*): a title above the rows.
+
+    Returns:
+        `Figure`: one axis per row, titled with its label, showing that row's contact sheet at
+        its pixel size.
+
+    Example:
+        >>> from PIL import Image
+        >>> rows = {"a": [Image.new("RGB", (8, 8))] * 3, "b": [Image.new("RGB", (8, 8))] * 2}
+        >>> [ax.get_title(loc="left") for ax in plot_timelines(rows).axes]
+        ['a', 'b']
+    """
+    from seqwidgets.export import contact_sheet
+
+    if not rows:
+        raise ValueError("expected at least one row, got none")
+    sheets = []
+    for label, images in rows.items():
+        row_captions = (captions or {}).get(label) or [f"loop {i}" for i in range(len(images))]
+        sheets.append((label, contact_sheet(images, row_captions, columns=len(images), cell=cell)))
+    dpi = 100
+    label_px, title_px = 22, 30 if title else 0
+    width_px = max(sheet.width for _, sheet in sheets)
+    height_px = sum(sheet.height + label_px for _, sheet in sheets) + title_px
+    fig = _Figure(figsize=(width_px / dpi, height_px / dpi), dpi=dpi)
+    top = height_px - title_px
+    for label, sheet in sheets:
+        top -= label_px + sheet.height
+        ax = fig.add_axes((0, top / height_px, sheet.width / width_px, sheet.height / height_px))
+        ax.imshow(np.asarray(sheet), interpolation="nearest")
+        ax.set_axis_off()
+        ax.set_title(label, loc="left", fontsize=10, pad=4, x=0.005)
+    if title:
+        fig.suptitle(title, fontsize=12, y=1 - 6 / height_px, va="top")
     return fig

@@ -304,3 +304,26 @@ def test_figures_display_in_jupyter_without_the_inline_backend():
     fig = plots.plot_schedulers(steps=5)
     png = fig._repr_png_()  # what IPython calls for a cell's last expression
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_timelines_one_aligned_row_per_label():
+    from seqwidgets.export import contact_sheet
+
+    red = [Image.new("RGB", (16, 16), (200, 0, 0))] * 4
+    blue = [Image.new("RGB", (16, 16), (0, 0, 200))] * 2
+    fig = plots.plot_timelines(
+        {"run": red, "branch": blue}, {"branch": ["0 shared", "1"]}, cell=32, title="tree"
+    )
+    render(fig)
+    run, branch = fig.axes
+    assert [run.get_title(loc="left"), branch.get_title(loc="left")] == ["run", "branch"]
+    expected = np.asarray(contact_sheet(red, [f"loop {i}" for i in range(4)], columns=4, cell=32))
+    np.testing.assert_array_equal(run.images[0].get_array(), expected)
+    # Rows start at the same left edge with the same scale: loop i sits in the same column.
+    assert run.get_position().x0 == branch.get_position().x0 == 0
+    run_w = run.get_position().width / expected.shape[1]
+    branch_w = branch.get_position().width / branch.images[0].get_array().shape[1]
+    assert run_w == pytest.approx(branch_w)
+    assert branch.get_position().y1 < run.get_position().y0
+    with pytest.raises(ValueError, match="at least one row"):
+        plots.plot_timelines({})
