@@ -437,10 +437,14 @@ class _Timeline(W.VBox):
     def _ensure_visible(self, row_i, index) -> bool:
         changed = False
         cols = self.layout_.columns
-        if index < self.scroll:
+        # One step past an edge (the arrow keys, a run's next frame): move by one column.
+        if index == self.scroll - 1:
             self.scroll, changed = index, True
-        elif index >= self.scroll + cols:
+        elif index == self.scroll + cols:
             self.scroll, changed = index - cols + 1, True
+        elif not self.scroll <= index < self.scroll + cols:
+            # A jump: put the frame in the middle.
+            self.scroll, changed = max(0, min(index - cols // 2, self._max_scroll())), True
         if row_i is not None:
             if row_i < self.row_scroll:
                 self.row_scroll, changed = row_i, True
@@ -556,7 +560,12 @@ class _Timeline(W.VBox):
             x = L.x(col, self.scroll) + t / 2
             if col % every == 0:
                 p.text(str(col), x, 12, GRID_TEXT, size=10, align="center")
-        p.text("loop", 10, 12, GRID_TEXT, size=10)
+        if len(self.rows) > L.max_rows:  # say which rows show (the keys and the menu scroll)
+            last_row = min(self.row_scroll + L.max_rows, len(self.rows))
+            text = f"rows {self.row_scroll + 1}-{last_row} of {len(self.rows)}"
+            p.text(text, 10, 12, GRID_TEXT, size=10)
+        else:
+            p.text("loop", 10, 12, GRID_TEXT, size=10)
         if not self.rows:
             p.text(
                 "Press Run: each loop's frame appears here as soon as it is done.",
@@ -586,7 +595,14 @@ class _Timeline(W.VBox):
             x_parent = L.x(row.fork - 1, self.scroll) + t / 2
             x_child = L.x(row.fork, self.scroll)
             y_parent = max(y_parent, L.axis)
-            p.line([(x_parent, y_parent), (x_parent, y_child), (x_child, y_child)], CONNECTOR, 2)
+            if x_child < L.gutter:
+                continue  # the fork is scrolled off to the left
+            if x_parent < L.gutter:  # the parent's frame is off to the left: enter from the edge
+                p.line([(L.gutter, y_child), (x_child, y_child)], CONNECTOR, 2)
+            else:
+                p.line(
+                    [(x_parent, y_parent), (x_parent, y_child), (x_child, y_child)], CONNECTOR, 2
+                )
 
     def _paint_thumb(self, p, row: Row, col: int, x: int, y: int) -> None:
         t = self.layout_.thumb
