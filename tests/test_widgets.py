@@ -526,3 +526,19 @@ def test_launch_writes_a_valid_notebook_once(tmp_path):
     assert write_notebook(tmp_path) == path and "RUN" in path.read_text(), "never overwritten"
     command = launch(tmp_path, port=8899, dry_run=True)
     assert command[1:3] == ["-m", "jupyterlab"] and command[-1] == "--port=8899"
+
+
+def test_delete_a_branch(studio, commands):
+    run = studio.run(wait=True)
+    studio.select(run, 0)
+    child = studio.branch(cfg=2.0)
+    studio.select(run, 1)
+    with pytest.raises(ValueError, match="forked from it"):
+        studio.delete(run)
+    studio.select(child, 2)
+    studio._click(studio.delete)
+    assert studio.session.branches == [run]
+    assert [r.key for r in studio.timeline.rows] == [run.id]
+    assert not any(key[0] == child.id for key in studio.timeline.sources)
+    assert studio.selected == (run, 2)
+    assert studio.error_area.layout.display == "none"

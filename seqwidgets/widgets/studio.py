@@ -192,6 +192,12 @@ class Studio(W.VBox):
             tooltip="Write the selected branch up to the selected loop",
             **button,
         )
+        self.delete_button = W.Button(
+            description="✕ Delete branch",
+            tooltip="Delete the selected branch (not the frames it shares with its parent)",
+            layout=W.Layout(width="auto"),
+        )
+        self.delete_button.on_click(lambda _: self._click(self.delete))
         self.run_button.on_click(lambda _: self._click(self.run))
         self.stop_button.on_click(lambda _: self.stop())
         self.branch_button.on_click(lambda _: self._click(self.branch))
@@ -218,6 +224,7 @@ class Studio(W.VBox):
             self.preview = ImagePreview(preview_size)
             self.timeline = ImageTimeline(width=width, thumb=thumb_size, max_rows=max_rows)
         self.timeline.on_error = self._on_draw_error
+        self.timeline.toolbar.children = (*self.timeline.toolbar.children, self.delete_button)
         self.preview.on_error = self._on_draw_error
         self.info = W.HTML(layout=W.Layout(width="100%"))
         self.error_html = W.HTML()
@@ -410,6 +417,28 @@ class Studio(W.VBox):
             return self.session.export(branch, path, format=format, upto=index, **options)
 
         return self._start(job, "export", None, wait)
+
+    def delete(self, branch=None, wait: bool = True) -> None:
+        """Delete ``branch`` (default: the selected one) from the session and the timeline.
+
+        A branch that others fork from is refused (`ValueError`): delete those first.
+        """
+        if self._running:
+            raise RuntimeError("a job is in progress; Stop it or wait() for it first")
+        if branch is None:
+            if self.selected is None:
+                raise ValueError("select a frame of the branch to delete first")
+            branch = self.selected[0]
+        branch = self._resolve_branch(branch)
+        self.session.delete(branch)
+        self.timeline.remove_row(branch.id)
+        self.preview.clear()
+        remaining = [b for b in self.session.branches if b.indices]
+        if remaining:
+            self._select_auto(remaining[-1].id, len(remaining[-1].indices) - 1)
+        else:
+            self._show_selected()
+        self._update_buttons()
 
     def clear_error(self) -> None:
         """Hide the error area."""
@@ -876,6 +905,7 @@ class Studio(W.VBox):
         self.branch_button.disabled = busy or not valid or not frame
         self.rerun_button.disabled = busy or not valid or not frame
         self.export_button.disabled = busy or not frame
+        self.delete_button.disabled = busy or self.selected is None
         self.export_format.disabled = busy
         self.panel.set_enabled(not busy)
         tip = "" if valid else f" (invalid settings: {self.panel.error})"
