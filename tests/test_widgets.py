@@ -542,3 +542,13 @@ def test_delete_a_branch(studio, commands):
     assert not any(key[0] == child.id for key in studio.timeline.sources)
     assert studio.selected == (run, 2)
     assert studio.error_area.layout.display == "none"
+
+
+def test_close_closes_every_widget(tiny_pipe, commands):
+    studio = Studio(tiny_pipe, params=SequenceParams(**FAST))
+    studio.run(wait=True)
+    sources = list(studio.timeline.sources.values())
+    studio.close()
+    assert studio.comm is None and studio.panel.comm is None
+    assert all(source.comm is None for source in sources)
+    assert studio.timeline.canvas.comm is None

@@ -86,6 +86,14 @@ def _fmt_seconds(seconds: float) -> str:
     return f"{seconds // 60}:{seconds % 60:02d}"
 
 
+def _descendants(widget: W.Widget) -> list[W.Widget]:
+    found = []
+    for child in getattr(widget, "children", ()):
+        found.append(child)
+        found.extend(_descendants(child))
+    return found
+
+
 class Studio(W.VBox):
     """The KSampler Sequence studio: settings, a live timeline of every loop, scrub and branch.
 
@@ -439,6 +447,21 @@ class Studio(W.VBox):
         else:
             self._show_selected()
         self._update_buttons()
+
+    def close(self) -> None:
+        """Stop any job and close every widget of the studio (hidden canvases included)."""
+        self.stop()
+        self.wait(30)
+        extra = [
+            *getattr(self.timeline, "sources", {}).values(),
+            *getattr(self.preview, "sources", {}).values(),
+        ]
+        if hasattr(self.timeline, "canvas"):
+            extra.extend(self.timeline.canvas._canvases)
+        for widget in [*_descendants(self), *extra]:
+            if widget is not self:
+                widget.close()
+        super().close()
 
     def clear_error(self) -> None:
         """Hide the error area."""
