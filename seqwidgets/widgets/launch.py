@@ -43,7 +43,7 @@ def studio_notebook(model: str | None = None) -> dict:
         f"pipe = sw.load_pipeline({model!r})\n"
         "studio = Studio(pipe, params=sw.SequenceParams(\n"
         '    positive_seq="0: a red circle\\n6: a blue square\\n12: a green triangle",\n'
-        "    sequence_loop_count=16, steps=8, denoise_seq=0.6,\n"
+        "    sequence_loop_count=14, steps=8, denoise_seq=0.6,\n"
         "))\n"
         "studio"
     )
