@@ -170,7 +170,8 @@ def test_run_draws_each_thumbnail_once_as_rgba(studio, commands):
     assert studio.preview.showing == (branch.id, 2)
     assert "loop 2" in studio.info.value
     assert "done: 3 frame(s)" in studio.progress_text.value
-    assert "loop 3/3" in studio.progress_text.value and "step 2/2" in studio.progress_text.value
+    assert "loop 2 (3/3)" in studio.progress_text.value
+    assert "step 2/2" in studio.progress_text.value
     assert "it/s" in studio.progress_text.value
     assert studio.error_area.layout.display == "none"
 

@@ -829,7 +829,8 @@ class Studio(W.VBox):
             rate = f" · {per_second:.1f} it/s"
             if not done:
                 eta = f" · ETA {_fmt_seconds((total - done_steps) / max(per_second, 1e-6))}"
-        text = f"loop {loop + 1}/{loops} · step {step + 1}/{steps}{rate}{eta}"
+        # Loops are numbered from 0 everywhere (timeline, preview, the node's keyframes).
+        text = f"loop {loop} ({loop + 1}/{loops}) · step {step + 1}/{steps}{rate}{eta}"
         if note:
             text = f"{note} <span class='sw-muted'>({text})</span>"
         self.progress_text.value = f"<span class='sw-progress'>{text}</span>"
