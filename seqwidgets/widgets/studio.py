@@ -430,6 +430,7 @@ class Studio(W.VBox):
         """Delete ``branch`` (default: the selected one) from the session and the timeline.
 
         A branch that others fork from is refused (`ValueError`): delete those first.
+        Deleting is immediate; ``wait`` is accepted so that every action takes the same call.
         """
         if self._running:
             raise RuntimeError("a job is in progress; Stop it or wait() for it first")
