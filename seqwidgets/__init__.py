@@ -14,6 +14,7 @@ from .models import load_pipeline
 from .params import PARAM_SPECS, SequenceParams
 from .plan import LoopPlan, plan_sequence, seed_sequence
 from .session import Branch, Session
+from .widgets import Studio
 
 __version__ = "0.1.0"
 
@@ -25,6 +26,7 @@ __all__ = [
     "SequenceParams",
     "SequenceSampler",
     "Session",
+    "Studio",
     "interp",
     "load_pipeline",
     "parse_keyframes",

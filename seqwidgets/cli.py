@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -87,71 +86,18 @@ def build_parser() -> argparse.ArgumentParser:
         "studio",
         help="open the studio in JupyterLab (or Voila) on a ready notebook",
         description=(
-            "Write a notebook that shows seqwidgets.Studio into FOLDER (kept if it exists) and "
+            "Write seqwidgets-studio.ipynb into FOLDER (an existing one is kept as it is) and "
             "open it in JupyterLab, or in Voila with --voila."
         ),
     )
-    studio.add_argument("folder", nargs="?", type=Path, default=Path("seqwidgets-studio"))
+    studio.add_argument("folder", nargs="?", type=Path, default=Path("."))
     studio.add_argument("--model", default=None, help="as for render (default: the toy model)")
     studio.add_argument("--voila", action="store_true", help="open with Voila instead")
     studio.add_argument("--port", type=int, default=None)
-    studio.add_argument("--no-browser", action="store_true", help="do not open a browser")
     studio.add_argument(
         "--print-command", action="store_true", help="write the notebook, print the command"
     )
     return parser
-
-
-def studio_notebook(model: str | None) -> dict:
-    """A three-cell notebook that loads the pipeline and shows the studio."""
-    load = "sw.load_pipeline()" if model is None else f"sw.load_pipeline({model!r})"
-
-    def cell(kind: str, text: str) -> dict:
-        extra = {"execution_count": None, "outputs": []} if kind == "code" else {}
-        return {"cell_type": kind, "metadata": {}, "source": text, **extra}
-
-    return {
-        "cells": [
-            cell(
-                "markdown",
-                "# seqwidgets studio\n\nEdit the keyframes, press **Run**, click a frame on "
-                "the timeline, then **Branch** from it with new settings.",
-            ),
-            cell("code", f"import seqwidgets as sw\n\npipe = {load}"),
-            cell("code", "studio = sw.Studio(pipe)\nstudio"),
-        ],
-        "metadata": {
-            "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}
-        },
-        "nbformat": 4,
-        "nbformat_minor": 5,
-    }
-
-
-def studio(args: argparse.Namespace) -> int:
-    import shutil
-
-    folder = args.folder
-    folder.mkdir(parents=True, exist_ok=True)
-    notebook = folder / "studio.ipynb"
-    if not notebook.exists():
-        notebook.write_text(json.dumps(studio_notebook(args.model), indent=1), encoding="utf-8")
-    tool = "voila" if args.voila else "jupyter-lab"
-    command = [tool, str(notebook)]
-    if args.port is not None:
-        command.append(f"--port={args.port}")
-    if args.no_browser:
-        command.append("--no-browser")
-    if args.print_command:
-        print(" ".join(command))
-        return 0
-    if shutil.which(tool) is None:
-        package = "voila" if args.voila else "jupyterlab"
-        raise FileNotFoundError(
-            f"{tool} is not installed: pip install {package} (the notebook is ready at {notebook})"
-        )
-    os.execvp(command[0], command)  # hand the terminal over to the server
-    return 0
 
 
 def params_from_args(args: argparse.Namespace) -> SequenceParams:
@@ -225,6 +171,20 @@ def render(args: argparse.Namespace) -> int:
         f"{len(frames)} loops in {seconds:.1f} s -> {out}/ (loop_*.png, sequence.gif, "
         "contact_sheet.png, params.json, latents.safetensors)"
     )
+    return 0
+
+
+def studio(args: argparse.Namespace) -> int:
+    from .widgets.launch import launch
+
+    try:
+        command = launch(
+            args.folder, args.model, voila=args.voila, port=args.port, dry_run=args.print_command
+        )
+    except RuntimeError as error:  # JupyterLab or Voila missing: say what to install
+        raise FileNotFoundError(str(error)) from error
+    if args.print_command:
+        print(" ".join(command))
     return 0
 
 
