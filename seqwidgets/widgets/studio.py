@@ -113,10 +113,13 @@ class Studio(W.VBox):
         live_preview (`bool`, defaults to `True`): show the denoised estimate while a loop runs.
 
     Scripting:
-        >>> studio = Studio(pipe)                       # doctest: +SKIP
-        >>> branch = studio.run(wait=True, sequence_loop_count=8)
-        >>> studio.select(branch, 3); studio.selected
+        >>> import seqwidgets as sw
+        >>> studio = Studio(sw.testing.tiny_pipeline())
+        >>> branch = studio.run(wait=True, sequence_loop_count=4, steps=2)
+        >>> studio.select(branch, 2)
         >>> alt = studio.branch(denoise_seq=0.3)        # from the selected frame
+        >>> alt.fork, alt.params.denoise_seq
+        (3, 0.3)
     """
 
     def __init__(
