@@ -151,15 +151,24 @@ def test_draws_distinguishable_shapes_and_positions(pipe):
 def test_latent_rgb_factors_preview_the_decoded_image(pipe):
     import torch
 
+    from seqwidgets.models.toy import SD15_LATENT_RGB_FACTORS
     from seqwidgets.models.toy.latent_rgb import preview
 
-    latents = _generate(
-        pipe, ["a yellow circle", "a blue triangle on the left"], output_type="latent"
-    )
+    prompts = [
+        "a yellow circle",
+        "a blue triangle on the left",
+        "a large red square on the right",
+        "a green circle",
+    ]
+    latents = _generate(pipe, prompts, output_type="latent")
     with torch.no_grad():
         images = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
-    target = images.clamp(-1, 1).numpy().reshape(2, 3, 8, 8, 8, 8).mean(axis=(3, 5))
-    approx = preview(latents.numpy(), LATENT_RGB_FACTORS, LATENT_RGB_BIAS).astype(np.float64)
+    target = images.clamp(-1, 1).numpy().reshape(4, 3, 8, 8, 8, 8).mean(axis=(3, 5))
     target = (target.transpose(0, 2, 3, 1) + 1) * 127.5
-    assert np.corrcoef(approx.ravel(), target.ravel())[0, 1] > 0.8
-    assert np.abs(approx - target).mean() < 40
+    fitted = preview(latents.numpy(), LATENT_RGB_FACTORS, LATENT_RGB_BIAS).astype(np.float64)
+    sd15 = preview(latents.numpy(), SD15_LATENT_RGB_FACTORS).astype(np.float64)
+    # A linear map from this small VAE's latents gets the layout and brightness, less the color:
+    # correlation ~0.6 with the decoded image, where SD 1.5's factors give ~0.
+    corr = np.corrcoef(fitted.ravel(), target.ravel())[0, 1]
+    assert corr > 0.5 and corr > np.corrcoef(sd15.ravel(), target.ravel())[0, 1] + 0.3
+    assert np.abs(fitted - target).mean() < 35 < np.abs(sd15 - target).mean()

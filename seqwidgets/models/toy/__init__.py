@@ -33,12 +33,12 @@ DEFAULTS = {"num_inference_steps": 20, "guidance_scale": 7.5}
 #: in diffusers' scaling (x scaling_factor); fitted by least squares (``latent_rgb.py``) when the
 #: model was trained. Preview = ``latent @ factors + bias``, then ``(v + 1) / 2`` clamped.
 LATENT_RGB_FACTORS: list[list[float]] = [
-    [0.0, 0.0, 0.0],
-    [0.0, 0.0, 0.0],
-    [0.0, 0.0, 0.0],
-    [0.0, 0.0, 0.0],
+    [-0.1728, -0.1883, -0.1051],
+    [-0.1765, -0.3440, -0.4965],
+    [-0.0810, -0.1810, -0.2159],
+    [0.3053, 0.4617, 0.5235],
 ]
-LATENT_RGB_BIAS: list[float] = [0.0, 0.0, 0.0]
+LATENT_RGB_BIAS: list[float] = [0.8216, 0.8939, 0.9128]
 
 #: ComfyUI's published factors (comfy/latent_formats.py): SD 1.5 (no bias) and SDXL (with bias).
 SD15_LATENT_RGB_FACTORS: list[list[float]] = [

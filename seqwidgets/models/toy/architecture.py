@@ -16,12 +16,16 @@ BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 MAX_LENGTH = 32  # SD uses 77; the grammar's longest caption is 9 tokens with BOS and EOS
 TEXT_DIM = 64
 
-#: SD 1.5's scheduler config (runwayml/stable-diffusion-v1-5, scheduler/scheduler_config.json).
+#: SD 1.5's scheduler config (runwayml/stable-diffusion-v1-5, scheduler/scheduler_config.json:
+#: the same betas, steps and offsets), with the class DDIM instead of SD 1.5's PNDM: PNDM's
+#: 4th-order extrapolation of the noise predictions drifts off-color above CFG ~3 with this tiny
+#: model (run 1: color accuracy 27% at CFG 7.5), where DDIM and Euler stay at 100%.
 SCHEDULER_CONFIG = {
-    "_class_name": "PNDMScheduler",
+    "_class_name": "DDIMScheduler",
     "beta_end": 0.012,
     "beta_schedule": "scaled_linear",
     "beta_start": 0.00085,
+    "clip_sample": False,
     "num_train_timesteps": 1000,
     "prediction_type": "epsilon",
     "set_alpha_to_one": False,
@@ -29,7 +33,6 @@ SCHEDULER_CONFIG = {
     "steps_offset": 1,
     "timestep_spacing": "leading",
     "trained_betas": None,
-    "clip_sample": False,
 }
 
 
@@ -152,6 +155,6 @@ def make_vae():
 
 
 def make_scheduler():
-    from diffusers import PNDMScheduler
+    from diffusers import DDIMScheduler
 
-    return PNDMScheduler.from_config(SCHEDULER_CONFIG)
+    return DDIMScheduler.from_config(SCHEDULER_CONFIG)

@@ -72,7 +72,7 @@ def random_caption(
     shape: str,
     position: str,
     size: str,
-    keep: float = 0.6,
+    keep: float = 0.7,
 ) -> str:
     """A training caption of varying detail for an image with these attributes.
 
