@@ -5,6 +5,7 @@ from pathlib import Path
 
 import imageio.v3 as iio
 import pytest
+import torch
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -106,3 +107,15 @@ def test_studio_writes_a_ready_notebook_and_names_the_server(tmp_path, capsys):
     assert main(["studio", str(folder), "--voila", "--print-command"]) == 0
     assert capsys.readouterr().out.split()[1:3] == ["-m", "voila"]
     assert notebook.read_text() == "{}"
+
+
+def test_load_pipeline_gives_the_toy_model_its_preview_factors():
+    import numpy as np
+
+    import seqwidgets as sw
+    from seqwidgets.decode import latent_to_rgb, preview_factors
+
+    pipe = sw.load_pipeline(device="cpu")
+    factors, bias = preview_factors(pipe)
+    assert np.asarray(factors).shape == (4, 3) and len(bias) == 3
+    assert latent_to_rgb(torch.zeros(4, 8, 8), factors, bias).shape == (8, 8, 3)

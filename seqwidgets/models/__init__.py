@@ -109,6 +109,6 @@ def _from_pretrained(source, dtype: torch.dtype, local_only: bool):
 def _attach_preview_factors(pipe, model) -> None:
     """Give the toy model its fitted latent-to-RGB preview factors (see ``decode.py``)."""
     if model is None:
-        from .toy import LATENT_RGB_FACTORS
+        from .toy import LATENT_RGB_BIAS, LATENT_RGB_FACTORS
 
-        pipe.seqwidgets_latent_rgb = LATENT_RGB_FACTORS
+        pipe.seqwidgets_latent_rgb = (LATENT_RGB_FACTORS, LATENT_RGB_BIAS)
