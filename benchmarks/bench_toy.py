@@ -47,7 +47,7 @@ def main():
     torch.set_num_threads(args.threads)
     pipe = load_toy_pipeline()
     pipe.set_progress_bar_config(disable=True)
-    for name in ("PNDM (shipped)", "Euler"):
+    for name in (f"{type(pipe.scheduler).__name__} (shipped)", "Euler"):
         if name == "Euler":
             pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
         times = bench(pipe, args.repeats)

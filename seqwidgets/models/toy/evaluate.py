@@ -10,7 +10,8 @@
 3. Report the classifier's agreement with the prompts: color / shape / position accuracy.
 4. Run the issue's sequence, "0: a red circle / 6: a blue square" at denoise 0.6 (img2img), and
    classify its last frames.
-5. Write a contact sheet: rows = colors, columns = shape x position.
+5. Write a contact sheet: rows = colors, columns = shape x position (first seed), and the
+   sequence of step 4 under it.
 """
 
 from __future__ import annotations
@@ -169,7 +170,7 @@ def main(argv=None):
     p.add_argument(
         "--model", default=str(TOY_MODEL_PATH), help="pipeline folder (default: shipped)"
     )
-    p.add_argument("--seeds", type=int, default=2, help="pictures per prompt")
+    p.add_argument("--seeds", type=int, default=4, help="pictures per prompt")
     p.add_argument("--steps", type=int, default=DEFAULTS["num_inference_steps"])
     p.add_argument("--cfg", type=float, default=DEFAULTS["guidance_scale"])
     p.add_argument(
@@ -262,11 +263,16 @@ def main(argv=None):
     if args.sheet:
         first = full.reshape(len(combos), args.seeds, 64, 64, 3)[:, 0]
         cols = [f"{s}\n{q}" for s in SHAPES for q in POSITIONS]
-        sheet = contact_sheet(first, list(COLORS), cols)
+        grid = contact_sheet(first, list(COLORS), cols)
+        seq = contact_sheet(frames, ["seq"], [str(i) for i in range(len(frames))])
+        # the issue's sequence under the grid: loops 0-5 "a red circle", 6-11 "a blue square"
+        sheet = Image.new(
+            "RGB", (max(grid.width, seq.width), grid.height + seq.height + 8), "white"
+        )
+        sheet.paste(grid, (0, 0))
+        sheet.paste(seq, (0, grid.height + 8))
         Path(args.sheet).parent.mkdir(parents=True, exist_ok=True)
         sheet.save(args.sheet, optimize=True)
-        seq = contact_sheet(frames, ["seq"], [str(i) for i in range(len(frames))])
-        seq.save(Path(args.sheet).with_name(Path(args.sheet).stem + "_sequence.png"), optimize=True)
         log(f"wrote {args.sheet}")
     return results
 
