@@ -146,7 +146,7 @@ PARAM_SPECS: dict[str, ParamSpec] = _specs(
         "alternate_values",
         "bool",
         True,
-        "The node's alternating seed: even loops take a seed that moves every third use.",
+        "The node's alternating seed: even loops take an alternate seed (fixed or drifting by seed % 3).",
     ),
     ParamSpec("steps", "int", 20, "Model steps per loop.", 1, 10000),
     ParamSpec("cfg", "float", 8.0, "Classifier-free guidance scale.", 0.0, 100.0, step=0.5),

@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import os
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -59,14 +61,17 @@ def load_pipeline(
     device = torch.device(device) if device is not None else default_device()
     dtype = dtype or default_dtype(device)
     if model is None:
-        pipe = _from_pretrained(_toy_model_path(), dtype, local_only=True)
+        with quiet_loading():
+            pipe = _from_pretrained(_toy_model_path(), dtype, local_only=True)
     elif model in (TINY_RANDOM, TINY_RANDOM_XL):
         from ..testing import tiny_pipeline
 
-        pipe = tiny_pipeline("sdxl" if model == TINY_RANDOM_XL else "sd")
+        with quiet_loading():
+            pipe = tiny_pipeline("sdxl" if model == TINY_RANDOM_XL else "sd")
     elif isinstance(model, (str, os.PathLike)):
         path = Path(model).expanduser()
-        pipe = _from_pretrained(path if path.exists() else str(model), dtype, path.exists())
+        with quiet_loading():
+            pipe = _from_pretrained(path if path.exists() else str(model), dtype, path.exists())
     elif hasattr(model, "unet") and hasattr(model, "vae"):
         pipe = model
     else:
@@ -82,10 +87,47 @@ def load_pipeline(
     return pipe
 
 
+@contextmanager
+def quiet_loading():
+    """Hold back the loaders' chatter while a pipeline loads: progress bars, notices about
+    optional packages (torchvision, accelerate) and a deprecated argument name. Errors still
+    surface; only the libraries' log level is lowered, and restored afterwards."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    levels = (diffusers_logging.get_verbosity(), transformers_logging.get_verbosity())
+    bars = (
+        diffusers_logging.is_progress_bar_enabled(),
+        transformers_logging.is_progress_bar_enabled(),
+    )
+    diffusers_logging.set_verbosity_error()
+    transformers_logging.set_verbosity_error()
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*torch_dtype.* is deprecated")
+            yield
+    finally:
+        diffusers_logging.set_verbosity(levels[0])
+        transformers_logging.set_verbosity(levels[1])
+        if bars[0]:
+            diffusers_logging.enable_progress_bar()
+        if bars[1]:
+            transformers_logging.enable_progress_bar()
+
+
 def _from_pretrained(source, dtype: torch.dtype, local_only: bool):
     from diffusers import DiffusionPipeline
 
-    kwargs = dict(torch_dtype=dtype, use_safetensors=True, local_files_only=local_only)
+    # low_cpu_mem_usage=False: the same weights either way, and no notice when accelerate is
+    # not installed. (torch_dtype is the name diffusers releases before 0.36 understand.)
+    kwargs = dict(
+        torch_dtype=dtype,
+        use_safetensors=True,
+        local_files_only=local_only,
+        low_cpu_mem_usage=False,
+    )
     try:
         pipe = DiffusionPipeline.from_pretrained(
             source, safety_checker=None, requires_safety_checker=False, **kwargs

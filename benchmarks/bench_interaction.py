@@ -1,0 +1,106 @@
+"""How instantly the studio answers: selecting a frame, redrawing a long timeline, previews.
+
+Python side only, messages built and handed to the comm (in a plain process the comm drops
+them; serialising them is the work measured):
+
+* select: selecting a computed frame and drawing it (timeline highlight + preview);
+* redraw: repainting a timeline that holds 1,000 frames (only the visible columns are drawn);
+* preview cost: a studio run (live previews, decoding, thumbnails, canvas messages) against the
+  same run through the bare engine, as a ratio.
+
+Targets: select < 2 ms, redraw < 50 ms, previews and decoding <= 10% of the loop time. Run:
+
+    python benchmarks/bench_interaction.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from common import machine, median_seconds, write_result
+from PIL import Image
+
+import seqwidgets as sw
+from seqwidgets.widgets.timeline import CanvasTimeline, Row
+
+
+def per_call_ms(call, count: int) -> float:
+    times = []
+    for i in range(count):
+        start = time.perf_counter()
+        call(i)
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="default: the shipped toy model")
+    parser.add_argument("--loops", type=int, default=12)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+
+    pipe = sw.load_pipeline(args.model)
+    params = sw.SequenceParams(
+        positive_seq="0: a red circle\n6: a blue square",
+        sequence_loop_count=args.loops,
+        steps=args.steps,
+        cfg=7.5,
+        denoise_seq=0.6,
+    )
+
+    # 1. Preview cost: the studio's run against the engine's, same settings.
+    studio = sw.Studio(pipe, params=params, threaded=False)
+    engine_s = median_seconds(lambda: sw.SequenceSampler(pipe).sample(params), args.repeats)
+    studio_s = median_seconds(lambda: studio.run(wait=True), args.repeats)
+
+    # 2. Selecting a computed frame: highlight on the timeline and the large preview.
+    branch = studio.session.branches[-1]
+    rng = random.Random(0)
+    picks = [rng.randrange(args.loops) for _ in range(200)]
+    select_ms = per_call_ms(lambda i: studio.select(branch, picks[i]), len(picks))
+
+    # 3. A timeline holding 1,000 frames: one row of 1,000 thumbnails, then full redraws.
+    timeline = CanvasTimeline()
+    timeline.add_row(Row(key=1, name="run 1", fork=0, length=1000, keyframes=(0, 500)))
+    thumb = Image.new("RGB", (56, 56), (200, 40, 40))
+    for index in range(1000):
+        timeline.add_thumbnail(1, index, thumb)
+    timeline.select(1, 999)
+    redraw_ms = per_call_ms(lambda i: timeline.redraw(), 50)
+    scrub_ms = per_call_ms(lambda i: timeline.select(1, (i * 37) % 1000), 200)
+
+    result = {
+        "benchmark": "interaction",
+        **machine(pipe),
+        "model": args.model or "toy",
+        "loops": args.loops,
+        "steps": args.steps,
+        "select_frame_ms": select_ms,
+        "timeline_1000_redraw_ms": redraw_ms,
+        "timeline_1000_select_ms": scrub_ms,
+        "engine_run_s": engine_s,
+        "studio_run_s": studio_s,
+        "studio_over_engine": studio_s / engine_s,
+    }
+    print(f"studio, {args.loops} loops x {args.steps} steps on {result['device']}:")
+    print(f"  select a computed frame          {select_ms:8.2f} ms   (target < 2 ms)")
+    print(f"  redraw a 1,000-frame timeline    {redraw_ms:8.2f} ms   (target < 50 ms)")
+    print(f"  select on that timeline          {scrub_ms:8.2f} ms")
+    print(
+        f"  run: engine {engine_s:.2f} s, studio {studio_s:.2f} s -> previews, decoding and "
+        f"drawing add {100 * (studio_s / engine_s - 1):.1f}% (target <= 10%)"
+    )
+    return write_result(args.json, result)
+
+
+if __name__ == "__main__":
+    torch.set_grad_enabled(False)
+    main()
