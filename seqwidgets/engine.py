@@ -86,6 +86,18 @@ def _on_device(model_sampling, device: torch.device):
     return moved
 
 
+def _mark_loop(error: BaseException, index: int) -> None:
+    """Record on ``error`` the loop it was raised in: ``error.loop``, and a traceback note."""
+    if getattr(error, "loop", None) is not None:
+        return
+    try:
+        error.loop = index
+    except AttributeError:  # an exception type with __slots__
+        return
+    if hasattr(error, "add_note"):  # Python 3.11+
+        error.add_note(f"seqwidgets: raised in loop {index}; the loops before it are kept")
+
+
 class _Stopped(Exception):
     """Raised from the step callback to unwind the sampler when ``stop()`` was called."""
 
@@ -347,6 +359,10 @@ class SequenceSampler:
                         "(sw.load_pipeline(..., dtype=torch.float16)) or call "
                         "pipe.enable_attention_slicing(); the frames before this loop are kept"
                     ) from error
+                except Exception as error:
+                    # Keep the error's own type (callers catch it), and say where it happened.
+                    _mark_loop(error, index)
+                    raise
                 yield frames
                 # The next loop starts from the stored frames, so a branch resumed from one later
                 # computes bit for bit what this run computes now.

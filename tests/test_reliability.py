@@ -109,12 +109,15 @@ def test_a_model_error_at_loop_k_keeps_frames_before_it(tiny_pipe):
     hook = FailAt(tiny_pipe.unet, call=2 * FAST["steps"] + 1, error=RuntimeError("boom"))
     frames = []
     try:
-        with pytest.raises(RuntimeError, match="boom"):
+        with pytest.raises(RuntimeError, match="boom") as raised:
             for frame in sampler.frames(sw.SequenceParams(**FAST)):
                 frames.append(frame)
     finally:
         hook.handle.remove()
     assert [f.index for f in frames] == [0, 1]
+    assert raised.value.loop == 2  # the error says which loop failed
+    if hasattr(raised.value, "__notes__"):
+        assert "raised in loop 2" in raised.value.__notes__[0]
     # The sampler is free again, and resuming from the last good frame completes the run.
     rest = list(sampler.frames(sw.SequenceParams(**FAST), start=2, previous=frames[-1].latent))
     assert [f.index for f in rest] == [2, 3]

@@ -375,7 +375,8 @@ def test_live_preview_is_throttled_and_replaced_by_the_frame(studio, commands, m
     start = time.monotonic()
     branch = studio.run(wait=True, sequence_loop_count=2, steps=8)
     elapsed = time.monotonic() - start
-    live = commands.on(studio.preview.canvas, "putImageData")
+    live = commands.on(studio.preview.live_source, "putImageData")  # latent-sized estimates
+    assert studio.preview.live_source.width == 8  # the 8x8 latent travels, not 320 px
     assert 1 <= len(live) <= elapsed * 4 + 1
     assert studio.preview.showing == (branch.id, 1), "the decoded frame replaced the estimate"
 
