@@ -72,7 +72,7 @@ _PREDICTION_TYPES = ("epsilon", "v_prediction")
 # torchsde rounds the tree's end to its tolerance, so a query at exactly sigma_max lands a hair
 # past it; torchsde clamps and warns on every call. The values are ComfyUI's (same torchsde);
 # only the repeated warning is silenced, narrowly.
-warnings.filterwarnings("ignore", message=r"Should have t[ab]<=t1 but got", module="torchsde")
+warnings.filterwarnings("ignore", message=r"Should have t[ab][<>]=t[01] but got", module="torchsde")
 
 Callback = Callable[[dict[str, Any]], None]
 NoiseSampler = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
