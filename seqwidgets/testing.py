@@ -139,13 +139,16 @@ def tiny_pipeline(kind: str = "sd", seed: int = 0):
         >>> type(pipe).__name__
         'StableDiffusionXLPipeline'
     """
-    from diffusers import (
-        EulerDiscreteScheduler,
-        StableDiffusionPipeline,
-        StableDiffusionXLPipeline,
-        UNet2DConditionModel,
-    )
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+    from .models import quiet_loading
+
+    with quiet_loading():  # (importing the pipelines logs notices about optional packages)
+        from diffusers import (
+            EulerDiscreteScheduler,
+            StableDiffusionPipeline,
+            StableDiffusionXLPipeline,
+            UNet2DConditionModel,
+        )
+        from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     if kind not in ("sd", "sdxl"):
         raise ValueError(f"tiny_pipeline: kind must be 'sd' or 'sdxl', got {kind!r}")
