@@ -204,3 +204,88 @@ def tiny_pipeline(kind: str = "sd", seed: int = 0):
         scheduler=scheduler,
         force_zeros_for_empty_prompt=False,
     )
+
+
+#: SD 1.5's UNet configuration (the published ``unet/config.json``), for full-size measurements.
+SD15_UNET_CONFIG = dict(
+    sample_size=64,
+    in_channels=4,
+    out_channels=4,
+    layers_per_block=2,
+    block_out_channels=(320, 640, 1280, 1280),
+    down_block_types=(
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "DownBlock2D",
+    ),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    cross_attention_dim=768,
+    attention_head_dim=8,
+    norm_num_groups=32,
+)
+
+
+def random_sd15_pipeline(seed: int = 0, device: str | torch.device = "cpu"):
+    """A Stable Diffusion 1.5 sized pipeline with random weights, built offline.
+
+    The UNet is SD 1.5's (860 M parameters, 4x64x64 latents for 512x512 images), so it costs
+    what the real model costs: for measuring the GPU path where no hub can be reached. The VAE
+    and text encoder are SD 1.5's sizes too; the tokenizer is the offline byte vocabulary. The
+    pictures are noise. About 4 GB in float32: build it on the device that will run it.
+
+    Example:
+        >>> from seqwidgets.testing import SD15_UNET_CONFIG
+        >>> from diffusers import UNet2DConditionModel
+        >>> with torch.device("meta"):
+        ...     unet = UNet2DConditionModel(**SD15_UNET_CONFIG)
+        >>> round(sum(p.numel() for p in unet.parameters()) / 1e6)
+        860
+    """
+    from .models import quiet_loading
+
+    with quiet_loading():
+        from diffusers import (
+            AutoencoderKL,
+            EulerDiscreteScheduler,
+            StableDiffusionPipeline,
+            UNet2DConditionModel,
+        )
+        from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    with torch.device(device):
+        unet = UNet2DConditionModel(**SD15_UNET_CONFIG).eval()
+        vae = AutoencoderKL(
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            block_out_channels=(128, 256, 512, 512),
+            layers_per_block=2,
+            latent_channels=4,
+            sample_size=512,
+            scaling_factor=0.18215,
+        ).eval()
+        text_encoder = CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=2 + 2 * 256,
+                hidden_size=768,
+                intermediate_size=3072,
+                num_hidden_layers=12,
+                num_attention_heads=12,
+                max_position_embeddings=77,
+                bos_token_id=0,
+                eos_token_id=1,
+                pad_token_id=1,
+                hidden_act="quick_gelu",
+            )
+        ).eval()
+    return StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tiny_tokenizer(),
+        unet=unet,
+        scheduler=EulerDiscreteScheduler(**SD15_SCHEDULER_CONFIG),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )

@@ -119,3 +119,18 @@ def test_load_pipeline_gives_the_toy_model_its_preview_factors():
     factors, bias = preview_factors(pipe)
     assert np.asarray(factors).shape == (4, 3) and len(bias) == 3
     assert latent_to_rgb(torch.zeros(4, 8, 8), factors, bias).shape == (8, 8, 3)
+
+
+@pytest.mark.slow
+def test_random_sd15_pipeline_runs_offline_with_sd15_sizes():
+    import seqwidgets as sw
+
+    pipe = sw.load_pipeline("random-sd15", device="cpu")
+    assert pipe.unet.config.block_out_channels == [320, 640, 1280, 1280] or tuple(
+        pipe.unet.config.block_out_channels
+    ) == (320, 640, 1280, 1280)
+    params = sw.SequenceParams(
+        positive_seq="0: a red circle", steps=1, sequence_loop_count=1, width=64, height=64
+    )
+    latents = sw.SequenceSampler(pipe).sample(params)
+    assert latents.shape == (1, 4, 8, 8) and torch.isfinite(latents).all()

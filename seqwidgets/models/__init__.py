@@ -14,6 +14,7 @@ import torch
 
 TINY_RANDOM = "tiny-random"
 TINY_RANDOM_XL = "tiny-random-xl"
+RANDOM_SD15 = "random-sd15"
 
 
 def _toy_model_path() -> Path:
@@ -43,6 +44,7 @@ def load_pipeline(
     Args:
         model: ``None`` for the toy model shipped with seqwidgets (runs on any CPU);
             ``"tiny-random"`` / ``"tiny-random-xl"`` for random tiny SD / SDXL pipelines;
+            ``"random-sd15"`` for SD 1.5's sizes with random weights (to measure a GPU offline);
             a hub id (``"stable-diffusion-v1-5/stable-diffusion-v1-5"``), a local folder in
             diffusers layout, or a ready diffusers pipeline (moved, not reloaded).
         device: default CUDA when available, else MPS, else CPU.
@@ -68,6 +70,10 @@ def load_pipeline(
 
         with quiet_loading():
             pipe = tiny_pipeline("sdxl" if model == TINY_RANDOM_XL else "sd")
+    elif model == RANDOM_SD15:
+        from ..testing import random_sd15_pipeline
+
+        pipe = random_sd15_pipeline(device=device)
     elif isinstance(model, (str, os.PathLike)):
         path = Path(model).expanduser()
         with quiet_loading():
