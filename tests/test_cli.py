@@ -126,9 +126,7 @@ def test_random_sd15_pipeline_runs_offline_with_sd15_sizes():
     import seqwidgets as sw
 
     pipe = sw.load_pipeline("random-sd15", device="cpu")
-    assert pipe.unet.config.block_out_channels == [320, 640, 1280, 1280] or tuple(
-        pipe.unet.config.block_out_channels
-    ) == (320, 640, 1280, 1280)
+    assert tuple(pipe.unet.config.block_out_channels) == (320, 640, 1280, 1280)
     params = sw.SequenceParams(
         positive_seq="0: a red circle", steps=1, sequence_loop_count=1, width=64, height=64
     )
