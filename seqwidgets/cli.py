@@ -119,6 +119,7 @@ def params_from_args(args: argparse.Namespace) -> SequenceParams:
 
 
 def render(args: argparse.Namespace) -> int:
+    import torch
     from PIL import Image
     from safetensors.torch import save_file
     from tqdm.auto import tqdm
@@ -156,8 +157,6 @@ def render(args: argparse.Namespace) -> int:
             images.append(image)
     finally:
         bar.close()
-    import torch
-
     captions = [f"loop {f.index} · seed {f.seed}\n{f.prompt}" for f in frames]
     save_gif(images, out / "sequence.gif", fps=args.fps, overwrite=args.overwrite)
     save_contact_sheet(

@@ -85,15 +85,19 @@ def tiny_tokenizer(max_length: int = 77):
     )
 
 
-def _text_config(hidden_size: int, projection_dim: int | None = None):
+def _text_config(
+    hidden_size: int, projection_dim: int | None = None, *, layers: int = 2, heads: int = 4
+):
+    """A CLIP text encoder config over the offline byte vocabulary (4x wide feed-forward for
+    SD 1.5's sizes, 2x for the tiny ones)."""
     from transformers import CLIPTextConfig
 
     return CLIPTextConfig(
         vocab_size=2 + 2 * 256,
         hidden_size=hidden_size,
-        intermediate_size=2 * hidden_size,
-        num_hidden_layers=2,
-        num_attention_heads=4,
+        intermediate_size=(4 if layers > 2 else 2) * hidden_size,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
         max_position_embeddings=77,
         bos_token_id=0,
         eos_token_id=1,
@@ -103,21 +107,39 @@ def _text_config(hidden_size: int, projection_dim: int | None = None):
     )
 
 
-def _tiny_vae():
+def _vae(
+    block_out_channels: tuple[int, ...], layers_per_block: int, norm_num_groups: int, size: int
+):
+    """An AutoencoderKL with SD's four blocks: three downsamples, so 8x (64x64 -> 4x8x8)."""
     from diffusers import AutoencoderKL
 
-    # Four blocks = three downsamples = SD's 8x: a 64x64 image is a 4x8x8 latent.
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * 4,
         up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 8, 8, 8),
-        layers_per_block=1,
+        block_out_channels=block_out_channels,
+        layers_per_block=layers_per_block,
         latent_channels=4,
-        norm_num_groups=4,
-        sample_size=64,
+        norm_num_groups=norm_num_groups,
+        sample_size=size,
         scaling_factor=0.18215,
+    ).eval()
+
+
+def _sd_pipeline(vae, text_encoder, unet):
+    """A StableDiffusionPipeline around these parts, the offline tokenizer and SD 1.5's schedule."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
+
+    return StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tiny_tokenizer(),
+        unet=unet,
+        scheduler=EulerDiscreteScheduler(**SD15_SCHEDULER_CONFIG),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
 
 
@@ -144,7 +166,6 @@ def tiny_pipeline(kind: str = "sd", seed: int = 0):
     with quiet_loading():  # (importing the pipelines logs notices about optional packages)
         from diffusers import (
             EulerDiscreteScheduler,
-            StableDiffusionPipeline,
             StableDiffusionXLPipeline,
             UNet2DConditionModel,
         )
@@ -156,8 +177,7 @@ def tiny_pipeline(kind: str = "sd", seed: int = 0):
         raise ValueError(f"tiny_pipeline: seed must be a non-negative int, got {seed!r}")
 
     torch.manual_seed(seed)
-    scheduler = EulerDiscreteScheduler(**SD15_SCHEDULER_CONFIG)
-    vae = _tiny_vae()
+    vae = _vae((8, 8, 8, 8), layers_per_block=1, norm_num_groups=4, size=64)
     unet_common = dict(
         sample_size=8,
         in_channels=4,
@@ -171,16 +191,7 @@ def tiny_pipeline(kind: str = "sd", seed: int = 0):
     if kind == "sd":
         text_encoder = CLIPTextModel(_text_config(32)).eval()
         unet = UNet2DConditionModel(cross_attention_dim=32, attention_head_dim=4, **unet_common)
-        return StableDiffusionPipeline(
-            vae=vae.eval(),
-            text_encoder=text_encoder,
-            tokenizer=tiny_tokenizer(),
-            unet=unet.eval(),
-            scheduler=scheduler,
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        )
+        return _sd_pipeline(vae, text_encoder, unet.eval())
 
     text_encoder = CLIPTextModel(_text_config(32)).eval()
     text_encoder_2 = CLIPTextModelWithProjection(_text_config(32, projection_dim=32)).eval()
@@ -195,13 +206,13 @@ def tiny_pipeline(kind: str = "sd", seed: int = 0):
         **unet_common,
     )
     return StableDiffusionXLPipeline(
-        vae=vae.eval(),
+        vae=vae,
         text_encoder=text_encoder,
         text_encoder_2=text_encoder_2,
         tokenizer=tiny_tokenizer(),
         tokenizer_2=tiny_tokenizer(),
         unet=unet.eval(),
-        scheduler=scheduler,
+        scheduler=EulerDiscreteScheduler(**SD15_SCHEDULER_CONFIG),
         force_zeros_for_empty_prompt=False,
     )
 
@@ -245,47 +256,12 @@ def random_sd15_pipeline(seed: int = 0, device: str | torch.device = "cpu"):
     from .models import quiet_loading
 
     with quiet_loading():
-        from diffusers import (
-            AutoencoderKL,
-            EulerDiscreteScheduler,
-            StableDiffusionPipeline,
-            UNet2DConditionModel,
-        )
-        from transformers import CLIPTextConfig, CLIPTextModel
+        from diffusers import UNet2DConditionModel
+        from transformers import CLIPTextModel
 
     torch.manual_seed(seed)
     with torch.device(device):
         unet = UNet2DConditionModel(**SD15_UNET_CONFIG).eval()
-        vae = AutoencoderKL(
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            block_out_channels=(128, 256, 512, 512),
-            layers_per_block=2,
-            latent_channels=4,
-            sample_size=512,
-            scaling_factor=0.18215,
-        ).eval()
-        text_encoder = CLIPTextModel(
-            CLIPTextConfig(
-                vocab_size=2 + 2 * 256,
-                hidden_size=768,
-                intermediate_size=3072,
-                num_hidden_layers=12,
-                num_attention_heads=12,
-                max_position_embeddings=77,
-                bos_token_id=0,
-                eos_token_id=1,
-                pad_token_id=1,
-                hidden_act="quick_gelu",
-            )
-        ).eval()
-    return StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tiny_tokenizer(),
-        unet=unet,
-        scheduler=EulerDiscreteScheduler(**SD15_SCHEDULER_CONFIG),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+        vae = _vae((128, 256, 512, 512), layers_per_block=2, norm_num_groups=32, size=512)
+        text_encoder = CLIPTextModel(_text_config(768, layers=12, heads=12)).eval()
+    return _sd_pipeline(vae, text_encoder, unet)
