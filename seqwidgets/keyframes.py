@@ -15,6 +15,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
+from seqwidgets.errors import ParamError
+
 __all__ = ["Keyframes", "format_keyframes", "keyframe_at", "parse_keyframes"]
 
 Keyframes = list[tuple[int, str]]
@@ -39,7 +41,7 @@ def parse_keyframes(text: str, *, field: str = "keyframes") -> Keyframes:
         prefix or with an index already used; naming ``field`` when no keyframe starts at loop 0.
     """
     if not isinstance(text, str):
-        raise ValueError(f"{field}: expected a str of 'index: prompt' lines, got {text!r}")
+        raise ParamError(field, f"{field}: expected a str of 'index: prompt' lines, got {text!r}")
     keyframes: dict[int, str] = {}
     first_line: dict[int, int] = {}
     lines = text.splitlines()
@@ -49,15 +51,17 @@ def parse_keyframes(text: str, *, field: str = "keyframes") -> Keyframes:
             continue
         match = _KEYFRAME_LINE.match(line)
         if match is None:
-            raise ValueError(
+            raise ParamError(
+                field,
                 f"{field}, line {lineno}: expected 'index: prompt' (e.g. '0: a red circle'), "
-                f"got {line!r}"
+                f"got {line!r}",
             )
         index = int(match.group(1))
         if index in keyframes:
-            raise ValueError(
+            raise ParamError(
+                field,
                 f"{field}, line {lineno}: keyframe index {index} already used on line "
-                f"{first_line[index]}: {line!r}"
+                f"{first_line[index]}: {line!r}",
             )
         keyframes[index] = line.split(":", 1)[1].strip()
         first_line[index] = lineno
@@ -66,9 +70,10 @@ def parse_keyframes(text: str, *, field: str = "keyframes") -> Keyframes:
     if 0 not in keyframes:
         first = min(keyframes)
         lineno = first_line[first]
-        raise ValueError(
+        raise ParamError(
+            field,
             f"{field}, line {lineno}: the first keyframe is at loop {first}, but a keyframe at "
-            f"loop 0 is required (e.g. '0: a red circle'): {lines[lineno - 1]!r}"
+            f"loop 0 is required (e.g. '0: a red circle'): {lines[lineno - 1]!r}",
         )
     return sorted(keyframes.items())
 

@@ -18,10 +18,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from seqwidgets.errors import ParamError, ParamWarning
 from seqwidgets.keyframes import Keyframes, parse_keyframes
 from seqwidgets.sampling import SAMPLERS, SCHEDULERS
 
-__all__ = ["PARAM_SPECS", "ParamSpec", "SequenceParams", "DEFAULT_POSITIVE_SEQ"]
+__all__ = ["PARAM_SPECS", "ParamError", "ParamSpec", "SequenceParams", "DEFAULT_POSITIVE_SEQ"]
 
 #: The default text of the node's ``CLIPTextEncodeSequence`` encoder.
 DEFAULT_POSITIVE_SEQ = (
@@ -116,9 +117,11 @@ class ParamSpec:
             raise self._error(value, "wrong type")
         return str(value)
 
-    def _error(self, value: Any, problem: str) -> ValueError:
+    def _error(self, value: Any, problem: str) -> ParamError:
         shown = f"{type(value).__name__} {value!r}" if problem == "wrong type" else repr(value)
-        return ValueError(f"{self.name}: {shown} is {problem}; allowed: {self.allowed()}")
+        return ParamError(
+            self.name, f"{self.name}: {shown} is {problem}; allowed: {self.allowed()}"
+        )
 
 
 def _is_bool(value: Any) -> bool:
@@ -306,38 +309,40 @@ class SequenceParams:
         for name, spec in PARAM_SPECS.items():
             object.__setattr__(self, name, spec.validate(getattr(self, name)))
         if self.use_conditioning_slerp and self.keyframe_interpolation != "none":
-            raise ValueError(
+            raise ParamError(
+                "use_conditioning_slerp",
                 "use_conditioning_slerp=True and keyframe_interpolation="
                 f"{self.keyframe_interpolation!r} exclude each other; "
-                "set keyframe_interpolation='none' or use_conditioning_slerp=False"
+                "set keyframe_interpolation='none' or use_conditioning_slerp=False",
             )
         for name in ("denoise_start", "denoise_seq"):
             denoise = getattr(self, name)
             # ComfyUI runs the tail of an int(steps / denoise)-step schedule: a tiny denoise
             # asks for an astronomically long one.
             if 0 < denoise < 1 and self.steps / denoise > MAX_SCHEDULE_STEPS:
-                raise ValueError(
+                raise ParamError(
+                    name,
                     f"{name}: {denoise!r} with steps={self.steps} needs a "
                     f"{self.steps / denoise:.3g}-step schedule; allowed: 0 (no change), or at "
-                    f"least steps / {MAX_SCHEDULE_STEPS} = {self.steps / MAX_SCHEDULE_STEPS:g}"
+                    f"least steps / {MAX_SCHEDULE_STEPS} = {self.steps / MAX_SCHEDULE_STEPS:g}",
                 )
         positive = parse_keyframes(self.positive_seq, field="positive_seq")
         if not _has_keyframe_line(self.positive_seq):
-            raise ValueError(
+            raise ParamError(
+                "positive_seq",
                 f"positive_seq: {self.positive_seq!r} holds no keyframe; "
-                "allowed: one 'index: prompt' per line, starting at 0 (e.g. '0: a red circle')"
+                "allowed: one 'index: prompt' per line, starting at 0 (e.g. '0: a red circle')",
             )
         negative = parse_keyframes(self.negative_seq, field="negative_seq")
         for name, keyframes in (("positive_seq", positive), ("negative_seq", negative)):
             late = [index for index, _ in keyframes if index >= self.sequence_loop_count]
             if late:
-                warnings.warn(
+                message = (
                     f"{name}: keyframe(s) at loop {', '.join(map(str, late))} never reached: "
                     f"sequence_loop_count is {self.sequence_loop_count} "
-                    f"(loops 0 to {self.sequence_loop_count - 1})",
-                    UserWarning,
-                    stacklevel=3,
+                    f"(loops 0 to {self.sequence_loop_count - 1})"
                 )
+                warnings.warn(ParamWarning(name, message), stacklevel=3)
         object.__setattr__(self, "_positive_keyframes", tuple(positive))
         object.__setattr__(self, "_negative_keyframes", tuple(negative))
 

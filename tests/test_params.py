@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from seqwidgets.errors import ParamError, ParamWarning
 from seqwidgets.params import MAX_SCHEDULE_STEPS, PARAM_SPECS, SequenceParams
 from seqwidgets.sampling import SAMPLERS, SCHEDULERS
 
@@ -226,3 +227,33 @@ def test_a_denoise_too_small_for_its_steps_is_refused_with_the_limit():
         SequenceParams(denoise_seq=1e-9)
     SequenceParams(denoise_seq=0.0)  # 0 means "no change" and is fine
     SequenceParams(steps=10000, denoise_seq=0.01)  # the node's extreme: 1,000,000 steps
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"cfg": 200.0}, "cfg"),
+        ({"steps": "20"}, "steps"),
+        ({"sampler_name": "nope"}, "sampler_name"),
+        ({"positive_seq": "0: a\nbad line"}, "positive_seq"),
+        ({"negative_seq": "3: late start"}, "negative_seq"),
+        ({"positive_seq": "# only a comment"}, "positive_seq"),
+        ({"denoise_seq": 1e-9}, "denoise_seq"),
+        (
+            {"use_conditioning_slerp": True, "keyframe_interpolation": "ease"},
+            "use_conditioning_slerp",
+        ),
+    ],
+)
+def test_param_error_names_its_field(changes, field):
+    # The panel puts each message next to error.field: every invalid setting must carry one.
+    with pytest.raises(ParamError) as caught:
+        SequenceParams(**changes)
+    assert caught.value.field == field
+    assert isinstance(caught.value, ValueError)
+
+
+def test_param_warning_names_its_field():
+    with pytest.warns(ParamWarning) as caught:
+        SequenceParams(positive_seq="0: a\n30: b", sequence_loop_count=5)
+    assert caught[0].message.field == "positive_seq"

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import html
 import io
-import re
 import warnings
 from typing import Any
 
@@ -46,7 +45,6 @@ GROUPS: dict[str, tuple[str, ...]] = {
 # (the node's seed goes up to 2**64 - 1), so such fields are edited as text.
 _JS_SAFE_INT = 2**53
 _LABEL_WIDTH = "150px"
-_FIELD_RE = re.compile(r"^(\w+)")
 
 
 def _grouped_fields() -> dict[str, tuple[str, ...]]:
@@ -310,14 +308,14 @@ class ControlPanel(W.VBox):
                 try:
                     params = SequenceParams(**values)
                 except ValueError as exc:
-                    field = self._field_of(str(exc))
-                    if field:
+                    field = getattr(exc, "field", None)
+                    if field in PARAM_SPECS:
                         errors[field] = str(exc)
                     else:
                         general = str(exc)
             for warning in caught:
-                field = self._field_of(str(warning.message))
-                if field:
+                field = getattr(warning.message, "field", None)
+                if field in PARAM_SPECS:
                     notes[field] = str(warning.message)
         for name, box in self.messages.items():
             if name in errors:
@@ -336,10 +334,6 @@ class ControlPanel(W.VBox):
         self.error = first
         self.params = params
         return params
-
-    def _field_of(self, message: str) -> str | None:
-        match = _FIELD_RE.match(message)
-        return match.group(1) if match and match.group(1) in PARAM_SPECS else None
 
     def _mark_sections(self, errors: dict[str, str]) -> None:
         bad = {self._group_of.get(name) for name in errors}

@@ -1,0 +1,34 @@
+"""Errors and warnings about settings that know which field they are about.
+
+Widgets show the message next to ``error.field``; scripts can keep catching `ValueError`.
+
+Example:
+    >>> from seqwidgets.errors import ParamError
+    >>> try:
+    ...     raise ParamError("cfg", "cfg: 200.0 is out of range; allowed: float from 0.0 to 100.0")
+    ... except ValueError as error:
+    ...     print(error.field)
+    cfg
+"""
+
+from __future__ import annotations
+
+__all__ = ["ParamError", "ParamWarning"]
+
+
+class ParamError(ValueError):
+    """An invalid setting. ``field`` is the `SequenceParams` field name (or the keyframe text's
+    field) the message is about; ``str(error)`` is the full message, which starts with it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class ParamWarning(UserWarning):
+    """A setting that is valid but probably not what was meant (a keyframe the loop count never
+    reaches). ``field`` names the field, as in `ParamError`."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
