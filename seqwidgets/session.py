@@ -109,6 +109,24 @@ class Branch:
         """Whether every loop of ``params.sequence_loop_count`` is there."""
         return self.fork + len(self.frames) >= self.params.sequence_loop_count
 
+    def owner(self, index: int) -> Branch:
+        """The branch that computes loop ``index`` of this timeline: this one from ``fork`` on,
+        else the ancestor whose frames this one shares there.
+
+        Example:
+            >>> import seqwidgets as sw
+            >>> run = Branch(1, "run 1", sw.SequenceParams(sequence_loop_count=8))
+            >>> alt = Branch(2, "run 1 > from loop 4", run.params, parent=run, fork=4)
+            >>> alt.owner(3).name, alt.owner(4).name
+            ('run 1', 'run 1 > from loop 4')
+        """
+        if index < 0:
+            raise IndexError(f"loop index must be >= 0, got {index}")
+        branch = self
+        while index < branch.fork and branch.parent is not None:
+            branch = branch.parent
+        return branch
+
     @property
     def root(self) -> Branch:
         """The root of this branch's tree."""
@@ -116,6 +134,19 @@ class Branch:
         while branch.parent is not None:
             branch = branch.parent
         return branch
+
+    @staticmethod
+    def fork_name(parent: Branch, fork: int) -> str:
+        """The default name of a branch of ``parent`` whose own frames start at loop ``fork``.
+
+        Every fork says where its own frames start the same way, whichever way it was made
+        (`Session.branch` after loop 5 and `Session.rerun` of loop 6 both give loop 6):
+
+            >>> import seqwidgets as sw
+            >>> Branch.fork_name(Branch(1, "run 1", sw.SequenceParams()), 6)
+            'run 1 > from loop 6'
+        """
+        return f"{parent.name} > from loop {fork}"
 
     def __repr__(self) -> str:
         parent = None if self.parent is None else self.parent.id
@@ -270,7 +301,7 @@ class Session:
         for loops ``0..k``. Returns the new branch, which shares loops ``0..k``.
         """
         parent, index = self._resolve(frame)
-        name = name or f"{parent.name} > branch @{index}"
+        name = name or Branch.fork_name(parent, index + 1)
         return self._fork(parent, index, index + 1, changes, callback, on_frame, name)
 
     def branch_many(
@@ -321,7 +352,7 @@ class Session:
             for members in groups.values():
                 group = [
                     self._new_branch(
-                        items[i], parent, index + 1, None, f"{parent.name} > variation @{index}"
+                        items[i], parent, index + 1, None, Branch.fork_name(parent, index + 1)
                     )
                     for i in members
                 ]
@@ -347,7 +378,7 @@ class Session:
     ) -> Branch:
         """Like `branch`, but recompute ``frame`` itself too (the new branch forks at its loop)."""
         parent, index = self._resolve(frame)
-        name = name or f"{parent.name} > rerun @{index}"
+        name = name or Branch.fork_name(parent, index)
         return self._fork(parent, index, index, changes, callback, on_frame, name)
 
     def extend(
@@ -546,9 +577,7 @@ class Session:
         self._check(branch)
         if not isinstance(index, int) or isinstance(index, bool):
             raise TypeError(f"index must be an int, got {type(index).__name__}")
-        owner = branch
-        while 0 <= index < owner.fork:
-            owner = owner.parent
+        owner = branch.owner(index) if index >= 0 else branch
         if index < 0 or index not in owner.frames:
             have = branch.indices
             shown = f"0..{have[-1]}" if have else "none yet"

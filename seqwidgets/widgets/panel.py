@@ -7,6 +7,11 @@ to `PARAM_SPECS` later appears on its own, in an "Other" group, until someone pl
 Nothing is clamped: number fields are free text boxes, so an out-of-range value shows the
 `SequenceParams` error next to the field instead of being silently corrected. `ControlPanel.params`
 is the valid `SequenceParams` or ``None``; the studio disables Run while it is ``None``.
+
+`ControlPanel.reference` is the settings of the frame selected on the timeline (the studio loads
+them with `ControlPanel.load`). Every field typed differently from it is highlighted, and one line
+says what a Branch from that frame will change; "reset to selected" drops the edits, "keep my
+edits" carries them over to the next frame selected.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import ipywidgets as W
 import traitlets
 
 from seqwidgets.params import PARAM_SPECS, ParamSpec, SequenceParams
+
+from .render import describe_changes
 
 __all__ = ["GROUPS", "ControlPanel"]
 
@@ -113,11 +120,15 @@ def _read(spec: ParamSpec, control: W.Widget) -> Any:
         ) from None
 
 
-def _write(spec: ParamSpec, control: W.Widget, value: Any) -> None:
+def _shown(spec: ParamSpec, value: Any) -> Any:
+    """What the field's control holds when it shows ``value``."""
     if _is_text_int(spec):
-        control.value = "" if value is None else str(value)
-    else:
-        control.value = value
+        return "" if value is None else str(value)
+    return value
+
+
+def _write(spec: ParamSpec, control: W.Widget, value: Any) -> None:
+    control.value = _shown(spec, value)
 
 
 class ControlPanel(W.VBox):
@@ -128,6 +139,10 @@ class ControlPanel(W.VBox):
         messages (`dict[str, HTML]`): the validation message shown under each field.
         params (`SequenceParams | None`): the current settings, or ``None`` while invalid.
         error (`str`): the current validation error ("" when valid).
+        reference (`SequenceParams | None`): the selected frame's settings, which the edits are
+            measured against (``None``: nothing selected, nothing highlighted).
+        keep_edits (`Checkbox`): when ticked, `load` keeps the typed edits on top of the new
+            settings instead of replacing them.
         init_upload (`FileUpload`): an optional init image for loop 0 (see `init_image`).
 
     Args:
@@ -136,6 +151,7 @@ class ControlPanel(W.VBox):
 
     params = traitlets.Instance(SequenceParams, allow_none=True)
     error = traitlets.Unicode("")
+    reference = traitlets.Instance(SequenceParams, allow_none=True)
 
     def __init__(self, params: SequenceParams | None = None, **kwargs):
         super().__init__(**kwargs)
@@ -184,7 +200,34 @@ class ControlPanel(W.VBox):
         self.sections = W.Accordion(children=sections, titles=tuple(self._section_titles))
         self.sections.selected_index = self._section_titles.index("Sampling")
         self.general_message = W.HTML(layout=W.Layout(display="none"))
-        self.children = [prompts, self.sections, self.general_message]
+
+        # What the settings are measured against, and what a Branch would change.
+        self.source = W.HTML("<span class='sw-muted'>settings for a new run</span>")
+        self.changes_line = W.HTML(layout=W.Layout(display="none"))
+        self.reset_button = W.Button(
+            description="↺ reset to selected",
+            tooltip="Drop the edits: show the selected frame's settings again",
+            layout=W.Layout(width="auto", display="none"),
+        )
+        self.reset_button.on_click(lambda _: self.reset())
+        self.keep_edits = W.Checkbox(
+            value=False,
+            description="keep my edits",
+            indent=False,
+            tooltip="Selecting another frame keeps the edits (on top of that frame's settings)",
+            layout=W.Layout(width="auto"),
+        )
+        self.edit_bar = W.VBox(
+            [
+                W.HBox(
+                    [self.source, self.reset_button, self.keep_edits],
+                    layout=W.Layout(align_items="center", gap="8px", flex_flow="row wrap"),
+                ),
+                self.changes_line,
+            ]
+        )
+        self.edit_bar.add_class("sw-editbar")
+        self.children = [self.edit_bar, prompts, self.sections, self.general_message]
 
         if params is not None:
             self.set_params(params)
@@ -237,6 +280,81 @@ class ControlPanel(W.VBox):
         finally:
             self._quiet = False
         self.validate()
+
+    # -- the selected frame's settings and the edits against them -------------------------
+
+    def load(self, reference: SequenceParams | None, source: str = "") -> None:
+        """Show ``reference`` (the selected frame's settings) and measure edits against it.
+
+        With `keep_edits` ticked, fields typed differently from the previous reference keep
+        their typed value on top of ``reference``; otherwise every field shows ``reference``.
+        ``None`` keeps the fields as they are and highlights nothing. ``source`` names where
+        the settings come from (shown above the prompts).
+        """
+        edits = self.edits() if self.keep_edits.value else {}
+        self.reference = reference
+        self.source.value = (
+            "<span class='sw-muted'>settings for a new run</span>"
+            if reference is None
+            else f"<span class='sw-muted'>settings of</span> <b>{html.escape(source)}</b>"
+        )
+        if reference is None:
+            self.validate()
+            return
+        self._quiet = True  # one validation at the end, not one per field
+        try:
+            for name, spec in PARAM_SPECS.items():
+                value = edits.get(name, _shown(spec, getattr(reference, name)))
+                self.controls[name].value = value
+        finally:
+            self._quiet = False
+        self.validate()
+
+    def reset(self) -> None:
+        """Drop the edits: show `reference` again (nothing happens without one)."""
+        if self.reference is not None:
+            self.set_params(self.reference)
+
+    def edits(self) -> dict[str, Any]:
+        """Each field whose control differs from `reference`, with the control's raw value."""
+        if self.reference is None:
+            return {}
+        return {
+            name: self.controls[name].value
+            for name, spec in PARAM_SPECS.items()
+            if self.controls[name].value != _shown(spec, getattr(self.reference, name))
+        }
+
+    def changes(self) -> dict[str, tuple[Any, Any]]:
+        """``{field: (selected value, edited value)}`` for every edited field.
+
+        The edited value is the field's Python value, or the raw text while it is not a number.
+        """
+        changes = {}
+        for name, raw in self.edits().items():
+            spec = PARAM_SPECS[name]
+            try:
+                value = _read(spec, self.controls[name])
+            except ValueError:
+                value = raw
+            changes[name] = (getattr(self.reference, name), value)
+        return changes
+
+    def _mark_changes(self) -> None:
+        changes = self.changes()
+        for name, row in self._rows.items():
+            if name in changes:
+                row.add_class("sw-changed")
+            else:
+                row.remove_class("sw-changed")
+        text = describe_changes(changes)
+        self.changes_line.value = (
+            f"<div class='sw-changes'><b>Branch will change:</b> {html.escape(text)}</div>"
+            if text
+            else ""
+        )
+        self.changes_line.layout.display = None if text else "none"
+        self.reset_button.layout.display = None if text else "none"
 
     @property
     def init_image(self):
@@ -330,6 +448,7 @@ class ControlPanel(W.VBox):
         )
         self.general_message.layout.display = None if general else "none"
         self._mark_sections(errors)
+        self._mark_changes()
         first = next(iter(errors.values()), general)
         self.error = first
         self.params = params

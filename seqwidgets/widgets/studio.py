@@ -75,6 +75,10 @@ _CSS = """
 .sw-studio .sw-errorbox { border-left: 4px solid #c92a2a; background: rgba(201,42,42,.07);
   padding: 6px 10px; font-size: 12.5px; border-radius: 4px; }
 .sw-studio .sw-errorbox pre { font-size: 11px; max-height: 260px; overflow: auto; }
+.sw-studio .sw-editbar { margin: 0 0 6px 0; font-size: 12px; }
+.sw-studio .sw-changed { background: rgba(255,176,32,.16); border-left: 3px solid #ffb020;
+  border-radius: 3px; padding-left: 4px; }
+.sw-studio .sw-changes { color: #8a5a00; font-size: 12px; line-height: 1.35; }
 .sw-studio .widget-accordion .lm-AccordionPanel-title,
 .sw-studio .jupyter-widget-Collapse-header { padding: 4px 8px; font-size: 12.5px; }
 </style>
@@ -178,7 +182,7 @@ class Studio(W.VBox):
         self.branch_button = W.Button(
             description="↳ Branch",
             tooltip="Continue after the selected frame with the panel's "
-            "settings (a new row that shares every loop up to it)",
+            "settings (a new row from the next loop, sharing every loop up to the frame)",
             **button,
         )
         self.rerun_button = W.Button(
@@ -320,7 +324,12 @@ class Studio(W.VBox):
 
     @property
     def params(self) -> SequenceParams:
-        """The panel's settings; raises `ValueError` with the message shown when invalid."""
+        """The panel's current settings: what Run, Branch and Re-run use.
+
+        Selecting a frame (a click, or `select`) loads the settings of the branch that computed
+        it, unless the panel's "keep my edits" box is ticked; edits typed since then are part of
+        them. Raises `ValueError` with the message shown when the settings are invalid.
+        """
         params = self.panel.params
         if params is None:
             raise ValueError(self.panel.error or "the settings are invalid")
@@ -387,8 +396,10 @@ class Studio(W.VBox):
     def branch(self, wait: bool = True, **changes: Any):
         """Branch after the selected frame: a new row that shares every loop up to it.
 
-        With ``changes``, those settings change from the selected branch's; without, the
-        panel's settings are used (every field that differs from the selected branch's).
+        ``changes`` are set in the panel first (as `run` does); the new branch then has the
+        panel's settings: every field that differs from the settings of the branch that computed
+        the selected frame changes from the next loop on. With no edits and no ``changes``, the
+        new frames equal that branch's own.
         """
         return self._fork("branch", wait, changes)
 
@@ -478,11 +489,15 @@ class Studio(W.VBox):
         selected = self.selected
         if selected is None:
             raise ValueError(f"select a frame first: {kind} starts from it")
+        # Fork from the branch that computed the frame: its settings are the ones the panel
+        # shows and measures edits against (a loop before a fork belongs to the parent).
         branch, index = selected
-        if not changes:
-            mine = self.params.to_dict()
-            theirs = branch.params.to_dict()
-            changes = {k: v for k, v in mine.items() if v != theirs[k]}
+        branch = branch.owner(index)
+        if changes:
+            self.panel.set_values(**changes)
+        mine = self.params.to_dict()
+        theirs = branch.params.to_dict()
+        changes = {k: v for k, v in mine.items() if v != theirs[k]}
         params = branch.params.replace(**changes)
         method = self.session.branch if kind == "branch" else self.session.rerun
 
@@ -678,8 +693,21 @@ class Studio(W.VBox):
         if not self._auto_select and self._running:
             # The user picked a frame: stop following the run, unless it is the newest frame.
             self._follow = self._is_newest(change["new"])
+        self._load_settings()
         self._show_selected()
         self._update_buttons()
+
+    def _load_settings(self) -> None:
+        """Show the settings of the branch that computed the selected frame in the panel."""
+        selected = self.selected
+        if selected is None:
+            if self.panel.reference is not None:
+                self.panel.load(None)
+            return
+        owner = selected[0].owner(selected[1])
+        # Following a run selects each new frame of the same branch: typed edits stay.
+        if self.panel.reference is not owner.params:
+            self.panel.load(owner.params, source=owner.name)
 
     def _is_newest(self, selected) -> bool:
         branch = self._run_branch
@@ -701,17 +729,11 @@ class Studio(W.VBox):
             return
         try:
             image = self.session.image(branch, index)
-            owner = self._owner_id(branch, index)
-            self.preview.show_image((owner, index), image)
-            self._render_info(frame=(branch, frame, image.size))
+            owner = branch.owner(index)  # its settings made the frame
+            self.preview.show_image((owner.id, index), image)
+            self._render_info(frame=(owner, frame, image.size))
         except Exception as exc:
             self._show_error(exc, traceback.format_exc())
-
-    def _owner_id(self, branch, index: int) -> int:
-        owner = branch
-        while index < owner.fork and owner.parent is not None:
-            owner = owner.parent
-        return owner.id
 
     # -- rows ------------------------------------------------------------------------------------
 
@@ -735,9 +757,8 @@ class Studio(W.VBox):
 
     def _row_for(self, branch) -> Row:
         name = branch.name
-        if len(name) > 12:  # the session's "run 1 > branch @3": the gutter has 15 characters
-            kind = "rerun" if " > rerun @" in name else "branch"
-            name = f"{kind} {branch.id}"
+        if len(name) > 15:  # the gutter has 15 characters; the line below says "from loop N"
+            name = f"{'branch' if branch.parent is not None else 'run'} {branch.id}"
         return Row(
             key=branch.id,
             name=name,
