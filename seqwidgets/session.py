@@ -115,7 +115,7 @@ class Branch:
 
         Example:
             >>> import seqwidgets as sw
-            >>> run = Branch(1, "run 1", sw.SequenceParams(sequence_loop_count=8))
+            >>> run = Branch(1, "run 1", sw.SequenceParams(sequence_loop_count=16))
             >>> alt = Branch(2, "run 1 > from loop 4", run.params, parent=run, fork=4)
             >>> alt.owner(3).name, alt.owner(4).name
             ('run 1', 'run 1 > from loop 4')

@@ -453,11 +453,19 @@ def test_rows_for_an_existing_session(tiny_pipe, commands):
 
 
 def test_row_names_and_owner():
+    from seqwidgets.session import Branch
+
+    run = Branch(1, "run 1", SequenceParams(**FAST))
+    alt = Branch(2, Branch.fork_name(run, 2), run.params, parent=run, fork=2)
     timeline = ImageTimeline()
-    timeline.add_row(Row(key=1, name="run 1", fork=0, length=4))
-    timeline.add_row(Row(key=2, name="#2", fork=2, length=4, parent=1))
-    assert timeline.owner(2, 1) == 1 and timeline.owner(2, 3) == 2
-    assert [label for label, _ in timeline.branch_menu.options] == ["run 1", "#2"]
+    timeline.add_row(Row.of(run))
+    timeline.add_row(Row.of(alt))
+    # The timeline asks the branch which row holds a shared loop.
+    assert timeline.owner(2, 1) == 1 and timeline.owner(2, 2) == 2
+    assert [label for label, _ in timeline.branch_menu.options] == ["run 1", "branch 2"]
+    # A row without a branch shares nothing.
+    timeline.add_row(Row(key=3, name="#3", fork=2, length=4, parent=1))
+    assert timeline.owner(3, 1) == 3
 
 
 def test_colab_turns_on_the_custom_widget_manager_and_main_thread_mode(
@@ -488,10 +496,10 @@ def test_colab_turns_on_the_custom_widget_manager_and_main_thread_mode(
 
 
 def test_no_pipe_loads_the_default_model_on_the_first_run(tiny_pipe, monkeypatch, commands):
-    import seqwidgets
+    import seqwidgets.models
 
     loaded = []
-    monkeypatch.setattr(seqwidgets, "load_pipeline", lambda: loaded.append(1) or tiny_pipe)
+    monkeypatch.setattr(seqwidgets.models, "load_pipeline", lambda: loaded.append(1) or tiny_pipe)
     studio = Studio(params=SequenceParams(**FAST))
     assert loaded == [] and "loads on the first run" in studio.header.value
     branch = studio.run(wait=True)

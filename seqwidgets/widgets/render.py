@@ -10,11 +10,28 @@ Example:
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 from seqwidgets.params import PARAM_SPECS
 
-__all__ = ["describe_changes", "format_value"]
+__all__ = [
+    "EMPTY_INFO_HTML",
+    "bar_style",
+    "chain_html",
+    "describe_changes",
+    "error_html",
+    "finish_note",
+    "fmt_seconds",
+    "format_value",
+    "frame_info_html",
+    "header_html",
+    "live_info_html",
+    "missing_info_html",
+    "model_description",
+    "progress_html",
+    "status_html",
+]
 
 
 def format_value(value: Any) -> str:
@@ -63,3 +80,202 @@ def describe_changes(changes: dict[str, tuple[Any, Any]], *, limit: int = 3) -> 
         else:
             parts.append(f"{name} {format_value(old)} → {format_value(new)}")
     return ", ".join(parts)
+
+
+# -- the studio's texts ------------------------------------------------------------------------
+
+#: The info panel before any frame exists: what to do first.
+EMPTY_INFO_HTML = (
+    "<div class='sw-info'><div class='sw-loop'>no frame yet</div>"
+    "<div class='sw-muted'>Write keyframe prompts, press <b>Run</b>, then click a frame on the "
+    "timeline (drag to scrub, arrow keys to step). The panel shows the settings that made the "
+    "selected frame: <b>Branch</b> continues after it with the settings you change; "
+    "<b>Re-run</b> recomputes it.</div></div>"
+)
+
+_CHIP = {"running": "running", "stopping": "stopped", "stopped": "stopped", "error": "error"}
+
+
+def fmt_seconds(seconds: float) -> str:
+    """``m:ss``, for times left.
+
+    >>> fmt_seconds(75.4), fmt_seconds(-3)
+    ('1:15', '0:00')
+    """
+    seconds = max(0, int(round(seconds)))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def status_html(state: str) -> str:
+    """The status chip: ``idle``, ``running``, ``stopping``, ``stopped`` or ``error``.
+
+    >>> status_html("error")
+    "<span class='sw-chip error'>error</span>"
+    """
+    return f"<span class='sw-chip {_CHIP.get(state, '')}'>{html.escape(state)}</span>"
+
+
+def model_description(pipe) -> str:
+    """``"StableDiffusionPipeline · 64×64 · cpu · float32"``, or what can be read of it."""
+    if pipe is None:
+        return "toy model (loads on the first run)"
+    try:
+        side = pipe.unet.config.sample_size * pipe.vae_scale_factor
+        dtype = str(pipe.unet.dtype).removeprefix("torch.")
+        return f"{type(pipe).__name__} · {side}×{side} · {pipe.unet.device.type} · {dtype}"
+    except Exception:  # another family, or a stand-in: its class name says enough
+        return type(pipe).__name__
+
+
+def header_html(model: str, threaded: bool = True, renderer: str = "canvas") -> str:
+    """The studio's title line: the model, and any mode a user should know about.
+
+    >>> "main-thread mode" in header_html("toy", threaded=False)
+    True
+    """
+    mode = "" if threaded else " · main-thread mode"
+    shown = "" if renderer == "canvas" else " · image renderer"
+    return (
+        "<span class='sw-title'>KSampler Sequence studio</span> "
+        f"<span class='sw-sub'>&nbsp;{html.escape(model)}{mode}{shown}</span>"
+    )
+
+
+def bar_style(job) -> str:
+    """The progress bar's colour for ``job``: failed, stopping, done or going."""
+    if job.error is not None:
+        return "danger"
+    if job.stopping:
+        return "warning"
+    return "success" if job.finished else "info"
+
+
+def progress_html(job, now: float, note: str | None = None) -> str:
+    """The progress line of ``job`` at time ``now``: loop, step, speed and time left.
+
+    Loops are numbered from 0, as on the timeline and in the node's keyframes.
+
+    >>> from seqwidgets.params import SequenceParams
+    >>> from seqwidgets.widgets.jobs import Job
+    >>> job = Job("run", SequenceParams(steps=4, sequence_loop_count=20), started=0.0)
+    >>> for step in range(4):
+    ...     job.on_step(0, step, now=1.0 + step)
+    >>> progress_html(job, now=4.0)
+    "<span class='sw-progress'>loop 0 (1/20) · step 4/4 · 1.0 it/s · ETA 1:16</span>"
+    """
+    params = job.params
+    if params is None or job.fork is None:  # an export, or nothing computed yet
+        return f"<span class='sw-progress'>{html.escape(note or '')}</span>"
+    text = (
+        f"loop {job.loop} ({job.loop + 1}/{params.sequence_loop_count}) · "
+        f"step {job.step + 1}/{params.steps}"
+    )
+    rate = job.rate(now)
+    if rate is not None:
+        text += f" · {rate:.1f} it/s"
+        if not job.finished:
+            text += f" · ETA {fmt_seconds((job.total_steps - job.done_steps) / max(rate, 1e-6))}"
+    if note:
+        text = f"{note} <span class='sw-muted'>({text})</span>"
+    return f"<span class='sw-progress'>{text}</span>"
+
+
+def finish_note(job, now: float, stopped: bool) -> tuple[str, str]:
+    """``(state, note)`` once ``job`` has ended: how it ended, in a few words.
+
+    >>> from seqwidgets.widgets.jobs import Job
+    >>> finish_note(Job("run", None, started=0.0, frames=3), 2.5, stopped=True)
+    ('stopped', 'stopped after 3 frame(s), 2.5 s')
+    """
+    elapsed = now - job.started
+    if job.error is not None:
+        return "error", f"{job.kind} failed after {elapsed:.1f} s"
+    if stopped:
+        return "stopped", f"stopped after {job.frames} frame(s), {elapsed:.1f} s"
+    if job.kind == "export":
+        return "idle", f"wrote {html.escape(str(job.result))}"
+    return "idle", f"done: {job.frames} frame(s) in {elapsed:.1f} s"
+
+
+def chain_html(chain) -> str:
+    """A frame's prompt chain (``[(prompt, weight), ...]``): the last three, newest last."""
+    parts = []
+    for i, (prompt, t) in enumerate(chain):
+        text = f"<span class='sw-prompt'>{html.escape(prompt) or '(empty)'}</span>"
+        parts.append(text if i == 0 else f"→ {text} <span class='sw-muted'>({t:.2f})</span>")
+    return " ".join(parts[-3:])
+
+
+def live_info_html(loop: int, step: int, params) -> str:
+    """The info panel while loop ``loop`` runs and the preview is a latent estimate."""
+    return (
+        f"<div class='sw-info'><div class='sw-loop'>loop {loop}"
+        f"<span> of {params.sequence_loop_count}</span>"
+        f"<span class='sw-badge sw-live'>live · step {step + 1}/{params.steps}</span></div>"
+        "<div class='sw-muted'>latent-to-RGB estimate of the denoised image; the decoded frame "
+        "replaces it when the loop ends</div></div>"
+    )
+
+
+def missing_info_html(name: str, index: int) -> str:
+    """The info panel for a selected loop that is not computed yet."""
+    return (
+        f"<div class='sw-info'><div class='sw-loop'>loop {index}</div>"
+        f"<div class='sw-muted'>{html.escape(name)}: not computed yet</div></div>"
+    )
+
+
+def frame_info_html(branch, frame, size: tuple[int, int]) -> str:
+    """The info panel for a computed frame of ``branch`` (the branch whose settings made it).
+
+    >>> import torch
+    >>> from seqwidgets.engine import Frame
+    >>> from seqwidgets.params import SequenceParams
+    >>> from seqwidgets.session import Branch
+    >>> run = Branch(1, "run 1", SequenceParams(positive_seq="0: a red circle"))
+    >>> frame = Frame(index=0, seed=5, latent=None, denoise=1.0, positive=[("a red circle", 1.0)],
+    ...               negative=[], sigmas=torch.tensor([14.6, 0.0]))
+    >>> text = frame_info_html(run, frame, (64, 64))
+    >>> "loop 0" in text and "keyframe" in text and "run 1" in text and "64×64" in text
+    True
+    """
+    params = branch.params
+    keyframes = {i for i, _ in params.positive_keyframes}
+    badge = "<span class='sw-badge'>keyframe</span>" if frame.index in keyframes else ""
+    negative = chain_html(frame.negative) or "<span class='sw-muted'>(empty)</span>"
+    sigmas = frame.sigmas
+    span = f"{float(sigmas[0]):.3g} → {float(sigmas[-1]):.3g}" if len(sigmas) else "—"
+    timing = frame.timings.get("total")
+    rows = [
+        ("branch", html.escape(branch.name)),
+        ("seed", str(frame.seed)),
+        ("denoise", f"{frame.denoise:.2f}"),
+        (
+            "steps",
+            f"{frame.steps} · {html.escape(params.sampler_name)} / "
+            f"{html.escape(params.scheduler)} · cfg {params.cfg:g}",
+        ),
+        ("sigmas", span),
+        ("positive", chain_html(frame.positive)),
+        ("negative", negative),
+        ("size", f"{size[0]}×{size[1]}" + (f" · {timing:.2f} s" if timing is not None else "")),
+    ]
+    table = "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in rows)
+    return (
+        f"<div class='sw-info'><div class='sw-loop'>loop {frame.index}"
+        f"<span> of {params.sequence_loop_count}</span>{badge}</div>"
+        f"<table>{table}</table></div>"
+    )
+
+
+def error_html(exc: BaseException, text: str) -> str:
+    """An error: its message in bold, the traceback folded below it.
+
+    >>> "<details>" in error_html(ValueError("steps: 0 is out of range"), "Traceback ...")
+    True
+    """
+    message = html.escape(f"{type(exc).__name__}: {exc}")
+    return (
+        f"<div class='sw-errorbox'><b>{message}</b>"
+        f"<details><summary>traceback</summary><pre>{html.escape(text)}</pre></details></div>"
+    )

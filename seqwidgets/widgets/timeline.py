@@ -23,9 +23,11 @@ import io
 import threading
 import time
 import traceback
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from typing import Any
 
 import ipywidgets as W
 import numpy as np
@@ -41,6 +43,7 @@ __all__ = [
     "ImagePreview",
     "drawing",
     "ipycanvas_available",
+    "live_factors",
 ]
 
 # Colours: a dark strip so thumbnails read as film, one accent for the selection.
@@ -99,11 +102,13 @@ class Row:
 
     Attributes:
         key: the branch id.
-        name: the label shown in the gutter.
+        name: the label shown in the gutter (the line under it says "from loop <fork>").
         fork: the first loop the branch computes itself (earlier loops are its parent's).
         length: the loops it will have (``sequence_loop_count``).
         parent: the parent's key, or ``None`` for a root run.
         keyframes: loops where a positive keyframe starts (markers on the axis).
+        branch: the session's `Branch` it shows; it says which row owns a shared loop. A row
+            without one owns every loop it shows.
     """
 
     key: Hashable
@@ -113,6 +118,34 @@ class Row:
     parent: Hashable | None = None
     keyframes: tuple[int, ...] = ()
     done: set[int] = field(default_factory=set)
+    branch: Any = field(default=None, repr=False, compare=False)
+
+    #: Characters of a label that fit in the gutter.
+    LABEL = 15
+
+    @classmethod
+    def of(cls, branch) -> Row:
+        """The row of a session's `Branch`: its name when that fits the gutter, else
+        ``"branch <id>"`` (the fork's loop is on the line below).
+
+        >>> import seqwidgets as sw
+        >>> run = sw.Branch(1, "run 1", sw.SequenceParams(sequence_loop_count=16))
+        >>> alt = sw.Branch(2, "run 1 > from loop 4", run.params, parent=run, fork=4)
+        >>> Row.of(run).name, Row.of(alt).name, Row.of(alt).fork, Row.of(alt).parent
+        ('run 1', 'branch 2', 4, 1)
+        """
+        name = branch.name
+        if len(name) > cls.LABEL:
+            name = f"{'branch' if branch.parent is not None else 'run'} {branch.id}"
+        return cls(
+            key=branch.id,
+            name=name,
+            fork=branch.fork,
+            length=branch.params.sequence_loop_count,
+            parent=None if branch.parent is None else branch.parent.id,
+            keyframes=tuple(i for i, _ in branch.params.positive_keyframes),
+            branch=branch,
+        )
 
 
 class TimelineLayout:
@@ -388,9 +421,9 @@ class _Timeline(W.VBox):
     def owner(self, key, index: int):
         """The key of the row that holds loop ``index`` along branch ``key``'s path."""
         row = self.row(key)
-        while row is not None and index < row.fork and row.parent is not None:
-            row = self.row(row.parent)
-        return None if row is None else row.key
+        if row is None or row.branch is None:
+            return None if row is None else row.key
+        return row.branch.owner(max(index, 0)).id
 
     def last_index(self, key) -> int:
         """The last loop shown along branch ``key``'s path (-1 when none)."""
@@ -577,7 +610,7 @@ class _Timeline(W.VBox):
         for pos, row in self._visible_rows():
             y = L.y(pos)
             p.rect(0, y - 2, L.width, L.row_h - 4, fill=LANE)
-            p.text(row.name[:15], 10, y + t / 2 - 14, LABEL_TEXT, size=12, bold=True)
+            p.text(row.name[: Row.LABEL], 10, y + t / 2 - 14, LABEL_TEXT, size=12, bold=True)
             sub = f"from loop {row.fork}" if row.parent is not None else f"{row.length} loops"
             p.text(sub, 10, y + t / 2 + 2, GRID_TEXT, size=10)
             for col in range(max(first, row.fork), min(last, row.length)):
@@ -684,6 +717,8 @@ class CanvasTimeline(_Timeline):
         self._Canvas = Canvas
         L = self.layout_
         self.canvas = MultiCanvas(2, width=L.width, height=L.height(0))
+        #: The thumbnails layer and the selection layer (which receives the mouse and keys).
+        self.layers = (self.canvas[0], self.canvas[1])
         self.canvas.layout.width = f"{L.width}px"
         self.canvas.layout.height = f"{L.height(0)}px"
         #: One hidden canvas per thumbnail, holding its pixels in the browser.
@@ -697,7 +732,7 @@ class CanvasTimeline(_Timeline):
         self.canvas.on_key_down(self._on_key)
         self.canvas.on_client_ready(self._on_client_ready)
         # A <canvas> takes keyboard focus (arrow keys) only with a tabindex.
-        for layer in self.canvas._canvases:
+        for layer in self.layers:
             layer.tabbable = True
         self.children = [self.toolbar, self.canvas, self.scrollbar]
         self.redraw()
@@ -1038,3 +1073,21 @@ class ImagePreview(_Preview):
         size = _display_size(*image_size, self.size)
         self._set(Image.fromarray(self._live_pixels(rgb, size)))
         self.showing = None
+
+
+def live_factors(pipe, channels: int):
+    """``(factors, bias)`` that turn a ``channels``-channel latent of ``pipe`` into RGB for the
+    live preview, or ``None``: no preview (unknown model, or factors that do not fit)."""
+    from seqwidgets.decode import preview_factors
+
+    try:
+        found = preview_factors(pipe)
+        if not found:
+            return None
+        factors, bias = found
+        if np.asarray(factors, dtype=np.float32).shape != (channels, 3):
+            raise ValueError(f"latent-to-RGB factors must be [{channels}, 3]")
+        return factors, bias
+    except Exception as exc:  # a preview is a nicety: never let it fail a run
+        warnings.warn(f"live preview off: {exc}", RuntimeWarning, stacklevel=2)
+        return None

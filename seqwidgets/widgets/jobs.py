@@ -1,0 +1,202 @@
+"""One job at a time: a run, branch, re-run or export of the studio, on a thread of its own.
+
+A `Job` is the whole state of one job: what it is, how far it got, how it ended. The
+`JobRunner` starts it (on a background thread, or on the calling thread for Colab), and calls
+``on_finish(job)`` however it ends; nothing about a job lives anywhere else, so a new job starts
+from a clean slate by construction.
+
+Example:
+    >>> runner = JobRunner(threaded=True, on_finish=lambda job: None)
+    >>> runner.start(Job("export", None, started=0.0), lambda job: 42, wait=True)
+    42
+    >>> runner.running, runner.job.result
+    (False, 42)
+"""
+
+from __future__ import annotations
+
+import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from seqwidgets.params import SequenceParams
+
+__all__ = ["Job", "JobRunner"]
+
+
+@dataclass(eq=False)
+class Job:
+    """The state of one studio job.
+
+    Attributes:
+        kind (`str`): ``"run"``, ``"branch"``, ``"rerun"`` or ``"export"``.
+        params (`SequenceParams` or `None`): the settings it samples with (``None``: export).
+        started (`float`): `time.monotonic` when it started.
+        fork (`int` or `None`): the first loop it computes (known at its first step).
+        loop, step (`int`): the loop and step reached (0-based).
+        steps (`int`): model steps done so far; first_step: when the first one ended.
+        frames (`int`): frames finished.
+        branch: the `Branch` the frames go to, once known.
+        follow (`bool`): the selection follows each new frame (until the user picks another).
+        stopping (`bool`): Stop was pressed.
+        finished (`bool`): it has ended, however.
+        result: what the job returned; error: what it raised (``None`` if nothing).
+        shown_error (`bool`): an error from a callback was already shown (shown once per job).
+        last_progress, last_live (`float`): when the progress line and the live preview were
+            last drawn (both are throttled).
+    """
+
+    kind: str
+    params: SequenceParams | None
+    started: float
+    fork: int | None = None
+    loop: int = 0
+    step: int = 0
+    steps: int = 0
+    first_step: float | None = None
+    frames: int = 0
+    branch: Any = None
+    follow: bool = True
+    stopping: bool = False
+    finished: bool = False
+    result: Any = None
+    error: BaseException | None = None
+    shown_error: bool = False
+    last_progress: float = 0.0
+    last_live: float = 0.0
+
+    def on_step(self, loop: int, step: int, now: float) -> None:
+        """Count one finished model step of ``loop``."""
+        self.steps += 1
+        if self.first_step is None:
+            self.first_step = now
+        if self.fork is None:
+            self.fork = loop
+        self.loop, self.step = loop, step
+
+    def on_frame(self, index: int) -> None:
+        """Count loop ``index`` as finished (all of its steps done)."""
+        self.frames += 1
+        if self.fork is None:
+            self.fork = index
+        self.loop, self.step = index, (self.params.steps - 1 if self.params else 0)
+
+    def due(self, what: str, now: float, every: float) -> bool:
+        """Whether ``what`` ("progress" or "live") was last drawn ``every`` seconds ago or more;
+        if so, it counts as drawn now.
+
+        >>> job = Job("run", None, started=0.0)
+        >>> job.due("live", 1.0, 0.25), job.due("live", 1.1, 0.25), job.due("live", 1.3, 0.25)
+        (True, False, True)
+        """
+        name = f"last_{what}"
+        if now - getattr(self, name) < every:
+            return False
+        setattr(self, name, now)
+        return True
+
+    @property
+    def total_steps(self) -> int:
+        """Model steps the job will take in all (at least 1)."""
+        if self.params is None:
+            return 1
+        fork = self.fork or 0
+        return max((self.params.sequence_loop_count - fork) * self.params.steps, 1)
+
+    @property
+    def done_steps(self) -> int:
+        """Model steps done, counted from where the job started."""
+        if self.params is None:
+            return 0
+        return (self.loop - (self.fork or 0)) * self.params.steps + self.step + 1
+
+    def rate(self, now: float) -> float | None:
+        """Model steps per second so far (``None`` before the second step)."""
+        if self.first_step is None or self.steps < 2:
+            return None
+        return (self.steps - 1) / max(now - self.first_step, 1e-6)
+
+
+class JobRunner:
+    """Runs one `Job` at a time and reports how it ended.
+
+    Args:
+        threaded (`bool`): run on a background thread (Stop works mid-loop) or on the caller's.
+        on_finish: ``on_finish(job)``, called from the job's thread however the job ends.
+        on_error: ``on_error(exc, traceback_text)`` when the job raises (before ``on_finish``).
+
+    Attributes:
+        job (`Job` or `None`): the current or last job.
+    """
+
+    def __init__(
+        self,
+        threaded: bool,
+        on_finish: Callable[[Job], None],
+        on_error: Callable[[BaseException, str], None] | None = None,
+    ):
+        self.threaded = threaded
+        self.on_finish = on_finish
+        self.on_error = on_error
+        self.job: Job | None = None
+        self._thread: threading.Thread | None = None
+        self._running = False
+
+    @property
+    def running(self) -> bool:
+        """Whether a job is in progress."""
+        return self._running
+
+    def start(self, job: Job, work: Callable[[Job], Any], wait: bool = True) -> Any:
+        """Start ``work(job)``; return its result when ``wait`` (re-raising its error).
+
+        Raises:
+            `RuntimeError`: a job is already in progress.
+        """
+        if self._running:
+            raise RuntimeError("a job is in progress; Stop it or wait() for it first")
+        self._running = True
+        self.job = job
+        if not self.threaded:
+            self._work(job, work)
+        else:
+            self._thread = threading.Thread(
+                target=self._work, args=(job, work), name="seqwidgets-studio", daemon=True
+            )
+            self._thread.start()
+            if not wait:
+                return None
+            self._thread.join()
+        if job.error is not None and wait:
+            raise job.error
+        return job.result
+
+    def stop(self) -> bool:
+        """Mark the job as stopping; return whether one is running (the caller stops the work)."""
+        if self._running and self.job is not None:
+            self.job.stopping = True
+            return True
+        return False
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the background job; return whether it is done."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+            return not thread.is_alive()
+        return True
+
+    def _work(self, job: Job, work: Callable[[Job], Any]) -> None:
+        try:
+            job.result = work(job)
+        except BaseException as exc:
+            job.error = exc
+            if self.on_error is not None:
+                self.on_error(exc, traceback.format_exc())
+        finally:
+            # Not running any more before on_finish, so that it can enable the buttons.
+            job.finished = True
+            self._running = False
+            self.on_finish(job)
