@@ -148,7 +148,7 @@ def test_forks_are_named_by_their_first_own_loop_everywhere(studio):
     assert branched.fork == rerun.fork == many.fork == 6
     assert branched.name == rerun.name == many.name == "run 1 > from loop 6"
     studio.select(branched, 7)
-    assert "run 1 &gt; from loop 6" in studio.info.value
+    assert "run 1 &gt; from loop 6" in studio.view.info.value
     row = studio.timeline.row(branched.id)
     assert row.fork == 6 and row.name == f"branch {branched.id}"
     # The gutter's line under the label says the same (drawn from the row's fork).

@@ -96,9 +96,9 @@ def test_panel_has_one_control_per_field_in_one_group():
 
 def test_invalid_settings_show_next_to_the_field_and_disable_run(studio):
     panel = studio.panel
-    assert not studio.run_button.disabled
+    assert not studio.transport.run_button.disabled
     panel.controls["steps"].value = 0
-    assert studio.run_button.disabled
+    assert studio.transport.run_button.disabled
     assert (
         "steps" in panel.messages["steps"].value and "out of range" in panel.messages["steps"].value
     )
@@ -112,26 +112,26 @@ def test_invalid_settings_show_next_to_the_field_and_disable_run(studio):
         studio.run(wait=True)
     panel.controls["steps"].value = 2
     panel.controls["seed"].value = str(2**64 - 1)
-    assert not studio.run_button.disabled
+    assert not studio.transport.run_button.disabled
     assert panel.params.seed == 2**64 - 1
     # A malformed keyframe line: the parser's message, with its line number.
     panel.controls["positive_seq"].value = "0: a red circle\nnot a keyframe"
-    assert studio.run_button.disabled
+    assert studio.transport.run_button.disabled
     assert "line 2" in panel.messages["positive_seq"].value
     panel.controls["positive_seq"].value = FAST["positive_seq"]
     # Fields that exclude each other.
     panel.controls["use_conditioning_slerp"].value = True
     panel.controls["keyframe_interpolation"].value = "linear"
-    assert studio.run_button.disabled
+    assert studio.transport.run_button.disabled
     assert "exclude each other" in panel.messages["use_conditioning_slerp"].value
     assert "⚠ Interpolation" in panel.sections.titles
     panel.controls["keyframe_interpolation"].value = "none"
-    assert not studio.run_button.disabled
+    assert not studio.transport.run_button.disabled
     assert "⚠ Interpolation" not in panel.sections.titles
     # A keyframe the loop count never reaches is a warning, not an error.
     panel.controls["positive_seq"].value = "0: a\n50: b"
     assert "never reached" in panel.messages["positive_seq"].value
-    assert not studio.run_button.disabled
+    assert not studio.transport.run_button.disabled
     # Nullable size: empty is "the pipeline's size", a non-multiple of 8 is an error.
     panel.controls["width"].value = "60"
     assert "multiple of 8" in panel.messages["width"].value
@@ -167,27 +167,30 @@ def test_run_draws_each_thumbnail_once_as_rgba(studio, commands):
         assert (x, y) == (timeline.layout_.x(index, 0), timeline.layout_.y(0))
     # The run followed its frames: the last one is selected and shown large.
     assert studio.selected == (branch, 2)
-    assert studio.preview.showing == (branch.id, 2)
-    assert "loop 2" in studio.info.value
-    assert "done: 3 frame(s)" in studio.progress_text.value
-    assert "loop 2 (3/3)" in studio.progress_text.value
-    assert "step 2/2" in studio.progress_text.value
-    assert "it/s" in studio.progress_text.value
+    assert studio.view.preview.showing == (branch.id, 2)
+    assert "loop 2" in studio.view.info.value
+    assert "done: 3 frame(s)" in studio.transport.progress_text.value
+    assert "loop 2 (3/3)" in studio.transport.progress_text.value
+    assert "step 2/2" in studio.transport.progress_text.value
+    assert "it/s" in studio.transport.progress_text.value
     assert studio.error_area.layout.display == "none"
 
 
 def test_selection_changes_the_preview_without_resending_pixels(studio, commands):
     branch = studio.run(wait=True)
-    preview = studio.preview
+    preview = studio.view.preview
     studio.select(branch, 0)
     assert studio.selected == (branch, 0)
     assert preview.showing == (branch.id, 0)
-    assert "loop 0" in studio.info.value and f"{studio.selected_frame.seed}" in studio.info.value
-    assert "keyframe" in studio.info.value
-    assert "a red circle" in studio.info.value
+    assert (
+        "loop 0" in studio.view.info.value
+        and f"{studio.selected_frame.seed}" in studio.view.info.value
+    )
+    assert "keyframe" in studio.view.info.value
+    assert "a red circle" in studio.view.info.value
     first = commands.on(preview.canvas, "drawImage")[-1][2][0]
     studio.select(branch, 1)
-    assert "loop 1" in studio.info.value
+    assert "loop 1" in studio.view.info.value
     second = commands.on(preview.canvas, "drawImage")[-1][2][0]
     assert first != second
     # Scrubbing back and forth again: draw commands only, no pixels.
@@ -269,7 +272,7 @@ def test_branch_adds_a_row_starting_at_its_fork(studio, commands):
     assert studio.timeline.canvas.height == layout.height(3)
     # A loop before a branch's fork is its parent's frame.
     studio.select(branch, 0)
-    assert studio.preview.showing == (run.id, 0)
+    assert studio.view.preview.showing == (run.id, 0)
 
 
 def test_only_visible_columns_are_drawn(tiny_pipe, commands):
@@ -316,10 +319,12 @@ def test_an_error_in_the_run_shows_and_the_studio_stays_usable(studio, monkeypat
     with pytest.raises(RuntimeError, match="injected"):
         studio.run(wait=True)
     assert studio.error_area.layout.display != "none"
-    assert "injected UNet failure" in studio.error_html.value
-    assert "<details>" in studio.error_html.value and "Traceback" in studio.error_html.value
+    assert "injected UNet failure" in studio.error_area.html.value
+    assert (
+        "<details>" in studio.error_area.html.value and "Traceback" in studio.error_area.html.value
+    )
     assert "error" in studio.status.value
-    assert not studio.run_button.disabled and studio.stop_button.disabled
+    assert not studio.transport.run_button.disabled and studio.transport.stop_button.disabled
     assert not studio.running
     monkeypatch.setattr(unet, "forward", forward)
     branch = studio.run(wait=True)
@@ -328,7 +333,7 @@ def test_an_error_in_the_run_shows_and_the_studio_stays_usable(studio, monkeypat
     # A button click that cannot work (nothing to export yet of a deleted selection) shows too.
     studio.timeline.selected = None
     studio._click(studio.export)
-    assert "select a frame" in studio.error_html.value
+    assert "select a frame" in studio.error_area.html.value
 
 
 def test_stop_mid_run_in_the_background(studio, monkeypatch):
@@ -344,8 +349,12 @@ def test_stop_mid_run_in_the_background(studio, monkeypatch):
     monkeypatch.setattr(unet, "forward", slow)
     assert studio.run(wait=False, sequence_loop_count=40, steps=4) is None
     assert started.wait(10)
-    assert studio.running and studio.run_button.disabled and not studio.stop_button.disabled
-    assert studio.branch_button.disabled
+    assert (
+        studio.running
+        and studio.transport.run_button.disabled
+        and not studio.transport.stop_button.disabled
+    )
+    assert studio.transport.branch_button.disabled
     deadline = time.monotonic() + 10
     while not studio.timeline.thumbs and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -359,7 +368,7 @@ def test_stop_mid_run_in_the_background(studio, monkeypatch):
     assert not branch.is_complete
     assert "stopped" in studio.status.value
     assert studio.selected[1] == first[1]
-    assert not studio.run_button.disabled and studio.stop_button.disabled
+    assert not studio.transport.run_button.disabled and studio.transport.stop_button.disabled
     assert studio.error_area.layout.display == "none"
 
 
@@ -375,10 +384,10 @@ def test_live_preview_is_throttled_and_replaced_by_the_frame(studio, commands, m
     start = time.monotonic()
     branch = studio.run(wait=True, sequence_loop_count=2, steps=8)
     elapsed = time.monotonic() - start
-    live = commands.on(studio.preview.live_source, "putImageData")  # latent-sized estimates
-    assert studio.preview.live_source.width == 8  # the 8x8 latent travels, not 320 px
+    live = commands.on(studio.view.preview.live_source, "putImageData")  # latent-sized estimates
+    assert studio.view.preview.live_source.width == 8  # the 8x8 latent travels, not 320 px
     assert 1 <= len(live) <= elapsed * 4 + 1
-    assert studio.preview.showing == (branch.id, 1), "the decoded frame replaced the estimate"
+    assert studio.view.preview.showing == (branch.id, 1), "the decoded frame replaced the estimate"
 
 
 # -- environments ----------------------------------------------------------------------------------
@@ -400,8 +409,8 @@ def test_image_renderer_without_ipycanvas(tiny_pipe, monkeypatch):
     ]
     assert len(np.unique(cell.reshape(-1, 3), axis=0)) > 16, "the thumbnail is in the picture"
     studio.select(branch, 1)
-    assert studio.preview.showing == (branch.id, 1)
-    assert Image.open(io.BytesIO(studio.preview.image.value)).size == (320, 320)
+    assert studio.view.preview.showing == (branch.id, 1)
+    assert Image.open(io.BytesIO(studio.view.preview.image.value)).size == (320, 320)
 
 
 def test_main_thread_mode(tiny_pipe, commands):
@@ -437,7 +446,7 @@ def test_export_writes_the_selected_path(studio, tmp_path):
     assert Image.open(path).n_frames == 2
     second = studio.export(format="gif")
     assert second != path, "never overwrites"
-    assert "wrote" in studio.progress_text.value
+    assert "wrote" in studio.transport.progress_text.value
 
 
 def test_rows_for_an_existing_session(tiny_pipe, commands):

@@ -19,11 +19,14 @@ import threading
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from seqwidgets.params import SequenceParams
 
-__all__ = ["Job", "JobRunner"]
+__all__ = ["Job", "JobRunner", "export_path"]
+
+_EXTENSIONS = {"gif": ".gif", "mp4": ".mp4", "png": "", "contact_sheet": ".png"}
 
 
 @dataclass(eq=False)
@@ -82,6 +85,12 @@ class Job:
         if self.fork is None:
             self.fork = index
         self.loop, self.step = index, (self.params.steps - 1 if self.params else 0)
+
+    def first_error(self) -> bool:
+        """Whether no error of a callback was shown yet for this job (now one counts as shown):
+        a drawing failure must not flood the error area once per step."""
+        first, self.shown_error = not self.shown_error, True
+        return first
 
     def due(self, what: str, now: float, every: float) -> bool:
         """Whether ``what`` ("progress" or "live") was last drawn ``every`` seconds ago or more;
@@ -200,3 +209,20 @@ class JobRunner:
             job.finished = True
             self._running = False
             self.on_finish(job)
+
+
+def export_path(folder: str | Path, branch_id: int, index: int, format: str) -> Path:
+    """A path in ``folder`` for an export of branch ``branch_id`` up to loop ``index`` that no
+    file takes yet (``-2``, ``-3``... are added): Export never overwrites.
+
+    >>> import tempfile
+    >>> export_path(tempfile.mkdtemp(), 3, 7, "gif").name
+    'seqwidgets-3-loop7.gif'
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    stem, suffix = f"seqwidgets-{branch_id}-loop{index}", _EXTENSIONS[format]
+    path, n = folder / f"{stem}{suffix}", 2
+    while path.exists():
+        path, n = folder / f"{stem}-{n}{suffix}", n + 1
+    return path

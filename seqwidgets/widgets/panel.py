@@ -310,6 +310,15 @@ class ControlPanel(W.VBox):
             self._quiet = False
         self.validate()
 
+    def follow(self, branch) -> None:
+        """`load` the settings of a session's `Branch`, unless they are the reference already
+        (scrubbing along one branch keeps the edits typed meanwhile); ``None``: no reference."""
+        if branch is None:
+            if self.reference is not None:
+                self.load(None)
+        elif self.reference is not branch.params:
+            self.load(branch.params, source=branch.name)
+
     def reset(self) -> None:
         """Drop the edits: show `reference` again (nothing happens without one)."""
         if self.reference is not None:

@@ -1,20 +1,12 @@
 """`Studio`: the control panel, the live timeline and the preview, wired to a `Session`.
 
-The studio only calls its `Session` (DESIGN.md: widgets -> session -> engine); what it shows is
-written by the pure functions of `render`, and its jobs run through a `JobRunner`. A job goes
-like this:
-
-1. Run / Branch / Re-run takes the panel's validated settings and starts a `Job` on a
-   background thread (or on the calling thread with ``threaded=False``, for Colab);
-2. every model step calls ``_on_step``: progress at most 10 times a second, and a latent-to-RGB
-   estimate of the denoised image at most 4 times a second;
-3. every finished loop calls ``_on_frame``: the frame is decoded once, its thumbnail goes to the
-   timeline, and (unless the user has picked another frame meanwhile) the preview shows it;
-4. when the job ends, however it ends, the controls come back; an exception is shown in the
-   error area with its traceback folded, and the studio stays usable.
-
-Selecting a frame loads the settings of the branch that computed it into the panel, so Branch
-and Re-run always start from what the user sees.
+The studio only calls its `Session` (DESIGN.md: widgets -> session -> engine). What it shows is
+written by the pure functions of `render`; each job (run, branch, re-run, export) is a `Job` run
+by a `JobRunner`: on a background thread (or the calling thread, for Colab), with progress at
+most 10 times a second, a latent-to-RGB estimate at most 4 times a second, each finished loop's
+thumbnail on the timeline, and the controls back however the job ends (an exception shows in
+the error area, traceback folded). Selecting a frame loads the settings of the branch that
+computed it into the panel, so Branch and Re-run start from what the user sees.
 """
 
 from __future__ import annotations
@@ -31,31 +23,14 @@ from seqwidgets.params import SequenceParams
 
 from . import render
 from .colab import choose_renderer, default_threaded
-from .jobs import Job, JobRunner
+from .controls import ErrorArea, FrameView, Transport, card, close_all
+from .jobs import Job, JobRunner, export_path
 from .panel import ControlPanel
-from .timeline import CanvasPreview, CanvasTimeline, ImagePreview, ImageTimeline, Row, live_factors
+from .timeline import CanvasPreview, CanvasTimeline, ImagePreview, ImageTimeline, live_factors
 
 __all__ = ["Studio"]
 
-_EXTENSIONS = {"gif": ".gif", "mp4": ".mp4", "png": "", "contact_sheet": ".png"}
 _CSS = resources.files(__package__).joinpath("studio.css").read_text(encoding="utf-8")
-
-
-def _descendants(widget: W.Widget) -> list[W.Widget]:
-    found = []
-    for child in getattr(widget, "children", ()):
-        found.append(child)
-        found.extend(_descendants(child))
-    return found
-
-
-def _button(description: str, tooltip: str, width: str, **style) -> W.Button:
-    return W.Button(description=description, tooltip=tooltip, layout=W.Layout(width=width), **style)
-
-
-def _card(widget: W.Widget) -> W.Widget:
-    widget.add_class("sw-card")
-    return widget
 
 
 class Studio(W.VBox):
@@ -116,99 +91,46 @@ class Studio(W.VBox):
         self._factors: Any = None  # the live preview's latent-to-RGB map, once known
         self._auto_select = False
 
-        # 1. The control panel, the buttons, progress and status.
+        # 1. The control panel, the transport bar, the status.
         self.panel = ControlPanel(params)
-        self.run_button = _button("▶ Run", "Run the settings from loop 0", "96px")
-        self.run_button.button_style = "primary"
-        self.stop_button = _button(
-            "■ Stop", "Stop at the next model step; finished frames stay", "86px"
-        )
-        self.stop_button.button_style = "danger"
-        self.branch_button = _button(
-            "↳ Branch",
-            "Continue after the selected frame with the panel's settings (a new row from the "
-            "next loop, sharing every loop up to the frame)",
-            "104px",
-        )
-        self.rerun_button = _button(
-            "↻ Re-run",
-            "Compute the selected loop again, and the loops after it, with the panel's settings "
-            "(a new row from that loop)",
-            "96px",
-        )
-        self.export_format = W.Dropdown(
-            options=[("GIF", "gif"), ("MP4", "mp4"), ("PNG frames", "png")]
-            + [("Contact sheet", "contact_sheet")],
-            value="gif",
-            layout=W.Layout(width="130px"),
-            tooltip="Export format",
-        )
-        self.export_button = _button(
-            "⤓ Export", "Write the selected branch up to the selected loop", "92px"
-        )
-        self.delete_button = _button(
-            "✕ Delete branch",
-            "Delete the selected branch (not the frames it shares with its parent)",
-            "auto",
+        self.transport = t = Transport()
+        self.delete_button = W.Button(
+            description="✕ Delete branch",
+            tooltip="Delete the selected branch (not the frames it shares with its parent)",
+            layout=W.Layout(width="auto"),
         )
         for button, action in (
-            (self.run_button, self.run),
-            (self.branch_button, self.branch),
-            (self.rerun_button, self.rerun),
-            (self.export_button, self.export),
+            (t.run_button, self.run),
+            (t.branch_button, self.branch),
+            (t.rerun_button, self.rerun),
+            (t.export_button, self.export),
             (self.delete_button, self.delete),
         ):
             button.on_click(lambda _, action=action: self._click(action))
-        self.stop_button.on_click(lambda _: self.stop())
-        self.progress_bar = W.FloatProgress(
-            value=0, min=0, max=1, bar_style="info", layout=W.Layout(width="100%", height="10px")
-        )
-        self.progress_text = W.HTML("<span class='sw-progress sw-muted'>ready</span>")
+        t.stop_button.on_click(lambda _: self.stop())
         self.status = W.HTML(render.status_html("idle"))
         self.header = W.HTML()
 
-        # 2. Preview, timeline and the error area.
+        # 2. Preview and details, timeline, the error area.
         image = self.renderer != "canvas"
-        self.preview = (ImagePreview if image else CanvasPreview)(preview_size)
+        self.view = FrameView((ImagePreview if image else CanvasPreview)(preview_size))
         self.timeline = (ImageTimeline if image else CanvasTimeline)(
             width=width, thumb=thumb_size, max_rows=max_rows
         )
-        if not image:
-            self.preview.redisplay = lambda _key: self._show_selected()
-        self.timeline.on_error = self.preview.on_error = self._show_error
+        if not image:  # after a page reload the preview asks for its frame again
+            self.view.preview.redisplay = lambda _key: self._show_selected()
+        self.timeline.on_error = self.view.preview.on_error = self._show_error
         self.timeline.toolbar.children = (*self.timeline.toolbar.children, self.delete_button)
-        self.info = W.HTML(render.EMPTY_INFO_HTML, layout=W.Layout(width="100%"))
-        self.error_html = W.HTML()
-        self.dismiss_button = W.Button(description="Dismiss", layout=W.Layout(width="90px"))
-        self.dismiss_button.on_click(lambda _: self.clear_error())
-        self.error_area = W.VBox(
-            [self.error_html, self.dismiss_button], layout=W.Layout(display="none")
-        )
+        self.error_area = ErrorArea()
         self.timeline.observe(self._on_selected, "selected")
         self.panel.observe(lambda _: self._update_buttons(), "params")
 
-        # 3. Layout: header; settings | (preview + details, transport, progress, errors);
-        #    the timeline across the whole width.
-        row = W.Layout(gap="6px", align_items="center", flex_flow="row wrap")
-        transport = W.HBox(
-            [
-                W.HBox([self.run_button, self.stop_button], layout=row),
-                W.HBox([self.branch_button, self.rerun_button], layout=row),
-                W.HBox([self.export_format, self.export_button], layout=row),
-            ],
-            layout=W.Layout(gap="18px", align_items="center", flex_flow="row wrap"),
-        )
-        self.preview.layout = W.Layout(flex="0 0 auto")
-        display = W.HBox([self.preview, self.info], layout=W.Layout(gap="14px"))
+        # 3. Layout: header; settings | (preview + details, transport, errors); the timeline.
         right = W.VBox(
-            [
-                _card(display),
-                _card(W.VBox([transport, self.progress_bar, self.progress_text])),
-                self.error_area,
-            ],
+            [self.view, self.transport, self.error_area],
             layout=W.Layout(flex="1 1 auto", gap="8px", min_width="0"),
         )
-        left = _card(W.VBox([self.panel], layout=W.Layout(width="410px", min_width="410px")))
+        left = card(W.VBox([self.panel], layout=W.Layout(width="410px", min_width="410px")))
         self.children = [
             W.HTML(f"<style>{_CSS}</style>"),
             W.HBox(
@@ -216,7 +138,7 @@ class Studio(W.VBox):
                 layout=W.Layout(justify_content="space-between", margin="0 0 6px 0"),
             ),
             W.HBox([left, right], layout=W.Layout(gap="10px", align_items="flex-start")),
-            _card(W.VBox([self.timeline], layout=W.Layout(margin="8px 0 0 0"))),
+            card(W.VBox([self.timeline], layout=W.Layout(margin="8px 0 0 0"))),
         ]
         self._render_header()
         self._sync_rows()
@@ -336,9 +258,8 @@ class Studio(W.VBox):
         if self.selected is None:
             raise ValueError("select a frame first: Export writes its branch up to it")
         branch, index = self.selected
-        format = format or self.export_format.value
-        if path is None:
-            path = self._free_path(f"seqwidgets-{branch.id}-loop{index}", _EXTENSIONS[format])
+        format = format or self.transport.export_format.value
+        path = export_path(self.export_dir, branch.id, index, format) if path is None else path
         return self._start(
             "export",
             None,
@@ -359,7 +280,7 @@ class Studio(W.VBox):
         branch = self._resolve_branch(self.selected[0] if branch is None else branch)
         self.session.delete(branch)
         self.timeline.remove_row(branch.id)
-        self.preview.clear()
+        self.view.clear()
         remaining = [b for b in self.session.branches if b.indices]
         if remaining:
             self._select_auto(remaining[-1].id, len(remaining[-1].indices) - 1)
@@ -370,19 +291,17 @@ class Studio(W.VBox):
         """Stop any job and close every widget of the studio (hidden canvases included)."""
         self.stop()
         self.wait(30)
-        extra = [
+        close_all(
+            self,
             *getattr(self.timeline, "sources", {}).values(),
-            *getattr(self.preview, "sources", {}).values(),
+            *getattr(self.view.preview, "sources", {}).values(),
             *getattr(self.timeline, "layers", ()),
-        ]
-        for widget in [*_descendants(self), *extra]:
-            widget.close()
+        )
         super().close()
 
     def clear_error(self) -> None:
         """Hide the error area."""
-        self.error_area.layout.display = "none"
-        self.error_html.value = ""
+        self.error_area.clear()
 
     # -- jobs ----------------------------------------------------------------------------------
 
@@ -407,7 +326,7 @@ class Studio(W.VBox):
         job = Job(kind, params, started=time.monotonic())
         self.clear_error()
         self.status.value = render.status_html("running")
-        self._progress(job, note=f"{kind}: starting…")
+        self.transport.show(job, note=f"{kind}: starting…")
         callbacks = {}
         if kind != "export":
             callbacks = {"callback": self._on_step, "on_frame": self._on_frame}
@@ -415,7 +334,7 @@ class Studio(W.VBox):
         def run(job: Job):
             self._update_buttons()  # the runner now counts the job as running
             if self._session is None:
-                self._progress(job, note="loading the model…")
+                self.transport.show(job, note="loading the model…")
             self.session  # noqa: B018 (loads the pipeline on the first job)
             return work(callbacks)
 
@@ -431,7 +350,7 @@ class Studio(W.VBox):
             if branch is not None and branch.indices and (job.follow or not self.timeline.selected):
                 self._select_auto(branch.id, branch.indices[-1])
             self.status.value = render.status_html(state)
-            self._progress(job, note=note)
+            self.transport.show(job, note=note)
         except Exception as exc:  # keep the studio usable whatever happened
             self._show_error(exc, traceback.format_exc())
         finally:
@@ -446,50 +365,45 @@ class Studio(W.VBox):
             job.on_step(loop, step, now)
             if job.branch is None and self.session.branches:  # listed as soon as it starts
                 job.branch = self.session.branches[-1]
-                self._add_row(job.branch)
+                self.timeline.show_branch(job.branch)
             if step == 0 and job.branch is not None:
                 self.timeline.set_running(job.branch.id, loop)
             if job.due("progress", now, 0.1):
-                self._progress(job)
+                self.transport.show(job)
             if self.live_preview and job.follow and job.due("live", now, 0.25):
                 self._show_live(job, loop, step, denoised)
         except Exception as exc:
-            self._show_error_once(job, exc)
+            if job.first_error():
+                self._show_error(exc, traceback.format_exc())
 
     def _show_live(self, job: Job, loop: int, step: int, denoised) -> None:
         from seqwidgets.decode import latent_to_rgb
 
         if self._factors is None:
             self._factors = live_factors(self.session.pipe, denoised.shape[1]) or False
-        if not self._factors:
-            return
-        rgb = latent_to_rgb(denoised[:1], *self._factors)
-        scale = self.session.pipe.vae_scale_factor
-        self.preview.show_live(rgb, (denoised.shape[-1] * scale, denoised.shape[-2] * scale))
-        self.info.value = render.live_info_html(loop, step, job.params)
+        if self._factors:
+            rgb = latent_to_rgb(denoised[:1], *self._factors)
+            scale = self.session.pipe.vae_scale_factor  # latent pixels to image pixels
+            size = (denoised.shape[-1] * scale, denoised.shape[-2] * scale)
+            self.view.show_live(rgb, size, loop, step, job.params)
 
     def _on_frame(self, branch, frame) -> None:
         job = self.jobs.job
         try:
             job.branch = branch
             job.on_frame(frame.index)
-            self._add_row(branch)
+            self.timeline.show_branch(branch)
             thumb = self.session.thumbnail(branch, frame.index, self.thumb_size)
             self.timeline.add_thumbnail(branch.id, frame.index, thumb)
             following = frame.index + 1 < branch.params.sequence_loop_count
             self.timeline.set_running(branch.id, frame.index + 1 if following else None)
             if job.follow:
                 self._select_auto(branch.id, frame.index)
-            self._progress(job)
+            self.transport.show(job)
             self._update_buttons()
         except Exception as exc:
-            self._show_error_once(job, exc)
-
-    def _show_error_once(self, job: Job, exc: BaseException) -> None:
-        # A drawing failure must not end the run, nor flood the error area once per step.
-        if not job.shown_error:
-            job.shown_error = True
-            self._show_error(exc, traceback.format_exc())
+            if job.first_error():
+                self._show_error(exc, traceback.format_exc())
 
     # -- selection -----------------------------------------------------------------------------
 
@@ -511,73 +425,33 @@ class Studio(W.VBox):
                 and branch is not None
                 and new == (branch.id, self.timeline.last_index(branch.id))
             )
-        self._load_settings()
+        selected = self.selected
+        self.panel.follow(None if selected is None else selected[0].owner(selected[1]))
         self._show_selected()
         self._update_buttons()
 
-    def _load_settings(self) -> None:
-        """Show the settings of the branch that computed the selected frame in the panel."""
-        selected = self.selected
-        if selected is None:
-            if self.panel.reference is not None:
-                self.panel.load(None)
-            return
-        owner = selected[0].owner(selected[1])
-        # Following a run selects each new frame of the same branch: typed edits stay.
-        if self.panel.reference is not owner.params:
-            self.panel.load(owner.params, source=owner.name)
-
     def _show_selected(self) -> None:
-        selected = self.selected
-        if selected is None:
-            self.preview.clear()
-            self.info.value = render.EMPTY_INFO_HTML
-            return
-        branch, index = selected
         try:
-            frame = self.session.frame(branch, index)
-        except (IndexError, ValueError):
-            self.info.value = render.missing_info_html(branch.name, index)
-            return
-        try:
-            image = self.session.image(branch, index)
-            owner = branch.owner(index)  # its settings made the frame
-            self.preview.show_image((owner.id, index), image)
-            self.info.value = render.frame_info_html(owner, frame, image.size)
+            if self.selected is None:
+                self.view.clear()
+            else:
+                self.view.show(self.session, *self.selected)
         except Exception as exc:
             self._show_error(exc, traceback.format_exc())
 
     # -- rows ------------------------------------------------------------------------------------
 
     def _resolve_branch(self, branch):
-        from seqwidgets.session import Branch
-
-        if isinstance(branch, Branch):
-            return branch
         for candidate in self.session.branches:
-            if branch in (candidate.id, candidate.name):
+            if branch is candidate or branch in (candidate.id, candidate.name):
                 return candidate
         raise ValueError(f"no branch {branch!r} in this session")
 
-    def _add_row(self, branch) -> None:
-        row = self.timeline.row(branch.id)
-        if row is None or row.length != branch.params.sequence_loop_count:
-            self.timeline.add_row(Row.of(branch))
-
     def _sync_rows(self) -> None:
         """Rows for every branch of the session (e.g. one stopped before its first frame)."""
-        if self._session is None:
-            return
-        for branch in self._session.branches:
-            self._add_row(branch)
-            for index in branch.own_indices:
-                if (branch.id, index) not in self.timeline.thumbs:
-                    thumb = self._session.thumbnail(branch, index, self.thumb_size)
-                    self.timeline.add_thumbnail(branch.id, index, thumb)
-        if self.timeline.selected is None:
-            first = next((b for b in self._session.branches if b.indices), None)
-            if first is not None:
-                self._select_auto(first.id, 0)
+        if self._session is not None:
+            session, size = self._session, self.thumb_size
+            self.timeline.sync(session.branches, lambda b, i: session.thumbnail(b, i, size))
 
     # -- what the widgets show -------------------------------------------------------------------
 
@@ -585,18 +459,9 @@ class Studio(W.VBox):
         model = render.model_description(self._pipe)
         self.header.value = render.header_html(model, self.threaded, self.renderer)
 
-    def _progress(self, job: Job, note: str | None = None) -> None:
-        if job.fork is not None:
-            self.progress_bar.value = min(job.done_steps / job.total_steps, 1.0)
-        elif job.finished and job.error is None:
-            self.progress_bar.value = 1.0
-        self.progress_bar.bar_style = render.bar_style(job)
-        self.progress_text.value = render.progress_html(job, time.monotonic(), note)
-
     def _show_error(self, exc: BaseException, text: str) -> None:
         self.last_error = exc
-        self.error_html.value = render.error_html(exc, text)
-        self.error_area.layout.display = None
+        self.error_area.show(exc, text)
 
     def _click(self, action) -> None:
         # Button callbacks must never raise into the front end: show what went wrong instead.
@@ -606,23 +471,12 @@ class Studio(W.VBox):
             self._show_error(exc, traceback.format_exc())
 
     def _update_buttons(self) -> None:
-        busy, valid = self.running, self.panel.params is not None
-        frame = self.selected_frame is not None
-        self.run_button.disabled = busy or not valid
-        self.stop_button.disabled = not busy
-        self.branch_button.disabled = self.rerun_button.disabled = busy or not valid or not frame
-        self.export_button.disabled = busy or not frame
+        busy = self.running
+        self.transport.enable(
+            busy=busy,
+            valid=self.panel.params is not None,
+            frame=self.selected_frame is not None,
+            error=self.panel.error,
+        )
         self.delete_button.disabled = busy or self.selected is None
-        self.export_format.disabled = busy
         self.panel.set_enabled(not busy)
-        tip = "" if valid else f" (invalid settings: {self.panel.error})"
-        self.run_button.tooltip = "Run the settings from loop 0" + tip
-
-    def _free_path(self, stem: str, suffix: str) -> Path:
-        self.export_dir.mkdir(parents=True, exist_ok=True)
-        path = self.export_dir / f"{stem}{suffix}"
-        n = 2
-        while path.exists():
-            path = self.export_dir / f"{stem}-{n}{suffix}"
-            n += 1
-        return path

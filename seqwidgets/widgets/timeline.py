@@ -386,6 +386,26 @@ class _Timeline(W.VBox):
         self._resized()
         self.redraw()
 
+    def show_branch(self, branch) -> None:
+        """Add the row of a session's `Branch`, or update it when its length changed."""
+        row = self.row(branch.id)
+        if row is None or row.length != branch.params.sequence_loop_count:
+            self.add_row(Row.of(branch))
+
+    def sync(self, branches, thumbnail: Callable) -> None:
+        """A row for each of a session's ``branches`` and a thumbnail for each of their frames
+        (``thumbnail(branch, index)`` makes a missing one); selects the first frame when nothing
+        is selected."""
+        for branch in branches:
+            self.show_branch(branch)
+            for index in branch.own_indices:
+                if (branch.id, index) not in self.thumbs:
+                    self.add_thumbnail(branch.id, index, thumbnail(branch, index))
+        if self.selected is None:
+            first = next((b for b in branches if b.indices), None)
+            if first is not None:
+                self.select(first.id, 0)
+
     def remove_row(self, key) -> None:
         i = self.row_index(key)
         if i is None:

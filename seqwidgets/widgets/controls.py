@@ -1,0 +1,180 @@
+"""The studio's composite widgets: the transport bar (buttons and progress), the frame view
+(preview and details) and the error area. They keep no state beyond what they show; the studio
+wires them to the session.
+"""
+
+from __future__ import annotations
+
+import time
+
+import ipywidgets as W
+
+from . import render
+from .jobs import Job
+
+__all__ = ["EXPORT_FORMATS", "ErrorArea", "FrameView", "Transport", "card", "close_all"]
+
+#: Export formats, as the menu shows them.
+EXPORT_FORMATS = [
+    ("GIF", "gif"),
+    ("MP4", "mp4"),
+    ("PNG frames", "png"),
+    ("Contact sheet", "contact_sheet"),
+]
+
+
+def card(widget: W.Widget) -> W.Widget:
+    """``widget`` drawn as a card (a bordered panel of the studio)."""
+    widget.add_class("sw-card")
+    return widget
+
+
+def _button(description: str, tooltip: str, width: str, style: str = "") -> W.Button:
+    return W.Button(
+        description=description,
+        tooltip=tooltip,
+        button_style=style,
+        layout=W.Layout(width=width),
+    )
+
+
+class Transport(W.VBox):
+    """Run, Stop, Branch, Re-run and Export, the export format, and the progress of a job.
+
+    Attributes:
+        run_button, stop_button, branch_button, rerun_button, export_button (`Button`).
+        export_format (`Dropdown`): the format Export writes.
+        progress_bar (`FloatProgress`), progress_text (`HTML`): how far the job is.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.run_button = _button("▶ Run", "Run the settings from loop 0", "96px", "primary")
+        self.stop_button = _button(
+            "■ Stop", "Stop at the next model step; finished frames stay", "86px", "danger"
+        )
+        self.branch_button = _button(
+            "↳ Branch",
+            "Continue after the selected frame with the panel's settings (a new row from the "
+            "next loop, sharing every loop up to the frame)",
+            "104px",
+        )
+        self.rerun_button = _button(
+            "↻ Re-run",
+            "Compute the selected loop again, and the loops after it, with the panel's settings "
+            "(a new row from that loop)",
+            "96px",
+        )
+        self.export_format = W.Dropdown(
+            options=EXPORT_FORMATS,
+            value="gif",
+            tooltip="Export format",
+            layout=W.Layout(width="130px"),
+        )
+        self.export_button = _button(
+            "⤓ Export", "Write the selected branch up to the selected loop", "92px"
+        )
+        self.progress_bar = W.FloatProgress(
+            value=0, min=0, max=1, bar_style="info", layout=W.Layout(width="100%", height="10px")
+        )
+        self.progress_text = W.HTML("<span class='sw-progress sw-muted'>ready</span>")
+        row = W.Layout(gap="6px", align_items="center", flex_flow="row wrap")
+        buttons = W.HBox(
+            [
+                W.HBox([self.run_button, self.stop_button], layout=row),
+                W.HBox([self.branch_button, self.rerun_button], layout=row),
+                W.HBox([self.export_format, self.export_button], layout=row),
+            ],
+            layout=W.Layout(gap="18px", align_items="center", flex_flow="row wrap"),
+        )
+        self.children = [buttons, self.progress_bar, self.progress_text]
+        card(self)
+
+    def enable(self, *, busy: bool, valid: bool, frame: bool, error: str = "") -> None:
+        """Enable what can be pressed: during a job only Stop; Branch, Re-run and Export need a
+        computed frame selected; Run and the forks need valid settings (``error`` says why not).
+        """
+        self.run_button.disabled = busy or not valid
+        self.stop_button.disabled = not busy
+        self.branch_button.disabled = self.rerun_button.disabled = busy or not valid or not frame
+        self.export_button.disabled = busy or not frame
+        self.export_format.disabled = busy
+        tip = "" if valid else f" (invalid settings: {error})"
+        self.run_button.tooltip = "Run the settings from loop 0" + tip
+
+    def show(self, job: Job, note: str | None = None) -> None:
+        """Show how far ``job`` is (``note``: a few words in front, e.g. how it ended)."""
+        if job.fork is not None:
+            self.progress_bar.value = min(job.done_steps / job.total_steps, 1.0)
+        elif job.finished and job.error is None:
+            self.progress_bar.value = 1.0
+        self.progress_bar.bar_style = render.bar_style(job)
+        self.progress_text.value = render.progress_html(job, time.monotonic(), note)
+
+
+class ErrorArea(W.VBox):
+    """An error with its traceback folded, and a Dismiss button; hidden while there is none."""
+
+    def __init__(self):
+        super().__init__(layout=W.Layout(display="none"))
+        self.html = W.HTML()
+        self.dismiss_button = W.Button(description="Dismiss", layout=W.Layout(width="90px"))
+        self.dismiss_button.on_click(lambda _: self.clear())
+        self.children = [self.html, self.dismiss_button]
+
+    def show(self, exc: BaseException, text: str) -> None:
+        """Show ``exc`` and its traceback ``text``."""
+        self.html.value = render.error_html(exc, text)
+        self.layout.display = None
+
+    def clear(self) -> None:
+        """Hide the error."""
+        self.layout.display = "none"
+        self.html.value = ""
+
+
+class FrameView(W.HBox):
+    """The large preview of the selected frame (or the live estimate) beside its details.
+
+    Args:
+        preview: a `CanvasPreview` or an `ImagePreview`.
+    """
+
+    def __init__(self, preview):
+        self.preview = preview
+        self.info = W.HTML(render.EMPTY_INFO_HTML, layout=W.Layout(width="100%"))
+        preview.layout = W.Layout(flex="0 0 auto")
+        super().__init__([preview, self.info], layout=W.Layout(gap="14px"))
+        card(self)
+
+    def show(self, session, branch, index: int) -> None:
+        """Loop ``index`` of ``branch``: decoded, with the settings of the branch that made it."""
+        try:
+            frame = session.frame(branch, index)
+        except (IndexError, ValueError):
+            self.info.value = render.missing_info_html(branch.name, index)
+            return
+        image = session.image(branch, index)
+        owner = branch.owner(index)
+        self.preview.show_image((owner.id, index), image)
+        self.info.value = render.frame_info_html(owner, frame, image.size)
+
+    def show_live(self, rgb, size: tuple[int, int], loop: int, step: int, params) -> None:
+        """A latent-to-RGB estimate (uint8 ``[h, w, 3]``) of loop ``loop`` at ``step``."""
+        self.preview.show_live(rgb, size)
+        self.info.value = render.live_info_html(loop, step, params)
+
+    def clear(self) -> None:
+        """Nothing selected: an empty preview and a word on what to do."""
+        self.preview.clear()
+        self.info.value = render.EMPTY_INFO_HTML
+
+
+def close_all(widget: W.Widget, *extra: W.Widget) -> None:
+    """Close every widget inside ``widget`` (not ``widget`` itself) and ``extra`` widgets, such as
+    hidden canvases that no box holds."""
+    for child in getattr(widget, "children", ()):
+        close_all(child)
+        child.close()
+    for other in extra:
+        other.close()
