@@ -31,7 +31,7 @@ def _prompts(studio) -> str:
 
 
 def _changed_rows(panel) -> set[str]:
-    return {n for n, row in panel._rows.items() if "sw-changed" in row.get_state()["_dom_classes"]}
+    return {n for n, row in panel.rows.items() if "sw-changed" in row.get_state()["_dom_classes"]}
 
 
 def test_selecting_a_frame_loads_the_settings_of_its_branch(studio):

@@ -1,7 +1,9 @@
 """Headless tests of the studio: the panel, the timeline's canvas commands, runs, branches, errors.
 
-No browser: ipycanvas batches every draw through one canvas manager's ``send``, which is
-recorded here and decoded back into ``(canvas, command, args, buffers)``.
+No browser: every message a widget sends to the front end goes through its comm; the comms are
+recorded here and the canvas commands decoded back into ``(canvas, command, args, buffers)``.
+Front-end events (clicks, keys, a page reload) arrive the way the browser sends them: as a comm
+message to the widget.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ import json
 import threading
 import time
 
+import comm
 import ipywidgets as W
 import numpy as np
 import pytest
-from ipycanvas.canvas import _CANVAS_MANAGER, _CMD_LIST
+from ipycanvas.canvas import COMMANDS
 from PIL import Image
 
 from seqwidgets.params import PARAM_SPECS, SequenceParams
@@ -23,23 +26,32 @@ from seqwidgets.widgets.panel import ControlPanel
 from seqwidgets.widgets.timeline import ImageTimeline, Row
 
 FAST = dict(steps=2, sequence_loop_count=3, positive_seq="0: a red circle\n2: a blue square")
+NAMES = {number: name for name, number in COMMANDS.items()}
 
 
 class Commands:
-    """Every canvas command sent to the front end, decoded from the canvas manager's messages."""
+    """Every canvas command sent to the front end, decoded from the comm messages."""
 
     def __init__(self):
         self.sent = []  # (canvas model id, command name, args, buffers)
         self._canvas = None
 
-    def __call__(self, content, buffers=None):
-        buffers = list(buffers or [])
-        commands = json.loads(bytes(buffers[0]))
-        if commands and isinstance(commands[0], int):
+    def publish(self, msg_type, data=None, metadata=None, buffers=None, **keys):
+        """What a comm publishes: ipycanvas' draw commands are custom messages whose first
+        buffer is the JSON list of commands and the rest their binary payloads."""
+        if msg_type != "comm_msg" or not data or data.get("method") != "custom" or not buffers:
+            return
+        try:
+            commands = json.loads(bytes(buffers[0]))
+        except ValueError:
+            return
+        if not isinstance(commands, list) or not commands:
+            return
+        if isinstance(commands[0], int):
             commands = [commands]
-        rest = buffers[1:]
+        rest = list(buffers[1:])
         for command in commands:
-            name = _CMD_LIST[command[0]]
+            name = NAMES[command[0]]
             args = command[1] if len(command) > 1 else []
             count = command[2] if len(command) > 2 else 0
             mine, rest = rest[:count], rest[count:]
@@ -61,9 +73,20 @@ class Commands:
 @pytest.fixture
 def commands(monkeypatch):
     recorder = Commands()
-    monkeypatch.setattr(_CANVAS_MANAGER, "send", recorder)
-    monkeypatch.setattr(_CANVAS_MANAGER, "_current_canvas", None)
+    # Outside a kernel every widget talks through a comm.DummyComm, which drops the messages.
+    monkeypatch.setattr(
+        comm.DummyComm,
+        "publish_msg",
+        lambda self, *args, **kwargs: recorder.publish(*args, **kwargs),
+    )
     return recorder
+
+
+def frontend(widget, **content) -> None:
+    """A custom message from the browser to ``widget`` (a click, a key, a client ready)."""
+    widget.comm.handle_msg(
+        {"content": {"data": {"method": "custom", "content": content}}, "buffers": []}
+    )
 
 
 @pytest.fixture
@@ -210,11 +233,11 @@ def test_selection_changes_the_preview_without_resending_pixels(studio, commands
 
 def test_mouse_and_keys_select_and_scrub(studio, commands):
     branch = studio.run(wait=True)
-    top = studio.timeline.canvas[1]
+    canvas, top = studio.timeline.canvas, studio.timeline.canvas[1]
     layout = studio.timeline.layout_
 
     def event(name, x, y):
-        top._handle_frontend_event(None, {"event": name, "x": x, "y": y}, [])
+        frontend(canvas, event=name, x=x, y=y)
 
     event("mouse_down", layout.x(1, 0) + 5, layout.y(0) + 5)
     assert studio.selected == (branch, 1)
@@ -230,9 +253,9 @@ def test_mouse_and_keys_select_and_scrub(studio, commands):
         "ctrl_key": False,
         "meta_key": False,
     }
-    top._handle_frontend_event(None, key, [])
+    frontend(canvas, **key)
     assert studio.selected == (branch, 1)
-    top._handle_frontend_event(None, dict(key, key="Home"), [])
+    frontend(canvas, **dict(key, key="Home"))
     assert studio.selected == (branch, 0)
     # The Play control drives the loop slider (linked in the browser); the slider selects.
     assert studio.timeline.loop_slider.max == 2
@@ -294,7 +317,7 @@ def test_client_ready_redraws_from_python(studio, commands):
     branch = studio.run(wait=True)
     mark = commands.mark()
     # A page reload: the new client's canvases are blank; Python refills and repaints them.
-    studio.timeline.canvas[1]._handle_frontend_event(None, {"event": "client_ready"}, [])
+    frontend(studio.timeline.canvas, event="client_ready")
     puts = commands.since(mark, "putImageData")
     assert len(puts) == 3
     assert len(commands.since(mark, "drawImage")) >= 3
@@ -332,7 +355,7 @@ def test_an_error_in_the_run_shows_and_the_studio_stays_usable(studio, monkeypat
     assert studio.error_area.layout.display == "none"
     # A button click that cannot work (nothing to export yet of a deleted selection) shows too.
     studio.timeline.selected = None
-    studio._click(studio.export)
+    studio.transport.export_button.click()
     assert "select a frame" in studio.error_area.html.value
 
 
@@ -416,11 +439,10 @@ def test_image_renderer_without_ipycanvas(tiny_pipe, monkeypatch):
 def test_main_thread_mode(tiny_pipe, commands):
     studio = Studio(tiny_pipe, params=SequenceParams(**FAST), threaded=False)
     caller = threading.current_thread()
-    seen = []
-    original = studio._on_frame
-    studio._on_frame = lambda b, f: (seen.append(threading.current_thread()), original(b, f))
+    seen = []  # the threads that moved the selection along with the run, frame by frame
+    studio.timeline.observe(lambda _: seen.append(threading.current_thread()), "selected")
     studio.run(wait=False)
-    assert seen and all(t is caller for t in seen)
+    assert len(seen) >= 3 and all(t is caller for t in seen)
     assert not studio.running and len(studio.timeline.thumbs) == 3
 
 
@@ -555,7 +577,7 @@ def test_delete_a_branch(studio, commands):
     with pytest.raises(ValueError, match="forked from it"):
         studio.delete(run)
     studio.select(child, 2)
-    studio._click(studio.delete)
+    studio.delete_button.click()
     assert studio.session.branches == [run]
     assert [r.key for r in studio.timeline.rows] == [run.id]
     assert not any(key[0] == child.id for key in studio.timeline.sources)

@@ -137,6 +137,8 @@ class ControlPanel(W.VBox):
     Attributes:
         controls (`dict[str, Widget]`): the control of each field, keyed by field name.
         messages (`dict[str, HTML]`): the validation message shown under each field.
+        rows (`dict[str, Widget]`): each field's row (label, control, message); an edited
+            field's row has the CSS class ``sw-changed``.
         params (`SequenceParams | None`): the current settings, or ``None`` while invalid.
         error (`str`): the current validation error ("" when valid).
         reference (`SequenceParams | None`): the selected frame's settings, which the edits are
@@ -158,13 +160,13 @@ class ControlPanel(W.VBox):
         self.add_class("sw-panel")
         self.controls: dict[str, W.Widget] = {}
         self.messages: dict[str, W.HTML] = {}
-        self._rows: dict[str, W.Widget] = {}
+        self.rows: dict[str, W.Widget] = {}
         self._group_of: dict[str, str] = {}
         self._quiet = False
         for name, spec in PARAM_SPECS.items():
             self.controls[name] = _make_control(spec)
             self.messages[name] = W.HTML(layout=W.Layout(display="none", margin="0 0 2px 0"))
-            self._rows[name] = self._row(spec)
+            self.rows[name] = self._row(spec)
 
         self.init_upload = W.FileUpload(
             accept="image/*",
@@ -189,10 +191,10 @@ class ControlPanel(W.VBox):
         for title, names in groups.items():
             for name in names:
                 self._group_of[name] = title
-        prompts = W.VBox([self._rows[n] for n in groups.pop("Prompts", ())])
+        prompts = W.VBox([self.rows[n] for n in groups.pop("Prompts", ())])
         sections = []
         for title, names in groups.items():
-            children = [self._rows[n] for n in names]
+            children = [self.rows[n] for n in names]
             if title == "Denoise":
                 children.append(init_row)
             sections.append(W.VBox(children, layout=W.Layout(padding="2px 4px")))
@@ -351,7 +353,7 @@ class ControlPanel(W.VBox):
 
     def _mark_changes(self) -> None:
         changes = self.changes()
-        for name, row in self._rows.items():
+        for name, row in self.rows.items():
             if name in changes:
                 row.add_class("sw-changed")
             else:
