@@ -2,15 +2,17 @@
 
 Opens ``notebooks/01_quickstart.ipynb`` on the tiny random pipeline, runs it, clicks Run, waits
 for the thumbnails on the canvas (reading its pixels), clicks a frame, steps with the arrow keys,
-branches, reloads the page (Python redraws the canvases: the browser keeps no pixels), and keeps
-a screenshot (``$SEQWIDGETS_ARTIFACTS`` or pytest's ``tmp_path``).
+branches with other keyframes, clicks frames of each row and reads the keyframe text the panel
+shows, edits a field and sees it highlighted, reloads the page (Python redraws the canvases: the
+browser keeps no pixels), and keeps a screenshot (``$SEQWIDGETS_ARTIFACTS`` or pytest's
+``tmp_path``).
 
 Needs ``/usr/bin/chromium``, the ``playwright`` wheel (never ``playwright install``: the system
 Chromium is used) and ``jupyterlab``; skipped otherwise.
 
 Also a script, for the README screenshot with the toy model::
 
-    python tests/test_browser.py --model toy --out docs/images/studio.png
+    python tests/test_browser.py --model toy --loops 14 --out docs/images/studio.png
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+# The quickstart notebook's keyframes, and the branch's (a new prompt from loop 10).
+RUN_PROMPTS = "0: a red circle\n6: a blue square\n12: a green triangle"
+BRANCH_PROMPTS = "0: a red circle\n6: a green triangle\n10: an orange circle"
 # Where the studio's timeline draws (TimelineLayout defaults): gutter, axis, row height, column.
 GUTTER, AXIS, THUMB, GAP = 104, 26, 56, 6
 COL_W, ROW_H = THUMB + GAP, THUMB + GAP + 4
@@ -83,6 +88,8 @@ def jupyterlab(root: Path, model: str | None):
         JUPYTERLAB_SETTINGS_DIR=str(settings),
         JUPYTER_RUNTIME_DIR=str(root / ".runtime"),
         OMP_NUM_THREADS="1",
+        # The kernel imports the seqwidgets of this checkout, whatever is installed.
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     )
     if model is None:
         env.pop("SEQWIDGETS_MODEL", None)
@@ -164,6 +171,11 @@ def _cell_error(page) -> str:
     return ""
 
 
+def _info(page) -> str:
+    """The details beside the preview (loop, branch, seed...)."""
+    return page.locator(".sw-info").first.inner_text()
+
+
 def _status(page) -> str:
     """The studio's status chip: idle, running, stopping, stopped or error."""
     return page.locator(".sw-studio .sw-chip").first.inner_text()
@@ -172,6 +184,23 @@ def _status(page) -> str:
 def _progress(page) -> str:
     """The progress line under the buttons (it changes as soon as a job starts)."""
     return page.locator(".sw-studio .sw-progress").first.inner_text()
+
+
+def _prompts(page) -> str:
+    """The positive keyframe text the panel shows."""
+    return page.locator(".sw-studio .sw-panel textarea").first.input_value()
+
+
+def _changed(page) -> list[str]:
+    """The labels of the fields the panel highlights as edited."""
+    rows = page.locator(".sw-studio .sw-panel .sw-changed .sw-label")
+    return [rows.nth(i).inner_text() for i in range(rows.count())]
+
+
+_HIGHLIGHT = """() => {
+  const row = document.querySelector('.sw-studio .sw-panel .sw-changed');
+  return row ? getComputedStyle(row).backgroundColor : '';
+}"""
 
 
 def _wait_for(page, predicate, timeout: float, what: str):
@@ -189,7 +218,7 @@ def drive_studio(
     screenshot: Path,
     model: str | None = "tiny-random",
     loops: int = 12,
-    branch_positive: str | None = None,
+    branch_positive: str = BRANCH_PROMPTS,
 ) -> dict:
     """Open the quickstart notebook in JupyterLab, run, click, branch; save a screenshot."""
     from playwright.sync_api import sync_playwright
@@ -292,9 +321,7 @@ def drive_studio(
             # 3. Branch from it with another denoise: a second row from loop 4.
             numbers.nth(2).fill("4")  # cfg: the branch continues with another guidance
             numbers.nth(2).press("Enter")
-            if branch_positive is not None:
-                prompts = page.locator(".sw-studio .sw-panel textarea").first
-                prompts.fill(branch_positive)
+            page.locator(".sw-studio .sw-panel textarea").first.fill(branch_positive)
             page.wait_for_timeout(500)
             branch = page.locator(".sw-studio button", has_text="Branch").first
             before = _progress(page)
@@ -310,13 +337,41 @@ def drive_studio(
             step("branch finished")
             result["branch_colors"] = page.evaluate(_CELL_COLORS, _cell(1, 4))
             result["empty_colors"] = page.evaluate(_CELL_COLORS, _cell(1, 1))
-            top.click(
-                position={"x": GUTTER + 6 * COL_W + THUMB / 2, "y": AXIS + ROW_H + 2 + THUMB / 2}
+
+            # 4. The panel follows the selected frame: a frame of the first row shows the run's
+            #    keyframes, an edit is highlighted, a frame of the branch shows the branch's.
+            def click(row: int, col: int) -> None:
+                x, y, _, _ = _cell(row, col)
+                top.click(position={"x": x + THUMB / 2, "y": y + THUMB / 2})
+
+            click(0, 8)
+            _wait_for(page, lambda: "loop 8" in _info(page), 30, "loop 8 of the run")
+            result["run_prompts"] = _wait_for(
+                page,
+                lambda: _prompts(page) if "orange" not in _prompts(page) else "",
+                30,
+                "the run's keyframes in the panel",
             )
-            page.wait_for_timeout(1200)
+            numbers.nth(2).fill("5")  # cfg
+            numbers.nth(2).press("Enter")
+            result["changed"] = _wait_for(page, lambda: _changed(page), 30, "cfg highlighted")
+            result["changes_line"] = page.locator(".sw-studio .sw-changes").first.inner_text()
+            result["highlight"] = page.evaluate(_HIGHLIGHT)
+            click(1, 6)
+            _wait_for(page, lambda: "orange" in _prompts(page), 30, "the branch's keyframes")
+            result["branch_prompts"] = _prompts(page)
+            result["changed_after_select"] = _changed(page)
+            result["source"] = page.locator(".sw-studio .sw-editbar").first.inner_text()
+            result["branch_info"] = _info(page)
+            step("the panel followed the selection")
+            # An edit left in place for the screenshot: highlighted, summed up above the prompts.
+            numbers.nth(2).fill("5")
+            numbers.nth(2).press("Enter")
+            _wait_for(page, lambda: _changed(page), 30, "cfg highlighted again")
+            page.wait_for_timeout(800)
             result["errors"] = page.locator(".sw-errorbox").count()
 
-            # 4. Reload the page: the browser kept no pixels; Python redraws every canvas.
+            # 5. Reload the page: the browser kept no pixels; Python redraws every canvas.
             page.evaluate("void window.jupyterapp.commands.execute('docmanager:save')")
             page.wait_for_timeout(1500)
             page.reload()
@@ -377,6 +432,15 @@ def test_studio_in_jupyterlab(tmp_path):
     # Before its fork a branch row is empty lane: a handful of colours at most.
     assert result["empty_colors"] <= 4
     assert "loop 3" in result["info"]
+    # The panel shows the settings of the row whose frame is selected, edits stand out.
+    assert result["run_prompts"] == RUN_PROMPTS
+    assert result["changed"] == ["cfg"]
+    assert "Branch will change: cfg 8 → 5" in result["changes_line"]
+    assert result["highlight"] not in ("", "rgba(0, 0, 0, 0)", "transparent")
+    assert result["branch_prompts"] == BRANCH_PROMPTS
+    assert result["changed_after_select"] == [], "keep my edits is off: the branch's settings"
+    assert "run 1 > from loop 4" in result["source"]
+    assert "run 1 > from loop 4" in result["branch_info"]
     assert result["errors"] == 0
     assert result["reload_colors"] > 16
     assert shot.stat().st_size > 10_000
@@ -391,7 +455,9 @@ if __name__ == "__main__":
     parser.add_argument("--out", default="studio.png")
     parser.add_argument("--loops", type=int, default=12)
     parser.add_argument("--root", default=None, help="a folder for the server's files")
-    parser.add_argument("--branch-positive", default=None, help="the branch's positive_seq")
+    parser.add_argument(
+        "--branch-positive", default=BRANCH_PROMPTS, help="the branch's positive_seq"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.root) as folder:
         model = None if args.model == "toy" else args.model

@@ -252,7 +252,9 @@ class ControlPanel(W.VBox):
             top = W.VBox([label, control], layout=W.Layout(width="100%"))
         else:
             top = W.HBox([label, control], layout=W.Layout(width="100%", align_items="center"))
-        return W.VBox([top, self.messages[spec.name]], layout=W.Layout(width="100%"))
+        row = W.VBox([top, self.messages[spec.name]], layout=W.Layout(width="100%"))
+        row.add_class("sw-field")
+        return row
 
     # -- values ----------------------------------------------------------------------------
 
