@@ -346,7 +346,7 @@ def test_an_error_in_the_run_shows_and_the_studio_stays_usable(studio, monkeypat
     assert (
         "<details>" in studio.error_area.html.value and "Traceback" in studio.error_area.html.value
     )
-    assert "error" in studio.status.value
+    assert "error" in studio.header.status.value
     assert not studio.transport.run_button.disabled and studio.transport.stop_button.disabled
     assert not studio.running
     monkeypatch.setattr(unet, "forward", forward)
@@ -389,7 +389,7 @@ def test_stop_mid_run_in_the_background(studio, monkeypatch):
     branch = studio.session.branches[-1]
     assert 1 <= len(branch.indices) < 40
     assert not branch.is_complete
-    assert "stopped" in studio.status.value
+    assert "stopped" in studio.header.status.value
     assert studio.selected[1] == first[1]
     assert not studio.transport.run_button.disabled and studio.transport.stop_button.disabled
     assert studio.error_area.layout.display == "none"
@@ -522,7 +522,7 @@ def test_colab_turns_on_the_custom_widget_manager_and_main_thread_mode(
     Studio(tiny_pipe, params=SequenceParams(**FAST))
     assert calls == ["on"], "enabled once per kernel"
     assert studio.renderer == "canvas" and studio.threaded is False
-    assert "main-thread mode" in studio.header.value
+    assert "main-thread mode" in studio.header.title.value
     assert studio.run(wait=False).is_complete
 
 
@@ -532,10 +532,10 @@ def test_no_pipe_loads_the_default_model_on_the_first_run(tiny_pipe, monkeypatch
     loaded = []
     monkeypatch.setattr(seqwidgets.models, "load_pipeline", lambda: loaded.append(1) or tiny_pipe)
     studio = Studio(params=SequenceParams(**FAST))
-    assert loaded == [] and "loads on the first run" in studio.header.value
+    assert loaded == [] and "loads on the first run" in studio.header.title.value
     branch = studio.run(wait=True)
     assert loaded == [1] and studio.session.pipe is tiny_pipe
-    assert branch.is_complete and "StableDiffusionPipeline" in studio.header.value
+    assert branch.is_complete and "StableDiffusionPipeline" in studio.header.title.value
 
 
 def test_scripting_select_by_id_or_name_and_play(studio):

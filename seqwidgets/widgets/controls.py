@@ -11,8 +11,9 @@ import ipywidgets as W
 
 from . import render
 from .jobs import Job
+from .timeline import live_factors
 
-__all__ = ["EXPORT_FORMATS", "ErrorArea", "FrameView", "Transport", "card", "close_all"]
+__all__ = ["EXPORT_FORMATS", "ErrorArea", "FrameView", "Header", "Transport", "card", "close_all"]
 
 #: Export formats, as the menu shows them.
 EXPORT_FORMATS = [
@@ -112,6 +113,26 @@ class Transport(W.VBox):
         self.progress_text.value = render.progress_html(job, time.monotonic(), note)
 
 
+class Header(W.HBox):
+    """The studio's title line (the model, any mode to know about) and its status chip."""
+
+    def __init__(self):
+        self.title = W.HTML()
+        self.status = W.HTML(render.status_html("idle"))
+        super().__init__(
+            [self.title, self.status],
+            layout=W.Layout(justify_content="space-between", margin="0 0 6px 0"),
+        )
+
+    def describe(self, pipe, threaded: bool, renderer: str) -> None:
+        """Name the model (``None``: the toy model, loaded on the first run) and the modes."""
+        self.title.value = render.header_html(render.model_description(pipe), threaded, renderer)
+
+    def set_state(self, state: str) -> None:
+        """``idle``, ``running``, ``stopping``, ``stopped`` or ``error``."""
+        self.status.value = render.status_html(state)
+
+
 class ErrorArea(W.VBox):
     """An error with its traceback folded, and a Dismiss button; hidden while there is none."""
 
@@ -143,6 +164,7 @@ class FrameView(W.HBox):
     def __init__(self, preview):
         self.preview = preview
         self.info = W.HTML(render.EMPTY_INFO_HTML, layout=W.Layout(width="100%"))
+        self._factors = None
         preview.layout = W.Layout(flex="0 0 auto")
         super().__init__([preview, self.info], layout=W.Layout(gap="14px"))
         card(self)
@@ -159,10 +181,18 @@ class FrameView(W.HBox):
         self.preview.show_image((owner.id, index), image)
         self.info.value = render.frame_info_html(owner, frame, image.size)
 
-    def show_live(self, rgb, size: tuple[int, int], loop: int, step: int, params) -> None:
-        """A latent-to-RGB estimate (uint8 ``[h, w, 3]``) of loop ``loop`` at ``step``."""
-        self.preview.show_live(rgb, size)
-        self.info.value = render.live_info_html(loop, step, params)
+    def show_live(self, pipe, denoised, loop: int, step: int, params) -> None:
+        """A latent-to-RGB estimate of ``denoised`` (the model's estimate of loop ``loop`` at
+        ``step``), stretched over the frame; nothing when ``pipe`` has no latent-to-RGB map."""
+        from seqwidgets.decode import latent_to_rgb
+
+        if self._factors is None:  # looked up once: the pipeline does not change
+            self._factors = live_factors(pipe, denoised.shape[1]) or False
+        if self._factors:
+            rgb = latent_to_rgb(denoised[:1], *self._factors)
+            scale = pipe.vae_scale_factor  # latent pixels to image pixels
+            self.preview.show_live(rgb, (denoised.shape[-1] * scale, denoised.shape[-2] * scale))
+            self.info.value = render.live_info_html(loop, step, params)
 
     def clear(self) -> None:
         """Nothing selected: an empty preview and a word on what to do."""

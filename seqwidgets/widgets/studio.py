@@ -23,10 +23,10 @@ from seqwidgets.params import SequenceParams
 
 from . import render
 from .colab import choose_renderer, default_threaded
-from .controls import ErrorArea, FrameView, Transport, card, close_all
+from .controls import ErrorArea, FrameView, Header, Transport, card, close_all
 from .jobs import Job, JobRunner, export_path
 from .panel import ControlPanel
-from .timeline import CanvasPreview, CanvasTimeline, ImagePreview, ImageTimeline, live_factors
+from .timeline import CanvasPreview, CanvasTimeline, ImagePreview, ImageTimeline
 
 __all__ = ["Studio"]
 
@@ -88,7 +88,6 @@ class Studio(W.VBox):
         self.live_preview = live_preview
         self.last_error: BaseException | None = None
         self.jobs = JobRunner(self.threaded, self._finish, self._show_error)
-        self._factors: Any = None  # the live preview's latent-to-RGB map, once known
         self._auto_select = False
 
         # 1. The control panel, the transport bar, the status.
@@ -108,8 +107,7 @@ class Studio(W.VBox):
         ):
             button.on_click(lambda _, action=action: self._click(action))
         t.stop_button.on_click(lambda _: self.stop())
-        self.status = W.HTML(render.status_html("idle"))
-        self.header = W.HTML()
+        self.header = Header()
 
         # 2. Preview and details, timeline, the error area.
         image = self.renderer != "canvas"
@@ -133,10 +131,7 @@ class Studio(W.VBox):
         left = card(W.VBox([self.panel], layout=W.Layout(width="410px", min_width="410px")))
         self.children = [
             W.HTML(f"<style>{_CSS}</style>"),
-            W.HBox(
-                [self.header, self.status],
-                layout=W.Layout(justify_content="space-between", margin="0 0 6px 0"),
-            ),
+            self.header,
             W.HBox([left, right], layout=W.Layout(gap="10px", align_items="flex-start")),
             card(W.VBox([self.timeline], layout=W.Layout(margin="8px 0 0 0"))),
         ]
@@ -243,7 +238,7 @@ class Studio(W.VBox):
     def stop(self) -> None:
         """Stop the job at the next model step (finished frames stay)."""
         if self.jobs.stop() and self._session is not None:
-            self.status.value = render.status_html("stopping")
+            self.header.set_state("stopping")
             self._session.stop()
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -325,7 +320,7 @@ class Studio(W.VBox):
             raise RuntimeError("a job is in progress; Stop it or wait() for it first")
         job = Job(kind, params, started=time.monotonic())
         self.clear_error()
-        self.status.value = render.status_html("running")
+        self.header.set_state("running")
         self.transport.show(job, note=f"{kind}: starting…")
         callbacks = {}
         if kind != "export":
@@ -349,7 +344,7 @@ class Studio(W.VBox):
             branch = job.result if job.kind != "export" else None
             if branch is not None and branch.indices and (job.follow or not self.timeline.selected):
                 self._select_auto(branch.id, branch.indices[-1])
-            self.status.value = render.status_html(state)
+            self.header.set_state(state)
             self.transport.show(job, note=note)
         except Exception as exc:  # keep the studio usable whatever happened
             self._show_error(exc, traceback.format_exc())
@@ -371,21 +366,10 @@ class Studio(W.VBox):
             if job.due("progress", now, 0.1):
                 self.transport.show(job)
             if self.live_preview and job.follow and job.due("live", now, 0.25):
-                self._show_live(job, loop, step, denoised)
+                self.view.show_live(self.session.pipe, denoised, loop, step, job.params)
         except Exception as exc:
             if job.first_error():
                 self._show_error(exc, traceback.format_exc())
-
-    def _show_live(self, job: Job, loop: int, step: int, denoised) -> None:
-        from seqwidgets.decode import latent_to_rgb
-
-        if self._factors is None:
-            self._factors = live_factors(self.session.pipe, denoised.shape[1]) or False
-        if self._factors:
-            rgb = latent_to_rgb(denoised[:1], *self._factors)
-            scale = self.session.pipe.vae_scale_factor  # latent pixels to image pixels
-            size = (denoised.shape[-1] * scale, denoised.shape[-2] * scale)
-            self.view.show_live(rgb, size, loop, step, job.params)
 
     def _on_frame(self, branch, frame) -> None:
         job = self.jobs.job
@@ -456,8 +440,7 @@ class Studio(W.VBox):
     # -- what the widgets show -------------------------------------------------------------------
 
     def _render_header(self) -> None:
-        model = render.model_description(self._pipe)
-        self.header.value = render.header_html(model, self.threaded, self.renderer)
+        self.header.describe(self._pipe, self.threaded, self.renderer)
 
     def _show_error(self, exc: BaseException, text: str) -> None:
         self.last_error = exc
