@@ -149,6 +149,17 @@ class ControlPanel(W.VBox):
 
     Args:
         params (`SequenceParams`, *optional*): initial settings (defaults: the node's).
+
+    Example:
+        >>> panel = ControlPanel()
+        >>> panel.load(SequenceParams(cfg=8.0), source="run 1")   # the selected frame's
+        >>> panel.controls["cfg"].value = 3.0                    # what the user types
+        >>> panel.changes()
+        {'cfg': (8.0, 3.0)}
+        >>> panel.changes_line.value
+        "<div class='sw-changes'><b>Branch will change:</b> cfg 8 → 3</div>"
+        >>> panel.reset(); panel.changes()
+        {}
     """
 
     params = traitlets.Instance(SequenceParams, allow_none=True)
