@@ -191,6 +191,12 @@ def _prompts(page) -> str:
     return page.locator(".sw-studio .sw-panel textarea").first.input_value()
 
 
+def _text(page, selector: str) -> str:
+    """The text of the studio's first element matching ``selector`` ('' when there is none)."""
+    found = page.locator(f".sw-studio {selector}")
+    return found.first.inner_text() if found.count() else ""
+
+
 def _changed(page) -> list[str]:
     """The labels of the fields the panel highlights as edited."""
     rows = page.locator(".sw-studio .sw-panel .sw-changed .sw-label")
@@ -354,14 +360,34 @@ def drive_studio(
             )
             numbers.nth(2).fill("5")  # cfg
             numbers.nth(2).press("Enter")
-            result["changed"] = _wait_for(page, lambda: _changed(page), 30, "cfg highlighted")
-            result["changes_line"] = page.locator(".sw-studio .sw-changes").first.inner_text()
+            # Widget updates reach the page one by one: wait for the whole picture.
+            result["changed"], result["changes_line"] = _wait_for(
+                page,
+                lambda: (
+                    (_changed(page), _text(page, ".sw-changes"))
+                    if _changed(page) and "Branch will change" in _text(page, ".sw-changes")
+                    else None
+                ),
+                30,
+                "cfg highlighted and the edit summed up",
+            )
             result["highlight"] = page.evaluate(_HIGHLIGHT)
             click(1, 6)
-            _wait_for(page, lambda: "orange" in _prompts(page), 30, "the branch's keyframes")
+            _wait_for(
+                page,
+                lambda: (
+                    "orange" in _prompts(page)
+                    and "from loop 4" in _text(page, ".sw-editbar")
+                    and "loop 6" in _info(page)
+                ),
+                30,
+                "the branch's keyframes and name in the panel",
+            )
+            # keep my edits is off: the edit goes with the other row's settings.
+            _wait_for(page, lambda: not _changed(page), 30, "the highlight to go")
             result["branch_prompts"] = _prompts(page)
             result["changed_after_select"] = _changed(page)
-            result["source"] = page.locator(".sw-studio .sw-editbar").first.inner_text()
+            result["source"] = _text(page, ".sw-editbar")
             result["branch_info"] = _info(page)
             step("the panel followed the selection")
             # An edit left in place for the screenshot: highlighted, summed up above the prompts.
