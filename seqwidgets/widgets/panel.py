@@ -127,10 +127,6 @@ def _shown(spec: ParamSpec, value: Any) -> Any:
     return value
 
 
-def _write(spec: ParamSpec, control: W.Widget, value: Any) -> None:
-    control.value = _shown(spec, value)
-
-
 class ControlPanel(W.VBox):
     """Every `SequenceParams` field as a control, grouped, validated as you type.
 
@@ -275,23 +271,23 @@ class ControlPanel(W.VBox):
 
     def set_params(self, params: SequenceParams) -> None:
         """Show ``params`` in the controls (and validate once)."""
-        self._quiet = True  # one validation at the end, not one per field
-        try:
-            for name, spec in PARAM_SPECS.items():
-                _write(spec, self.controls[name], getattr(params, name))
-        finally:
-            self._quiet = False
-        self.validate()
+        self._fill(
+            {name: _shown(spec, getattr(params, name)) for name, spec in PARAM_SPECS.items()}
+        )
 
     def set_values(self, **values: Any) -> None:
         """Set some fields by name (unknown names raise ``ValueError``); validates."""
         unknown = [name for name in values if name not in PARAM_SPECS]
         if unknown:
             raise ValueError(f"unknown parameter(s) {unknown}; known: {', '.join(PARAM_SPECS)}")
+        self._fill({name: _shown(PARAM_SPECS[name], value) for name, value in values.items()})
+
+    def _fill(self, shown: dict[str, Any]) -> None:
+        """Put values in the controls as they show them, then validate once (not per field)."""
         self._quiet = True
         try:
-            for name, value in values.items():
-                _write(PARAM_SPECS[name], self.controls[name], value)
+            for name, value in shown.items():
+                self.controls[name].value = value
         finally:
             self._quiet = False
         self.validate()
@@ -316,14 +312,8 @@ class ControlPanel(W.VBox):
         if reference is None:
             self.validate()
             return
-        self._quiet = True  # one validation at the end, not one per field
-        try:
-            for name, spec in PARAM_SPECS.items():
-                value = edits.get(name, _shown(spec, getattr(reference, name)))
-                self.controls[name].value = value
-        finally:
-            self._quiet = False
-        self.validate()
+        shown = {name: _shown(spec, getattr(reference, name)) for name, spec in PARAM_SPECS.items()}
+        self._fill({**shown, **edits})
 
     def follow(self, branch) -> None:
         """`load` the settings of a session's `Branch`, unless they are the reference already
