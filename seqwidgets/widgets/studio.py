@@ -44,7 +44,8 @@ class Studio(W.VBox):
             ``ipywidgets.Image``, for front ends without ipycanvas) or ``"auto"``.
         threaded (`bool`, *optional*): run on a background thread (default; Stop works mid-loop)
             or on the calling thread (default on Colab, where thread updates are unreliable).
-        session (`Session`, *optional*): drive an existing session (its branches are shown).
+        session (`Session`, *optional*): drive an existing session (its branches are shown,
+            its first frame selected, so the panel shows that branch's settings).
         thumb_size (`int`, defaults to 56): timeline thumbnail side in pixels.
         preview_size (`int`, defaults to 320): side of the large preview box in pixels.
         width (`int`, defaults to 1040): timeline width in pixels.
