@@ -160,14 +160,18 @@ class ColorCoherence:
     def before_loop(self, plans: Sequence[LoopPlan], x: torch.Tensor) -> torch.Tensor:
         """The loop's input ``[N, C, h, w]`` with each item matched to its reference."""
         started = time.perf_counter()
-        items = list(x)
-        for i, plan in enumerate(plans):
-            if self.modes[i] == "none" or plan.color_match is None:
-                continue
-            items[i] = self._match(i, plan.color_match, items[i])
+        todo = [
+            (i, plan.color_match)
+            for i, plan in enumerate(plans)
+            if self.modes[i] != "none" and plan.color_match is not None
+        ]
+        if not todo:
+            return x  # untouched: coherence off leaves the node's latents bit for bit
+        x = x.clone()
+        for i, target in todo:
+            x[i] = self._match(i, target, x[i])
         self._seconds = time.perf_counter() - started
-        changed = any(item is not original for item, original in zip(items, x, strict=True))
-        return torch.stack(items) if changed else x
+        return x
 
     def after_loop(self, frames: Sequence[Frame]) -> None:
         """Keep the results later loops refer to; add the matching time to the timings."""
