@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"{seconds[mode]:9.3f}{coherence_seconds[mode]:10.4f}{metrics_seconds[mode]:9.4f}"
         )
     if args.figure is not None:
-        figure = plots.drift_figure(runs, "drift_lab", seconds=seconds)
+        figure = plots.drift_figure(runs, "drift_lab")
         args.figure.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(args.figure, dpi=100)
     result = {

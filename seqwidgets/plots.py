@@ -621,7 +621,6 @@ def drift_figure(
     measure: str = "drift_lab",
     *,
     keyframes: Sequence[int] = (),
-    seconds: Mapping[str, float] | None = None,
 ) -> Figure:
     """One per-loop measure of `seqwidgets.metrics` for several runs: watch colours drift.
 
@@ -629,7 +628,6 @@ def drift_figure(
         runs: a label -> that run's rows (``session.metrics(branch)``), or its values per loop.
         measure (`str`, defaults to ``"drift_lab"``): a column of `seqwidgets.metrics.MEASURES`.
         keyframes (`Sequence[int]`, *optional*): loops to mark with a dashed line.
-        seconds (*optional*): a label -> seconds per loop, shown in the legend.
 
     Returns:
         `Figure`: one axis, one line per run (one point per loop, NaN left out).
@@ -652,8 +650,6 @@ def drift_figure(
         loops = [row["loop"] if isinstance(row, Mapping) else i for i, row in enumerate(rows)]
         points = [(x, y) for x, y in zip(loops, values, strict=True) if not math.isnan(y)]
         longest = max(longest, len(values))
-        if seconds and label in seconds:
-            label = f"{label} ({seconds[label]:.2f} s/loop)"
         ax.plot(*zip(*points, strict=True), "-", color=color, lw=1.6, label=label)
     for k in keyframes:
         ax.axvline(k, color=_MUTED, ls="--", lw=1, zorder=1)
