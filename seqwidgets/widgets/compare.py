@@ -10,8 +10,8 @@ Example:
     >>> run = session.run(sw.SequenceParams(steps=2, sequence_loop_count=3, positive_seq="0: a"))
     >>> alt = session.branch((run, 0), cfg=3.0)
     >>> view = CompareView(session, run, alt)
-    >>> view.loop.options, view.pair.shared
-    ((0, 1, 2), True)
+    >>> view.loop.options, view.index, view.pair.shared  # opens where the frames part
+    ((0, 1, 2), 1, False)
 """
 
 from __future__ import annotations
