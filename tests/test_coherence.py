@@ -1,6 +1,8 @@
 """Colour coherence: histogram and latent matching, the settings, the plan, the engine hook."""
 
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -106,6 +108,8 @@ def test_cli_and_sessions_carry_the_settings(tiny_pipe, tmp_path):
     )
     p = cli.params_from_args(args)
     assert (p.color_coherence, p.color_reference) == ("hsv", "keyframe")
+    render_help = cli.build_parser()._subparsers._group_actions[0].choices["render"].format_help()
+    assert "--color-coherence" in render_help and "--color-reference" in render_help
     session = sw.Session(tiny_pipe)
     session.run(params(sequence_loop_count=2, color_coherence="latent"))
     session.save(tmp_path / "s.safetensors")
@@ -203,3 +207,18 @@ def test_lab_coherence_holds_the_toy_models_colours_over_30_loops():
         drift[mode] = np.mean(table.column("drift_lab")[-5:])
     # Measured: about 9.8 without, 1.8 with (ratio 0.19).
     assert drift["lab"] < 0.4 * drift["none"]
+
+
+def test_drift_benchmark_runs_and_reports_every_mode(tmp_path):
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    import bench_drift
+
+    out = tmp_path / "drift.json"
+    result = bench_drift.main(
+        ["--model", "tiny-random", "--loops", "3", "--steps", "1", "--modes", "none", "latent"]
+        + ["--json", str(out), "--figure", str(tmp_path / "drift.png")]
+    )
+    assert set(result["drift_lab_last"]) == {"none", "latent"}
+    assert [len(v) for v in result["drift_lab"].values()] == [3, 3]
+    assert result["drift_lab"]["none"][0] == 0.0
+    assert out.exists() and (tmp_path / "drift.png").stat().st_size > 1000
