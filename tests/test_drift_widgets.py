@@ -147,3 +147,15 @@ def test_compare_view_follows_the_branch_menus(session):
     view.menu_b.value = run.id
     assert view.diff.settings == {} and view.diff.parted_at is None
     assert "same settings" in view.settings.value
+
+
+def test_panel_offers_colour_coherence_and_a_typed_reference_path():
+    from seqwidgets.widgets.panel import ControlPanel
+
+    panel = ControlPanel()
+    assert "Colour coherence" in panel._section_titles
+    panel.set_values(color_coherence="lab", color_reference="refs/palette.png")
+    assert panel.params.color_coherence == "lab"
+    assert panel.params.color_reference == "refs/palette.png"
+    panel.controls["color_reference"].value = "palette"
+    assert panel.params is None and "or a path to a .png" in panel.messages["color_reference"].value
