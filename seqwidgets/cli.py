@@ -44,6 +44,7 @@ def _add_param_flag(group, spec: ParamSpec) -> None:
     names = [_flag(spec.name)] + ([ALIASES[spec.name]] if spec.name in ALIASES else [])
     default = "the pipeline's size" if spec.default is None else repr(spec.default)
     help_text = f"{spec.help} Allowed: {spec.allowed()}. Default: {default}."
+    help_text = help_text.replace("%", "%%")  # argparse formats help with %: "seed % 3"
     if spec.kind == "keyframes":
         # Repeatable: each occurrence is one "index: prompt" line.
         group.add_argument(*names, dest=spec.name, action="append", help=help_text)

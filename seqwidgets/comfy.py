@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .errors import ParamWarning
 from .params import PARAM_SPECS, SequenceParams
 
 __all__ = [
@@ -392,6 +393,7 @@ def widgets_values(
             frontend inserts after ``seed`` (``"fixed"`` keeps the seed from run to run);
             ``None`` leaves it out.
     """
+    _drop_ours(params)
     values = [getattr(params, name) for name in NODE_WIDGETS]
     if control_after_generate is not None:
         if control_after_generate not in CONTROL_VALUES:
@@ -405,7 +407,21 @@ def widgets_values(
 
 def api_inputs(params: SequenceParams) -> dict[str, Any]:
     """The node's widget inputs for the API format (the links are not included)."""
+    _drop_ours(params)
     return {name: getattr(params, name) for name in NODE_WIDGETS}
+
+
+def _drop_ours(params: SequenceParams) -> None:
+    """Warn that colour coherence, which the node lacks, is left out of its settings."""
+    if params.color_coherence != "none":
+        warnings.warn(
+            ParamWarning(
+                "color_coherence",
+                f"color_coherence={params.color_coherence!r} is a seqwidgets addition that "
+                "ComfyUI's node lacks: it is dropped, and the node runs without colour coherence",
+            ),
+            stacklevel=3,
+        )
 
 
 def api_workflow(

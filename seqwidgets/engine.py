@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import torch
 
 from . import sampling
+from .coherence import ColorCoherence
 from .conditioning import PromptEncoder, is_sdxl
 from .denoiser import CFGDenoiser, sdxl_time_ids
 from .interp import LATENT_INTERPOLATIONS
@@ -231,6 +232,7 @@ class SequenceSampler:
         start: int = 0,
         previous: torch.Tensor | None = None,
         callback: StepCallback | None = None,
+        earlier: Callable[[int], torch.Tensor] | None = None,
     ) -> Iterator[Frame]:
         """Run the sequence, yielding each loop's :class:`Frame` as soon as it is done.
 
@@ -241,6 +243,8 @@ class SequenceSampler:
             start: the first loop to compute; loops before it are taken as done (branching).
             previous: the result of loop ``start - 1``, required when ``start > 0``.
             callback: ``callback(loop, step, sigma, denoised)`` after every model step.
+            earlier: ``earlier(index)`` returns the latent of a loop before ``start``; needed
+                only when resuming with ``color_coherence``, whose reference may be such a loop.
 
         A call to :meth:`stop` (from any thread) ends the run at the next step boundary;
         the frames already yielded stay valid and ``stopped`` is set.
@@ -249,7 +253,7 @@ class SequenceSampler:
             x = self.initial_latent(params, latent_image, init_image)
         else:
             x = self._previous_latent(params, start, previous)
-        for frames in self._run([params], x, start, callback):
+        for frames in self._run([params], x, start, callback, earlier):
             yield frames[0]
 
     def frames_batch(
@@ -259,6 +263,7 @@ class SequenceSampler:
         start: int,
         previous: torch.Tensor,
         callback: StepCallback | None = None,
+        earlier: Callable[[int], torch.Tensor] | None = None,
     ) -> Iterator[list[Frame]]:
         """Run several variations from one frame as one batch; yield each loop's frames.
 
@@ -291,7 +296,8 @@ class SequenceSampler:
                         f"has {getattr(first, name)!r}; batched items must share {', '.join(shared)}"
                     )
         x = self._previous_latent(first, start, previous)
-        yield from self._run(params_list, x.repeat(len(params_list), 1, 1, 1), start, callback)
+        x = x.repeat(len(params_list), 1, 1, 1)
+        yield from self._run(params_list, x, start, callback, earlier)
 
     def sample(
         self,
@@ -331,6 +337,7 @@ class SequenceSampler:
         x: torch.Tensor,
         start: int,
         callback: StepCallback | None,
+        earlier: Callable[[int], torch.Tensor] | None = None,
     ) -> Iterator[list[Frame]]:
         """The loop itself, over a batch of settings; yields each loop's frames."""
         plans = [self.plan(params) for params in params_list]
@@ -345,10 +352,15 @@ class SequenceSampler:
         try:
             self._stop.clear()
             self.stopped = False
+            size = self.image_size(params_list[0])
+            coherence = ColorCoherence(self.pipe, params_list, plans, size, start, earlier)
             for index in range(start, loops):
                 loop_plans = [plan[index] for plan in plans]
                 try:
+                    # Colour coherence (ours, off by default: then x is returned untouched).
+                    x = coherence.before_loop(loop_plans, x)
                     frames = self._run_loop(params_list, loop_plans, x, callback)
+                    coherence.after_loop(frames)
                 except _Stopped:
                     self.stopped = True
                     return

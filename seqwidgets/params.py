@@ -39,6 +39,10 @@ MAX_SCHEDULE_STEPS = 1_000_000
 SEED_MODES = ("increment", "decrement", "random", "fixed")
 LATENT_INTERPOLATION_MODES = ("Blend", "Slerp", "Cosine Interp")
 KEYFRAME_INTERPOLATIONS = ("none", "linear", "ease")
+COLOR_COHERENCE_MODES = ("none", "lab", "hsv", "rgb", "latent")
+COLOR_REFERENCES = ("loop0", "keyframe")
+#: Image files ``color_reference`` may name (PIL reads them all).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,9 @@ class ParamSpec:
         nullable: ``None`` is allowed (it means "the pipeline decides").
         multiple_of: an ``int`` must be a multiple of this.
         node: the field is one of the node's inputs (``False`` for ours).
+        path_suffixes: a ``choice`` that also accepts a path to a file with one of these
+            suffixes (checked for existence when it is used, not here, so a saved session
+            still loads on a machine without the file).
     """
 
     name: str
@@ -69,11 +76,14 @@ class ParamSpec:
     nullable: bool = False
     multiple_of: int | None = None
     node: bool = True
+    path_suffixes: tuple[str, ...] | None = None
 
     def allowed(self) -> str:
         """The allowed values, in words, for error messages and documentation."""
         if self.kind == "choice":
             text = "one of " + ", ".join(repr(c) for c in self.choices)
+            if self.path_suffixes:
+                text += ", or a path to a " + "/".join(self.path_suffixes) + " file"
         elif self.kind in ("int", "float"):
             text = f"{self.kind} from {self.min} to {self.max}"
             if self.multiple_of:
@@ -110,12 +120,15 @@ class ParamSpec:
                 raise self._error(value, "out of range")
             return number
         if self.kind == "choice":
-            if not isinstance(value, str) or value not in self.choices:
+            if not isinstance(value, str) or not (value in self.choices or self._is_path(value)):
                 raise self._error(value, "unknown choice")
             return str(value)
         if not isinstance(value, str):
             raise self._error(value, "wrong type")
         return str(value)
+
+    def _is_path(self, value: str) -> bool:
+        return bool(self.path_suffixes) and value.lower().endswith(self.path_suffixes)
 
     def _error(self, value: Any, problem: str) -> ParamError:
         shown = f"{type(value).__name__} {value!r}" if problem == "wrong type" else repr(value)
@@ -262,6 +275,26 @@ PARAM_SPECS: dict[str, ParamSpec] = _specs(
         choices=KEYFRAME_INTERPOLATIONS,
         node=False,
     ),
+    ParamSpec(
+        "color_coherence",
+        "choice",
+        "none",
+        "Before each loop, match the previous result's colours to color_reference: histograms "
+        "in lab, hsv or rgb (a VAE decode and encode per loop), or the latent's per-channel "
+        "mean and std (latent, no VAE).",
+        choices=COLOR_COHERENCE_MODES,
+        node=False,
+    ),
+    ParamSpec(
+        "color_reference",
+        "choice",
+        "loop0",
+        "What color_coherence matches to: loop 0's result, the first loop of the current "
+        "keyframe, or an image file.",
+        choices=COLOR_REFERENCES,
+        node=False,
+        path_suffixes=IMAGE_SUFFIXES,
+    ),
 )
 
 
@@ -301,6 +334,8 @@ class SequenceParams:
     width: int | None = _default("width")
     height: int | None = _default("height")
     keyframe_interpolation: str = _default("keyframe_interpolation")
+    color_coherence: str = _default("color_coherence")
+    color_reference: str = _default("color_reference")
 
     _positive_keyframes: tuple[tuple[int, str], ...] = field(init=False, repr=False, compare=False)
     _negative_keyframes: tuple[tuple[int, str], ...] = field(init=False, repr=False, compare=False)

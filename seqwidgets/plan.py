@@ -21,7 +21,14 @@ if TYPE_CHECKING:
 
     from seqwidgets.params import SequenceParams
 
-__all__ = ["LoopPlan", "PromptChain", "plan_sequence", "prompt_chains", "seed_sequence"]
+__all__ = [
+    "LoopPlan",
+    "PromptChain",
+    "keyframe_start",
+    "plan_sequence",
+    "prompt_chains",
+    "seed_sequence",
+]
 
 _SEED_SPACE = 2**64
 
@@ -175,6 +182,10 @@ class LoopPlan:
             last 0), or ``None`` when planned without a model. Loops with the same denoise share
             one tensor: treat it as read-only. Not part of equality.
         is_keyframe (`bool`): a positive or negative keyframe starts at this loop.
+        color_match (`int`, `"image"` or `None`): with ``color_coherence``, what this loop's
+            input (the previous result) is matched to first: the result of that loop, or the
+            ``color_reference`` image; ``None`` when nothing is matched (coherence off, loop 0,
+            or an input that is the reference itself).
     """
 
     index: int
@@ -184,6 +195,7 @@ class LoopPlan:
     denoise: float
     sigmas: torch.Tensor | None = field(default=None, compare=False)
     is_keyframe: bool = False
+    color_match: int | str | None = None
 
     @property
     def steps(self) -> int:
@@ -191,6 +203,32 @@ class LoopPlan:
         if self.sigmas is None or len(self.sigmas) == 0:
             return 0
         return len(self.sigmas) - 1
+
+
+def keyframe_start(keyframes: Sequence[tuple[int, str]], loop: int) -> int:
+    """The loop where the keyframe that ``loop`` uses starts: the last index at most ``loop``.
+
+    Example:
+        >>> keyframe_start([(0, "a red circle"), (4, "a blue square")], 6)
+        4
+    """
+    starts = [index for index, _ in keyframes if index <= loop]
+    if not starts:
+        raise ValueError(f"no keyframe at or before loop {loop}")
+    return max(starts)
+
+
+def _color_match(params: SequenceParams, loop: int) -> int | str | None:
+    """`LoopPlan.color_match` of ``loop``: the reference its input is matched to, if any."""
+    if params.color_coherence == "none" or loop == 0:
+        return None
+    reference = params.color_reference
+    if reference not in ("loop0", "keyframe"):
+        return "image"
+    previous = loop - 1  # the input is the previous loop's result
+    target = 0 if reference == "loop0" else keyframe_start(params.positive_keyframes, previous)
+    # An input that is its own reference needs no matching (and no lossy VAE round trip).
+    return None if target == previous else target
 
 
 def plan_sequence(params: SequenceParams, pipe: Any = None) -> list[LoopPlan]:
@@ -245,6 +283,7 @@ def plan_sequence(params: SequenceParams, pipe: Any = None) -> list[LoopPlan]:
                 denoise=denoise,
                 sigmas=sigmas_for(denoise),
                 is_keyframe=i in starts,
+                color_match=_color_match(params, i),
             )
         )
     return plans

@@ -18,6 +18,8 @@ Everything is computed by the same code a run uses (`seqwidgets.plan`, `seqwidge
 * `plot_seed_sequence`: the seed of every loop per ``seed_mode_seq`` and ``alternate_values``.
 * `plot_keyframe_weights`: how much of each keyframe prompt every loop's conditioning holds.
 * `plot_drift`: how far each loop moves from the one before (L2 distance, cosine similarity).
+* `drift_figure`: a per-loop measure (colour drift from loop 0...) for several runs, e.g. the
+  colour coherence modes.
 * `plot_interpolation_norms`: why slerp keeps a latent's norm and lerp does not.
 * `plot_contact_sheet`: a grid of captioned images (a branch, a run, the steps of one loop).
 * `plot_timelines`: several runs or branches side by side, one labelled row each.
@@ -49,6 +51,7 @@ if TYPE_CHECKING:
 __all__ = [
     "SD15_SCHEDULE",
     "chain_weights",
+    "drift_figure",
     "latent_drift",
     "plot_contact_sheet",
     "plot_drift",
@@ -610,6 +613,52 @@ def plot_drift(
     if any(runs):
         dist_ax.legend(fontsize=9, frameon=False)
     fig.suptitle("Drift: how much each loop changes the latent", fontsize=13, x=0.02, ha="left")
+    return fig
+
+
+def drift_figure(
+    runs: Mapping[str, Sequence[Mapping[str, Any]] | Sequence[float]],
+    measure: str = "drift_lab",
+    *,
+    keyframes: Sequence[int] = (),
+) -> Figure:
+    """One per-loop measure of `seqwidgets.metrics` for several runs: watch colours drift.
+
+    Args:
+        runs: a label -> that run's rows (``session.metrics(branch)``), or its values per loop.
+        measure (`str`, defaults to ``"drift_lab"``): a column of `seqwidgets.metrics.MEASURES`.
+        keyframes (`Sequence[int]`, *optional*): loops to mark with a dashed line.
+
+    Returns:
+        `Figure`: one axis, one line per run (one point per loop, NaN left out).
+
+    Example:
+        >>> rows = [{"loop": i, "drift_lab": 0.5 * i} for i in range(4)]
+        >>> fig = drift_figure({"none": rows, "lab": [0.0, 0.2, 0.1, 0.2]})
+        >>> [len(line.get_xdata()) for line in fig.axes[0].lines]
+        [4, 4]
+    """
+    from seqwidgets.metrics import MEASURES, check_measure
+
+    info = MEASURES[check_measure(measure)]
+    if not runs:
+        raise ValueError("expected at least one run, got none")
+    fig, (ax,) = _figure(figsize=(8, 3.8))
+    longest = 0
+    for color, (label, rows) in zip(_COLORS * 4, runs.items(), strict=False):
+        values = [row[measure] if isinstance(row, Mapping) else row for row in rows]
+        loops = [row["loop"] if isinstance(row, Mapping) else i for i, row in enumerate(rows)]
+        points = [(x, y) for x, y in zip(loops, values, strict=True) if not math.isnan(y)]
+        longest = max(longest, len(values))
+        ax.plot(*zip(*points, strict=True), "-", color=color, lw=1.6, label=label)
+    for k in keyframes:
+        ax.axvline(k, color=_MUTED, ls="--", lw=1, zorder=1)
+    ax.set_ylim(bottom=min(0, ax.get_ylim()[0]))
+    ax.set_ylabel(f"{info.label}\n({info.unit})", fontsize=9.5)
+    ax.set_xlabel("loop" + (" (dashed lines: keyframes)" if keyframes else ""))
+    _integer_loops(ax, longest)
+    ax.legend(fontsize=9, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.suptitle(f"{info.label.capitalize()}, loop by loop", fontsize=13, x=0.02, ha="left")
     return fig
 
 

@@ -360,7 +360,11 @@ class Session:
                     branches[i] = branch
                 self._active = group[0]
                 batches = self.sampler.frames_batch(
-                    [b.params for b in group], start=index + 1, previous=previous, callback=callback
+                    [b.params for b in group],
+                    start=index + 1,
+                    previous=previous,
+                    callback=callback,
+                    earlier=lambda i: self.frame(parent, i).latent,  # colour references
                 )
                 self._collect(group, batches, on_frame)
                 if self._stopped:
@@ -452,6 +456,100 @@ class Session:
                 b.initial = None
         for cache in ("_images", "_thumbnails"):
             setattr(self, cache, _without(getattr(self, cache), ids))
+
+    # -- measures and comparison (seqwidgets.metrics) -------------------------------------------
+
+    def metrics(self, branch: Branch, upto: int | None = None):
+        """One row of measures per loop of ``branch`` (a `seqwidgets.metrics.MetricsTable`).
+
+        Each row holds ``loop``, ``keyframe`` (where its positive keyframe starts) and every
+        measure of `seqwidgets.metrics.MEASURES`: colour drift from loop 0 and from the keyframe
+        start, change from the previous loop, saturation, contrast, the latent's norm. A row is
+        computed once per frame, from the image `image` decodes (and caches for the thumbnails),
+        and kept: asking again, or for a branch sharing the frame, costs nothing.
+
+        Example:
+            >>> import seqwidgets as sw
+            >>> session = sw.Session(sw.testing.tiny_pipeline())
+            >>> run = session.run(sw.SequenceParams(steps=2, sequence_loop_count=3))
+            >>> table = session.metrics(run)
+            >>> [row["loop"] for row in table], table[0]["drift_lab"]
+            ([0, 1, 2], 0.0)
+        """
+        from .metrics import MetricsTable
+
+        frames = self.path(branch, upto)
+        return MetricsTable(self._metrics_row(branch, frame.index) for frame in frames)
+
+    def diff(self, a: Branch, b: Branch):
+        """Compare two branches (a `seqwidgets.metrics.BranchDiff`): the settings that differ
+        and, for each loop index both have, the two frames (`FramePair`: images, difference).
+
+        Example:
+            >>> import seqwidgets as sw
+            >>> session = sw.Session(sw.testing.tiny_pipeline())
+            >>> run = session.run(sw.SequenceParams(steps=2, sequence_loop_count=3))
+            >>> alt = session.branch((run, 0), cfg=3.0)
+            >>> d = session.diff(run, alt)
+            >>> d.settings, d.parted_at, [pair.shared for pair in d.pairs]
+            ({'cfg': (8.0, 3.0)}, 1, [True, False, False])
+        """
+        from .metrics import BranchDiff, FramePair
+
+        self._check(a)
+        self._check(b)
+        settings = {
+            name: (value, getattr(b.params, name))
+            for name, value in a.params.to_dict().items()
+            if value != getattr(b.params, name)
+        }
+        with self._lock:
+            common = sorted(set(a.indices) & set(b.indices))
+            pairs = [
+                FramePair(
+                    i,
+                    self.frame(a, i),
+                    self.frame(b, i),
+                    lambda i=i: (self.image(a, i), self.image(b, i)),
+                )
+                for i in common
+            ]
+        return BranchDiff(settings, pairs)
+
+    def _metrics_row(self, branch: Branch, index: int) -> dict[str, float]:
+        """The metrics row of loop ``index``, cached per frame (its owner and loop)."""
+        from .metrics import color_stats, loop_metrics
+        from .plan import keyframe_start
+
+        # Created on first use, so the measures need nothing from __init__.
+        rows = self.__dict__.setdefault("_metric_rows", {})
+        stats = self.__dict__.setdefault("_color_stats", {})
+        owner = self._owner(branch, index)
+        frame = owner.frames[index]
+        cached = rows.get((owner.id, index))
+        if cached is not None and cached[0] is frame:
+            return cached[1]
+
+        def stats_of(i: int):
+            source = self._owner(owner, i)
+            key = (source.id, i)
+            if key not in stats or stats[key][0] is not source.frames[i]:
+                stats[key] = (source.frames[i], color_stats(self.image(source, i)))
+            return stats[key][1]
+
+        keyframe = keyframe_start(owner.params.positive_keyframes, index)
+        row = loop_metrics(
+            self.image(owner, index),
+            loop=index,
+            keyframe=keyframe,
+            first=stats_of(0),
+            key=stats_of(keyframe),
+            previous=self.image(owner, index - 1) if index > 0 else None,
+            stats=stats_of(index),
+            latent=frame.latent,
+        )
+        rows[(owner.id, index)] = (frame, row)
+        return row
 
     # -- export --------------------------------------------------------------------------------
 
@@ -660,7 +758,12 @@ class Session:
         previous = self.frame(branch, start - 1).latent if start > 0 else None
         latent_image = branch.root.initial if start == 0 else None
         frames = self.sampler.frames(
-            branch.params, latent_image, start=start, previous=previous, callback=callback
+            branch.params,
+            latent_image,
+            start=start,
+            previous=previous,
+            callback=callback,
+            earlier=lambda i: self.frame(branch, i).latent,  # colour references
         )
         self._collect([branch], _one_at_a_time(frames), on_frame)
 

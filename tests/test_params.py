@@ -37,6 +37,8 @@ NODE_DEFAULTS = {
     "width": None,
     "height": None,
     "keyframe_interpolation": "none",
+    "color_coherence": "none",
+    "color_reference": "loop0",
 }
 
 

@@ -45,6 +45,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "latent_interp_strength",
     ),
     "Unsample": ("unsample_latents",),
+    "Colour coherence": ("color_coherence", "color_reference"),
     "Size": ("width", "height"),
 }
 
@@ -82,6 +83,9 @@ def _make_control(spec: ParamSpec) -> W.Widget:
         )
     if spec.kind == "bool":
         return W.Checkbox(value=bool(spec.default), indent=False, layout=layout)
+    if spec.kind == "choice" and spec.path_suffixes:
+        # The choices, or a file path typed in.
+        return W.Combobox(options=list(spec.choices), value=spec.default, layout=layout)
     if spec.kind == "choice":
         return W.Dropdown(options=list(spec.choices), value=spec.default, layout=layout)
     if _is_text_int(spec):
