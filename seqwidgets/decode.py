@@ -18,7 +18,22 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .families import (
+    FLUX_LATENT_RGB_BIAS,
+    FLUX_LATENT_RGB_FACTORS,
+    SD3_LATENT_RGB_BIAS,
+    SD3_LATENT_RGB_FACTORS,
+    SD15_LATENT_RGB_FACTORS,
+    SDXL_LATENT_RGB_BIAS,
+    SDXL_LATENT_RGB_FACTORS,
+    detect_family,
+)
+
 __all__ = [
+    "FLUX_LATENT_RGB_BIAS",
+    "FLUX_LATENT_RGB_FACTORS",
+    "SD3_LATENT_RGB_BIAS",
+    "SD3_LATENT_RGB_FACTORS",
     "SD15_LATENT_RGB_FACTORS",
     "SDXL_LATENT_RGB_BIAS",
     "SDXL_LATENT_RGB_FACTORS",
@@ -31,21 +46,6 @@ __all__ = [
     "to_rgba_array",
 ]
 
-# ComfyUI's published preview factors (comfy/latent_formats.py): rows are latent channels,
-# columns R, G, B. They apply to scaled latents (the space the model samples in).
-SD15_LATENT_RGB_FACTORS: tuple[tuple[float, float, float], ...] = (
-    (0.3512, 0.2297, 0.3227),
-    (0.3250, 0.4974, 0.2350),
-    (-0.2829, 0.1762, 0.2721),
-    (-0.2120, -0.2616, -0.7177),
-)
-SDXL_LATENT_RGB_FACTORS: tuple[tuple[float, float, float], ...] = (
-    (0.3651, 0.4232, 0.4341),
-    (-0.2533, -0.0042, 0.1068),
-    (0.1076, 0.1111, -0.0362),
-    (-0.3165, -0.2492, -0.2188),
-)
-SDXL_LATENT_RGB_BIAS: tuple[float, float, float] = (0.1084, -0.0175, -0.0011)
 
 # Upcasting mutates the VAE (as diffusers' pipelines do), so VAE calls from this module are
 # serialised: a preview thread must not see the VAE half-cast by a decode in another thread.
@@ -278,21 +278,25 @@ def latent_to_rgb(latents, factors, bias=None) -> np.ndarray:
 def preview_factors(pipe):
     """The latent-to-RGB factors for a pipeline: `(factors, bias)` or `None` if unknown.
 
-    Order: `pipe.seqwidgets_latent_rgb` (a `(factors, bias)` tuple set by the loader, e.g.
-    fitted factors for the toy model); then ComfyUI's SDXL factors for 4-channel latents when
-    the pipeline class name contains "XL"; then the SD 1.5 factors for other 4-channel latents.
+    `pipe.seqwidgets_latent_rgb` (a `(factors, bias)` tuple set by the loader, e.g. fitted
+    factors for the toy model) wins; otherwise ComfyUI's factors for the pipeline's family
+    (`seqwidgets.families.detect_family`): SD 1.5's, SDXL's, SD3's or Flux's.
+
+    Example:
+        >>> from seqwidgets.testing import tiny_pipeline
+        >>> factors, bias = preview_factors(tiny_pipeline("sd3"))
+        >>> len(factors), bias
+        (16, (0.2394, 0.2135, 0.1925))
     """
     custom = getattr(pipe, "seqwidgets_latent_rgb", None)
     if custom is not None:
         factors, bias = custom
         return factors, bias
-    vae = getattr(pipe, "vae", None)
-    channels = vae.config.latent_channels if vae is not None else None
-    if channels != 4:
+    try:
+        family = detect_family(pipe)
+    except ValueError:
         return None
-    if "XL" in type(pipe).__name__:
-        return SDXL_LATENT_RGB_FACTORS, SDXL_LATENT_RGB_BIAS
-    return SD15_LATENT_RGB_FACTORS, None
+    return family.latent_rgb
 
 
 def thumbnail(image: Image.Image, size: int | tuple[int, int]) -> Image.Image:

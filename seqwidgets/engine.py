@@ -6,9 +6,11 @@ Each loop of a run, top to bottom (see ``SequenceSampler.frames``):
 2. the prompt chains become conditionings (cached: one text-encoder call per distinct prompt);
 3. the input latent is the empty/init latent for loop 0, the previous loop's result after;
 4. noise is ``torch.randn`` from a CPU generator seeded with the loop's seed (ComfyUI's
-   convention, identical on every device), scaled by the first sigma and added; or, with
+   convention, identical on every device), mixed in by the model sampling (``latent + sigma *
+   noise`` for SD, ``sigma * noise + (1 - sigma) * latent`` for flow models); or, with
    ``unsample_latents``, the input is first run backwards along the ODE to that noise level;
-5. the sampler walks the sigma slice, one batched CFG UNet call per step;
+5. the sampler walks the sigma slice, one batched CFG network call (UNet or transformer) per
+   step;
 6. with ``use_latent_interpolation``, the result is mixed with the previous loop's result;
 7. the frame is moved to the CPU, checked for NaN/Inf and yielded at once.
 
@@ -22,7 +24,6 @@ Example:
 
 from __future__ import annotations
 
-import copy
 import math
 import threading
 import time
@@ -32,12 +33,12 @@ from dataclasses import dataclass, field
 import torch
 
 from . import samplers
-from .conditioning import PromptEncoder, is_sdxl
+from .conditioning import PromptEncoder
 from .denoiser import CFGDenoiser, sdxl_time_ids
+from .families import detect_family
 from .interp import LATENT_INTERPOLATIONS
 from .params import SequenceParams
 from .plan import LoopPlan, PromptChain, plan_sequence
-from .schedules import ModelSampling
 
 StepCallback = Callable[[int, int, float, torch.Tensor], None]
 
@@ -77,16 +78,6 @@ class Frame:
         return self.positive[-1][0]
 
 
-def _on_device(model_sampling, device: torch.device):
-    """A shallow copy of a ModelSampling whose schedule tensors live on ``device``."""
-    if device.type == "cpu":
-        return model_sampling
-    moved = copy.copy(model_sampling)
-    moved.sigmas = model_sampling.sigmas.to(device)
-    moved.log_sigmas = model_sampling.log_sigmas.to(device)
-    return moved
-
-
 def _mark_loop(error: BaseException, index: int) -> None:
     """Record on ``error`` the loop it was raised in: ``error.loop``, and a traceback note."""
     if getattr(error, "loop", None) is not None:
@@ -113,15 +104,17 @@ def default_device() -> torch.device:
 
 
 class SequenceSampler:
-    """Runs the KSampler Sequence loop on a diffusers SD 1.x/2.x or SDXL pipeline.
+    """Runs the KSampler Sequence loop on a diffusers SD 1.x/2.x, SDXL, SD3/SD3.5 or Flux pipeline.
 
     Args:
-        pipe: a diffusers pipeline with ``unet``, ``vae``, ``text_encoder`` (and, for SDXL,
-            ``text_encoder_2``). It is used where it is: move it first
-            (``sw.load_pipeline`` puts it on CUDA in fp16 when there is a GPU).
+        pipe: a diffusers pipeline of one of `seqwidgets.families.FAMILIES` (a ``unet`` or
+            ``transformer``, a ``vae`` and a ``text_encoder``). It is used where it is: move it
+            first (``sw.load_pipeline`` puts it on CUDA in fp16 when there is a GPU).
 
     Attributes:
-        unet_calls: UNet forward passes so far (``steps`` per loop; twice that with unsample).
+        family: the pipeline's `seqwidgets.families.Family`.
+        unet_calls: denoising-network forward passes so far (UNet or transformer: ``steps`` per
+            loop with batched CFG; twice that with unsample).
         stopped: whether the last run ended early because of :meth:`stop`.
 
     Example:
@@ -145,19 +138,21 @@ class SequenceSampler:
     )
 
     def __init__(self, pipe):
-        for name in ("unet", "vae", "text_encoder", "scheduler"):
+        self.family = detect_family(pipe)
+        for name in (self.family.network, "vae", "text_encoder"):
             if getattr(pipe, name, None) is None:
                 raise ValueError(
-                    f"SequenceSampler needs a Stable Diffusion style pipeline with a {name!r}; "
+                    f"SequenceSampler needs a {self.family.label} pipeline with a {name!r}; "
                     f"got {type(pipe).__name__} without one"
                 )
         self.pipe = pipe
-        self.device = pipe.unet.device
-        self.dtype = pipe.unet.dtype  # frames are stored in the pipeline's dtype
-        # The schedule is planned on the CPU; the denoiser reads a copy on the UNet's device so
-        # that looking up a timestep never waits for the GPU.
-        self.model_sampling = ModelSampling.from_pipeline(pipe)
-        self._device_sampling = _on_device(self.model_sampling, self.device)
+        self.network = self.family.denoiser_network(pipe)
+        self.device = self.network.device
+        self.dtype = self.network.dtype  # frames are stored in the pipeline's dtype
+        # The schedule is planned on the CPU; the denoiser reads a copy on the network's device
+        # so that looking up a timestep never waits for the GPU.
+        self.model_sampling = self.family.model_sampling(pipe)
+        self._device_sampling = self.model_sampling.to(self.device)
         self.encoder = PromptEncoder(pipe, self.device)
         self.unet_calls = 0
         self.stopped = False
@@ -180,20 +175,32 @@ class SequenceSampler:
 
     def image_size(self, params: SequenceParams) -> tuple[int, int]:
         """``(width, height)`` of the run's images: the settings', else the pipeline default."""
-        default = self.pipe.unet.config.sample_size * self.pipe.vae_scale_factor
+        default = self.family.default_image_size(self.pipe)
         width = params.width or default
         height = params.height or default
-        factor = self.pipe.vae_scale_factor
+        factor = self.family.size_multiple(self.pipe)
         for name, value in (("width", width), ("height", height)):
             if value % factor:
-                raise ValueError(f"{name}={value} must be a multiple of {factor} for this VAE")
+                raise ValueError(
+                    f"{name}={value} must be a multiple of {factor} for this "
+                    f"{self.family.label} pipeline"
+                )
         return width, height
 
     def latent_shape(self, params: SequenceParams) -> tuple[int, int, int, int]:
         """``(1, channels, height / 8, width / 8)`` for this pipeline and these settings."""
         width, height = self.image_size(params)
         factor = self.pipe.vae_scale_factor
-        return (1, self.pipe.unet.config.in_channels, height // factor, width // factor)
+        channels = self.family.latent_channels(self.pipe)
+        return (1, channels, height // factor, width // factor)
+
+    def empty_latent(self, params: SequenceParams) -> torch.Tensor:
+        """The empty latent in the model's scaling: ComfyUI's all-zero VAE latent after
+        ``process_latent_in``, so ``-shift_factor * scaling_factor`` where the VAE has a shift
+        (SD3, Flux) and zeros otherwise."""
+        config = self.pipe.vae.config
+        shift = config.get("shift_factor") or 0.0
+        return torch.full(self.latent_shape(params), -shift * config.get("scaling_factor", 1.0))
 
     def initial_latent(self, params: SequenceParams, latent_image=None, init_image=None):
         """Loop 0's input: ``latent_image``, an encoded ``init_image``, or the empty latent."""
@@ -206,7 +213,7 @@ class SequenceSampler:
             width, height = self.image_size(params)
             return encode_image(self.pipe.vae, init_image, size=(width, height)).float().cpu()
         if latent_image is None:
-            return torch.zeros(shape)
+            return self.empty_latent(params)
         if not isinstance(latent_image, torch.Tensor):
             raise ValueError(f"latent_image must be a torch.Tensor, got {type(latent_image)}")
         latent = latent_image.detach().float().cpu()
@@ -376,16 +383,18 @@ class SequenceSampler:
 
     def _conditioned_denoiser(self, params_list, plans) -> CFGDenoiser:
         time_ids = None
-        if is_sdxl(self.pipe):
+        if self.family.name == "sdxl":
             width, height = self.image_size(params_list[0])
             time_ids = sdxl_time_ids(height, width).to(self.device)
         return CFGDenoiser(
-            self.pipe.unet,
+            self.network,
             self._device_sampling,
             [self.encoder.chain(plan.positive) for plan in plans],
             [self.encoder.chain(plan.negative) for plan in plans],
             [params.cfg for params in params_list],
             time_ids,
+            family=self.family,
+            guidance=[params.flux_guidance for params in params_list],
         )
 
     def _step_callback(self, plan: LoopPlan, callback: StepCallback | None):

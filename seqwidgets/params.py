@@ -1,8 +1,9 @@
 """`SequenceParams`: the inputs of ComfyUI's KSampler Sequence node, validated.
 
-Every input keeps the node's name, default and range (its ``INPUT_TYPES``). Three inputs are ours:
-``width`` / ``height`` (the size of an empty latent; ``None`` means the pipeline's default size)
-and ``keyframe_interpolation`` (a smooth transition between keyframes, see `seqwidgets.plan`).
+Every input keeps the node's name, default and range (its ``INPUT_TYPES``). Four inputs are ours:
+``width`` / ``height`` (the size of an empty latent; ``None`` means the pipeline's default size),
+``keyframe_interpolation`` (a smooth transition between keyframes, see `seqwidgets.plan`) and
+``flux_guidance`` (Flux dev's distilled guidance, ComfyUI's FluxGuidance node).
 
 `PARAM_SPECS` is the single source of truth for each field's type, default, range or choices and
 help text: validation reads it, and so do the widget panel and the README table.
@@ -265,6 +266,17 @@ PARAM_SPECS: dict[str, ParamSpec] = _specs(
         choices=KEYFRAME_INTERPOLATIONS,
         node=False,
     ),
+    ParamSpec(
+        "flux_guidance",
+        "float",
+        3.5,
+        "Flux dev's distilled guidance (ComfyUI's FluxGuidance); only models with guidance "
+        "embeddings read it.",
+        0.0,
+        100.0,
+        step=0.1,
+        node=False,
+    ),
 )
 
 
@@ -304,6 +316,7 @@ class SequenceParams:
     width: int | None = _default("width")
     height: int | None = _default("height")
     keyframe_interpolation: str = _default("keyframe_interpolation")
+    flux_guidance: float = _default("flux_guidance")
 
     _positive_keyframes: tuple[tuple[int, str], ...] = field(init=False, repr=False, compare=False)
     _negative_keyframes: tuple[tuple[int, str], ...] = field(init=False, repr=False, compare=False)

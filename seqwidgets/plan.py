@@ -198,7 +198,7 @@ def plan_sequence(params: SequenceParams, pipe: Any = None) -> list[LoopPlan]:
 
     Args:
         params (`SequenceParams`): the run's settings.
-        pipe (*optional*): a diffusers pipeline, scheduler or `seqwidgets.schedules.ModelSampling`;
+        pipe (*optional*): a diffusers pipeline, scheduler or model sampling (`seqwidgets.schedules`);
             with one, each loop's ``sigmas`` is filled with ComfyUI's sigma slice for its denoise
             (computed once per distinct denoise). Without one, ``sigmas`` is ``None``.
 
@@ -251,8 +251,7 @@ def plan_sequence(params: SequenceParams, pipe: Any = None) -> list[LoopPlan]:
 
 
 def _model_sampling(pipe: Any) -> Any:
-    from seqwidgets.schedules import ModelSampling
+    # Lazy: planning without a model needs no torch.
+    from seqwidgets import families
 
-    if isinstance(pipe, ModelSampling):
-        return pipe
-    return ModelSampling.from_pipeline(pipe)
+    return families.model_sampling_for(pipe)

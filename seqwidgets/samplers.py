@@ -210,6 +210,31 @@ def _lazy_noise(
     return get
 
 
+def _is_flow(model: Denoiser) -> bool:
+    """Whether the model uses flow (``CONST``) sampling; ComfyUI branches on the same test."""
+    return bool(getattr(getattr(model, "model_sampling", None), "is_flow", False))
+
+
+def _half_log_snr(sigma: torch.Tensor, flow: bool) -> torch.Tensor:
+    """``log(alpha / sigma)``: ``-log sigma`` (alpha = 1), or ``log((1 - sigma) / sigma)`` for
+    flow models; ComfyUI's ``sigma_to_half_log_snr``."""
+    return sigma.logit().neg() if flow else sigma.log().neg()
+
+
+def _sigma_of_half_log_snr(lam: torch.Tensor, flow: bool) -> torch.Tensor:
+    """Inverse of :func:`_half_log_snr`; ComfyUI's ``half_log_snr_to_sigma``."""
+    return lam.neg().sigmoid() if flow else lam.neg().exp()
+
+
+def _offset_first_sigma(model: Denoiser, sigmas: torch.Tensor, flow: bool) -> torch.Tensor:
+    """A flow schedule starting at sigma >= 1 (log-SNR -inf) starts a hair below instead:
+    ComfyUI's ``offset_first_sigma_for_snr`` (``percent_to_sigma(1e-4)``)."""
+    if flow and len(sigmas) > 1 and sigmas[0] >= 1:
+        sigmas = sigmas.clone()
+        sigmas[0] = model.model_sampling.percent_to_sigma(1e-4)
+    return sigmas
+
+
 def _report(
     callback: Callback | None,
     x: torch.Tensor,
@@ -259,6 +284,27 @@ def sample_euler(
     return x
 
 
+def _rf_down(sigma, sigma_next, eta):
+    """``(sigma_down, alpha ratio, renoise coefficient)`` of ComfyUI's rectified-flow ancestral
+    step (``sample_euler_ancestral_RF``, ``sample_dpm_2_ancestral_RF``)."""
+    sigma_down = sigma_next * (1 + (sigma_next / sigma - 1) * eta)
+    alpha_next, alpha_down = 1 - sigma_next, 1 - sigma_down
+    renoise = (sigma_next**2 - sigma_down**2 * alpha_next**2 / alpha_down**2) ** 0.5
+    return sigma_down, alpha_next / alpha_down, renoise
+
+
+def _rf_ancestral_step(x, denoised, sigma, sigma_next, eta, s_noise, noise_sampler):
+    """One step of ComfyUI's ``sample_euler_ancestral_RF``."""
+    if sigma_next == 0:
+        return denoised
+    sigma_down, ratio, renoise = _rf_down(sigma, sigma_next, eta)
+    down_ratio = sigma_down / sigma
+    x = down_ratio * x + (1 - down_ratio) * denoised
+    if eta > 0:
+        x = ratio * x + noise_sampler(sigma, sigma_next) * s_noise * renoise
+    return x
+
+
 @torch.no_grad()
 def sample_euler_ancestral(
     model: Denoiser,
@@ -271,10 +317,11 @@ def sample_euler_ancestral(
     eta: float = 1.0,
     s_noise: float = 1.0,
 ) -> torch.Tensor:
-    """Ancestral Euler; ComfyUI's ``sample_euler_ancestral`` (eps / v models).
+    """Ancestral Euler; ComfyUI's ``sample_euler_ancestral`` (``_RF`` for flow models).
 
     Steps down to ``sigma_down`` deterministically, then adds ``sigma_up`` of fresh noise from
-    :func:`default_noise_sampler` (seeded with ``seed``). A step to 0 returns ``denoised``.
+    :func:`default_noise_sampler` (seeded with ``seed``). A step to 0 returns ``denoised``. For
+    flow models the step and the re-noising follow ``sample_euler_ancestral_RF``.
 
     Example:
         >>> model = lambda x, s: torch.zeros_like(x)
@@ -284,8 +331,15 @@ def sample_euler_ancestral(
     extra_args = {} if extra_args is None else extra_args
     noise_sampler = default_noise_sampler(x, seed) if noise_sampler is None else noise_sampler
     s_in = x.new_ones([x.shape[0]])
+    flow = _is_flow(model)
     for i in range(len(sigmas) - 1):
         denoised = model(x, sigmas[i] * s_in, **extra_args)
+        if flow:
+            _report(callback, x, i, sigmas[i], sigmas[i], denoised)
+            x = _rf_ancestral_step(
+                x, denoised, sigmas[i], sigmas[i + 1], eta, s_noise, noise_sampler
+            )
+            continue
         sigma_down, sigma_up = get_ancestral_step(sigmas[i], sigmas[i + 1], eta=eta)
         _report(callback, x, i, sigmas[i], sigmas[i], denoised)
         if sigma_down == 0:
@@ -393,7 +447,7 @@ def sample_dpm_2_ancestral(
     eta: float = 1.0,
     s_noise: float = 1.0,
 ) -> torch.Tensor:
-    """Ancestral DPM-Solver-2; ComfyUI's ``sample_dpm_2_ancestral`` (eps / v models).
+    """Ancestral DPM-Solver-2; ComfyUI's ``sample_dpm_2_ancestral`` (``_RF`` for flow models).
 
     Example:
         >>> model = lambda x, s: torch.zeros_like(x)
@@ -403,9 +457,14 @@ def sample_dpm_2_ancestral(
     extra_args = {} if extra_args is None else extra_args
     noise_sampler = default_noise_sampler(x, seed) if noise_sampler is None else noise_sampler
     s_in = x.new_ones([x.shape[0]])
+    flow = _is_flow(model)
     for i in range(len(sigmas) - 1):
         denoised = model(x, sigmas[i] * s_in, **extra_args)
-        sigma_down, sigma_up = get_ancestral_step(sigmas[i], sigmas[i + 1], eta=eta)
+        if flow:  # ComfyUI's sample_dpm_2_ancestral_RF
+            sigma_down, ratio, sigma_up = _rf_down(sigmas[i], sigmas[i + 1], eta)
+        else:
+            sigma_down, sigma_up = get_ancestral_step(sigmas[i], sigmas[i + 1], eta=eta)
+            ratio = 1.0
         _report(callback, x, i, sigmas[i], sigmas[i], denoised)
         d = to_d(x, sigmas[i], denoised)
         if sigma_down == 0:
@@ -416,7 +475,7 @@ def sample_dpm_2_ancestral(
             denoised_2 = model(x_2, sigma_mid * s_in, **extra_args)
             d_2 = to_d(x_2, sigma_mid, denoised_2)
             x = x + d_2 * (sigma_down - sigmas[i])
-            x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
+            x = ratio * x + noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
     return x
 
 
@@ -523,7 +582,10 @@ def sample_dpmpp_2m_sde(
     s_noise: float = 1.0,
     solver_type: str = "midpoint",
 ) -> torch.Tensor:
-    """DPM-Solver++(2M) SDE; ComfyUI's ``sample_dpmpp_2m_sde`` (midpoint, eps / v models).
+    """DPM-Solver++(2M) SDE; ComfyUI's ``sample_dpmpp_2m_sde`` (midpoint).
+
+    For flow models lambda is ``log((1 - sigma) / sigma)`` and a first sigma of 1 starts a hair
+    below (ComfyUI's ``offset_first_sigma_for_snr``).
 
     Noise comes from a :class:`BrownianTreeNoiseSampler` seeded with ``seed`` (ComfyUI's
     ``cpu=True`` tree). A step to 0 returns ``denoised``.
@@ -540,6 +602,8 @@ def sample_dpmpp_2m_sde(
     extra_args = {} if extra_args is None else extra_args
     noise_sampler = _sde_noise_sampler(x, sigmas, seed, noise_sampler)
     s_in = x.new_ones([x.shape[0]])
+    flow = _is_flow(model)
+    sigmas = _offset_first_sigma(model, sigmas, flow)
     old_denoised, h, h_last = None, None, None
     for i in range(len(sigmas) - 1):
         denoised = model(x, sigmas[i] * s_in, **extra_args)
@@ -547,8 +611,8 @@ def sample_dpmpp_2m_sde(
         if sigmas[i + 1] == 0:
             x = denoised
         else:
-            # lambda = log(alpha / sigma) = -log sigma for eps / v models (alpha = 1)
-            lambda_s, lambda_t = sigmas[i].log().neg(), sigmas[i + 1].log().neg()
+            # lambda = log(alpha / sigma): -log sigma for eps / v models (alpha = 1)
+            lambda_s, lambda_t = _half_log_snr(sigmas[i], flow), _half_log_snr(sigmas[i + 1], flow)
             h = lambda_t - lambda_s
             h_eta = h * (eta + 1)
             alpha_t = sigmas[i + 1] * lambda_t.exp()
@@ -585,7 +649,9 @@ def sample_dpmpp_sde(
     s_noise: float = 1.0,
     r: float = 1 / 2,
 ) -> torch.Tensor:
-    """DPM-Solver++ (stochastic, 2 stages); ComfyUI's ``sample_dpmpp_sde`` (eps / v models).
+    """DPM-Solver++ (stochastic, 2 stages); ComfyUI's ``sample_dpmpp_sde``.
+
+    Flow models: lambda as in :func:`sample_dpmpp_2m_sde`, sigma from lambda by a sigmoid.
 
     Two model calls per step (the second at ``lambda_s + r * h``), except the step to 0, which
     returns ``denoised``. Noise from a :class:`BrownianTreeNoiseSampler` seeded with ``seed``.
@@ -601,18 +667,21 @@ def sample_dpmpp_sde(
     noise_sampler = _sde_noise_sampler(x, sigmas, seed, noise_sampler)
     s_in = x.new_ones([x.shape[0]])
     fac = 1 / (2 * r)
+    flow = _is_flow(model)
+    sigmas = _offset_first_sigma(model, sigmas, flow)
     for i in range(len(sigmas) - 1):
         denoised = model(x, sigmas[i] * s_in, **extra_args)
         _report(callback, x, i, sigmas[i], sigmas[i], denoised)
         if sigmas[i + 1] == 0:
             x = denoised
             continue
-        # Half-log-SNR lambda = -log sigma and alpha = sigma * exp(lambda) (= 1 up to round-off),
-        # written as ComfyUI writes them so the float32 round-off is the same.
-        lambda_s, lambda_t = sigmas[i].log().neg(), sigmas[i + 1].log().neg()
+        # Half-log-SNR lambda and alpha = sigma * exp(lambda) (1 for eps / v models up to
+        # round-off, 1 - sigma for flow), written as ComfyUI writes them so the float32
+        # round-off is the same.
+        lambda_s, lambda_t = _half_log_snr(sigmas[i], flow), _half_log_snr(sigmas[i + 1], flow)
         h = lambda_t - lambda_s
         lambda_s_1 = lambda_s + r * h
-        sigma_s_1 = lambda_s_1.neg().exp()
+        sigma_s_1 = _sigma_of_half_log_snr(lambda_s_1, flow)
         alpha_s = sigmas[i] * lambda_s.exp()
         alpha_s_1 = sigma_s_1 * lambda_s_1.exp()
         alpha_t = sigmas[i + 1] * lambda_t.exp()

@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -30,7 +31,13 @@ import torch
 
 from .choices import DISCARD_PENULTIMATE_SIGMA_SAMPLERS, check_sampler, check_scheduler
 
-__all__ = ["ModelSampling", "calculate_sigmas", "loop_sigmas"]
+__all__ = [
+    "AnyModelSampling",
+    "FlowModelSampling",
+    "ModelSampling",
+    "calculate_sigmas",
+    "loop_sigmas",
+]
 
 _BETA_SCHEDULES = ("scaled_linear", "linear")
 _PREDICTION_TYPES = ("epsilon", "v_prediction")
@@ -41,7 +48,57 @@ _PREDICTION_TYPES = ("epsilon", "v_prediction")
 # --------------------------------------------------------------------------------------------
 
 
-class ModelSampling:
+class _SigmaTable:
+    """What every model sampling shares: a float32 table ``sigmas`` of increasing noise levels."""
+
+    sigmas: torch.Tensor
+    #: ComfyUI's ``CONST`` (flow) parameterisation; the samplers branch on it where ComfyUI does.
+    is_flow: bool = False
+
+    @property
+    def sigma_min(self) -> torch.Tensor:
+        """Smallest table sigma (0-d float32 tensor), ``sigmas[0]``."""
+        return self.sigmas[0]
+
+    @property
+    def sigma_max(self) -> torch.Tensor:
+        """Largest table sigma (0-d float32 tensor), ``sigmas[-1]``."""
+        return self.sigmas[-1]
+
+    @property
+    def num_timesteps(self) -> int:
+        """Entries in the sigma table (1,000 for SD and SD3, 10,000 for Flux dev)."""
+        return len(self.sigmas)
+
+    def max_denoise(self, sigmas: torch.Tensor) -> bool:
+        """Whether a schedule starts at (or above) sigma_max; ComfyUI's ``Sampler.max_denoise``.
+
+        Raises:
+            ValueError: for an empty schedule (nothing is sampled; add no noise).
+
+        Example:
+            >>> ms = ModelSampling.from_config({"beta_schedule": "scaled_linear"})
+            >>> ms.max_denoise(torch.stack([ms.sigma_max, torch.tensor(0.0)]))
+            True
+        """
+        if len(sigmas) == 0:
+            raise ValueError("max_denoise needs a non-empty sigma schedule")
+        max_sigma, sigma = float(self.sigma_max), float(sigmas[0])
+        return math.isclose(max_sigma, sigma, rel_tol=1e-05) or sigma > max_sigma
+
+    def to(self, device: torch.device | str) -> _SigmaTable:
+        """A shallow copy whose tables live on ``device`` (``self`` when they already do)."""
+        device = torch.device(device)
+        if self.sigmas.device == device:
+            return self
+        moved = copy.copy(self)
+        for name, value in vars(self).items():
+            if isinstance(value, torch.Tensor):
+                setattr(moved, name, value.to(device))
+        return moved
+
+
+class ModelSampling(_SigmaTable):
     """Discrete sigma schedule of an SD-style model; ComfyUI's ``ModelSamplingDiscrete``.
 
     Combines ComfyUI's ``ModelSamplingDiscrete`` with its ``EPS`` or ``V_PREDICTION`` mixin
@@ -74,7 +131,6 @@ class ModelSampling:
         alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
         sigmas = ((1 - alphas_cumprod) / alphas_cumprod) ** 0.5
         self.prediction_type = prediction_type
-        self.num_timesteps = int(betas.numel())
         # float32 storage, log taken in float64 first: ComfyUI's set_sigmas.
         self.sigmas = sigmas.float()
         self.log_sigmas = sigmas.log().float()
@@ -149,16 +205,6 @@ class ModelSampling:
 
     # -- schedule lookups -----------------------------------------------------------------
 
-    @property
-    def sigma_min(self) -> torch.Tensor:
-        """Smallest training sigma (0-d float32 tensor), ``sigmas[0]``."""
-        return self.sigmas[0]
-
-    @property
-    def sigma_max(self) -> torch.Tensor:
-        """Largest training sigma (0-d float32 tensor), ``sigmas[-1]``."""
-        return self.sigmas[-1]
-
     def timestep(self, sigma: torch.Tensor | float) -> torch.Tensor:
         """Nearest integer training step by ``|log sigma - log_sigmas|``, as a float tensor.
 
@@ -171,8 +217,7 @@ class ModelSampling:
             >>> ms.timestep(ms.sigma_min).item()
             0.0
         """
-        sigma = torch.as_tensor(sigma)
-        sigma = sigma if sigma.is_floating_point() else sigma.float()
+        sigma = _float_tensor(sigma)
         dists = sigma.log().to(self.log_sigmas.device) - self.log_sigmas[:, None]
         return dists.abs().argmin(dim=0).view(sigma.shape).float().to(sigma.device)
 
@@ -253,28 +298,161 @@ class ModelSampling:
         scaled = noise * torch.sqrt(1.0 + sigma**2.0) if max_denoise else noise * sigma
         return scaled + latent
 
-    def max_denoise(self, sigmas: torch.Tensor) -> bool:
-        """Whether a schedule starts at (or above) sigma_max; ComfyUI's ``Sampler.max_denoise``.
-
-        Raises:
-            ValueError: for an empty schedule (nothing is sampled; add no noise).
-
-        Example:
-            >>> ms = ModelSampling.from_config({"beta_schedule": "scaled_linear"})
-            >>> ms.max_denoise(torch.stack([ms.sigma_max, torch.tensor(0.0)]))
-            True
-        """
-        if len(sigmas) == 0:
-            raise ValueError("max_denoise needs a non-empty sigma schedule")
-        max_sigma, sigma = float(self.sigma_max), float(sigmas[0])
-        return math.isclose(max_sigma, sigma, rel_tol=1e-05) or sigma > max_sigma
-
     def __repr__(self) -> str:
         return (
             f"ModelSampling(prediction_type={self.prediction_type!r}, "
             f"num_timesteps={self.num_timesteps}, sigma_min={float(self.sigma_min):.6g}, "
             f"sigma_max={float(self.sigma_max):.6g})"
         )
+
+
+class FlowModelSampling(_SigmaTable):
+    """Flow-matching model sampling (SD3, Flux); ComfyUI's flow tables with ``CONST``.
+
+    The model predicts a velocity ``v``; ``x_sigma = sigma * noise + (1 - sigma) * x0`` and
+    ``denoised = x - sigma * v``; the model input is ``x`` itself (no scaling). Two tables, as in
+    ``comfy/model_sampling.py``:
+
+    * ``kind="discrete"``: ``ModelSamplingDiscreteFlow``, 1,000 entries,
+      ``sigma(t) = shift * (t / m) / (1 + (shift - 1) * (t / m))`` for ``t = m/1000 .. m``,
+      ``timestep(sigma) = sigma * m`` (``m`` = ``multiplier``). SD3 / SD3.5: shift 3, m 1000;
+      Flux schnell: shift 1, m 1.
+    * ``kind="flux"``: ``ModelSamplingFlux``, 10,000 entries,
+      ``sigma(t) = e^shift / (e^shift + (1 / t - 1))``, ``timestep(sigma) = sigma``. Flux dev:
+      shift 1.15.
+
+    The shift is fixed, as in ComfyUI (not diffusers' resolution-dependent dynamic shifting).
+    Tables are computed in float32 in ComfyUI's order of operations.
+
+    Example:
+        >>> ms = FlowModelSampling("discrete", shift=3.0, multiplier=1000)
+        >>> float(ms.sigma_max), round(float(ms.sigma_min), 6), float(ms.timestep(ms.sigma_max))
+        (1.0, 0.002994, 1000.0)
+        >>> round(float(FlowModelSampling("flux", shift=1.15).sigma_min), 7)
+        0.0003158
+    """
+
+    is_flow = True
+    prediction_type = "flow"
+    _KINDS = ("discrete", "flux")
+
+    def __init__(
+        self, kind: str = "discrete", shift: float = 1.0, multiplier: float = 1000
+    ) -> None:
+        if kind not in self._KINDS:
+            raise ValueError(f"kind must be one of {', '.join(self._KINDS)}, got {kind!r}")
+        if not (isinstance(shift, (int, float)) and math.isfinite(shift) and shift > 0):
+            raise ValueError(f"shift must be a positive number, got {shift!r}")
+        if not (isinstance(multiplier, (int, float)) and multiplier > 0):
+            raise ValueError(f"multiplier must be a positive number, got {multiplier!r}")
+        self.kind, self.shift = kind, float(shift)
+        self.multiplier = float(multiplier) if kind == "discrete" else 1.0
+        if kind == "discrete":
+            # ModelSamplingDiscreteFlow.set_parameters: sigma((arange(1, 1001) / 1000) * m).
+            self.sigmas = self.sigma((torch.arange(1, 1001, 1) / 1000) * multiplier)
+        else:
+            # ModelSamplingFlux.set_parameters: sigma(arange(1, 10001) / 10000).
+            self.sigmas = self.sigma(torch.arange(1, 10001, 1) / 10000)
+
+    def _shifted(self, t):
+        """ComfyUI's ``time_snr_shift`` (discrete) or ``flux_time_shift(shift, 1, t)`` (flux)."""
+        if self.kind == "flux":
+            return math.exp(self.shift) / (math.exp(self.shift) + (1 / t - 1) ** 1.0)
+        if self.shift == 1.0:
+            return t
+        return self.shift * t / (1 + (self.shift - 1) * t)
+
+    def sigma(self, timestep: torch.Tensor | float) -> torch.Tensor:
+        """Sigma at a (fractional) model timestep; ComfyUI's ``sigma``.
+
+        Example:
+            >>> FlowModelSampling("discrete", shift=3.0).sigma(torch.tensor(500.0)).item()
+            0.75
+        """
+        timestep = _float_tensor(timestep)
+        if self.kind == "flux":
+            return self._shifted(timestep)
+        return self._shifted(timestep / self.multiplier)
+
+    def timestep(self, sigma: torch.Tensor | float) -> torch.Tensor:
+        """The model's timestep: ``sigma * multiplier`` (discrete) or ``sigma`` (flux).
+
+        Example:
+            >>> FlowModelSampling("discrete", shift=3.0).timestep(torch.tensor(0.5)).item()
+            500.0
+        """
+        sigma = _float_tensor(sigma)
+        return sigma * self.multiplier if self.kind == "discrete" else sigma
+
+    def percent_to_sigma(self, percent: float) -> float:
+        """Sigma at a fraction of the way through sampling; ComfyUI's ``percent_to_sigma``.
+
+        Example:
+            >>> FlowModelSampling("discrete", shift=3.0).percent_to_sigma(0.5)
+            0.75
+        """
+        if percent <= 0.0:
+            return 1.0
+        if percent >= 1.0:
+            return 0.0
+        return float(self._shifted(1.0 - percent))
+
+    def calculate_input(self, sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The model input: ``x`` unchanged; ComfyUI's ``CONST.calculate_input``."""
+        return x
+
+    def calculate_denoised(
+        self, sigma: torch.Tensor, model_output: torch.Tensor, model_input: torch.Tensor
+    ) -> torch.Tensor:
+        """``x - sigma * v``; ComfyUI's ``CONST.calculate_denoised``.
+
+        Example:
+            >>> ms = FlowModelSampling("discrete", shift=3.0)
+            >>> ms.calculate_denoised(torch.tensor([0.5]), torch.ones(1, 1), torch.ones(1, 1))
+            tensor([[0.5000]])
+        """
+        return model_input - model_output * _per_item(sigma, model_output.ndim)
+
+    def noise_scaling(
+        self,
+        sigma: torch.Tensor,
+        noise: torch.Tensor,
+        latent: torch.Tensor,
+        max_denoise: bool = False,
+    ) -> torch.Tensor:
+        """``sigma * noise + (1 - sigma) * latent``; ComfyUI's ``CONST.noise_scaling``.
+
+        ``max_denoise`` is accepted for the common signature and, as in ComfyUI, not used.
+
+        Example:
+            >>> ms = FlowModelSampling("discrete", shift=3.0)
+            >>> ms.noise_scaling(torch.tensor(0.25), torch.ones(1), torch.zeros(1)).item()
+            0.25
+        """
+        sigma = torch.as_tensor(sigma)
+        if sigma.ndim > 0:
+            sigma = _per_item(sigma, noise.ndim)
+        return sigma * noise + (1.0 - sigma) * latent
+
+    def inverse_noise_scaling(self, sigma: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+        """``latent / (1 - sigma)``; ComfyUI's ``CONST.inverse_noise_scaling``."""
+        return latent / (1.0 - _per_item(torch.as_tensor(sigma), latent.ndim))
+
+    def __repr__(self) -> str:
+        return (
+            f"FlowModelSampling(kind={self.kind!r}, shift={self.shift:g}, "
+            f"multiplier={self.multiplier:g}, num_timesteps={self.num_timesteps})"
+        )
+
+
+#: Either table: what the schedules and samplers accept.
+AnyModelSampling = ModelSampling | FlowModelSampling
+
+
+def _float_tensor(value: torch.Tensor | float) -> torch.Tensor:
+    """``value`` as a tensor, float32 unless it already is floating point."""
+    value = torch.as_tensor(value)
+    return value if value.is_floating_point() else value.float()
 
 
 def _per_item(sigma: torch.Tensor | float, ndim: int) -> torch.Tensor:
@@ -300,7 +478,7 @@ def _append_zero(sigmas: torch.Tensor) -> torch.Tensor:
     return torch.cat([sigmas, sigmas.new_zeros([1])])
 
 
-def _normal_schedule(ms: ModelSampling, steps: int, sgm: bool = False) -> torch.Tensor:
+def _normal_schedule(ms: AnyModelSampling, steps: int, sgm: bool = False) -> torch.Tensor:
     """ComfyUI's ``normal_scheduler`` (and ``sgm_uniform`` with ``sgm=True``).
 
     Evenly spaced float32 training steps from ``timestep(sigma_max)`` to ``timestep(sigma_min)``
@@ -310,31 +488,37 @@ def _normal_schedule(ms: ModelSampling, steps: int, sgm: bool = False) -> torch.
     start, end = ms.timestep(ms.sigma_max), ms.timestep(ms.sigma_min)
     if sgm:
         timesteps = torch.linspace(start, end, steps + 1)[:-1]
+    elif math.isclose(float(ms.sigma(end)), 0, abs_tol=0.00001):
+        # A table reaching sigma 0 ends on it: one more point, no zero appended (ComfyUI).
+        return ms.sigma(torch.linspace(start, end, steps + 1)).float()
     else:
         timesteps = torch.linspace(start, end, steps)
     return _append_zero(ms.sigma(timesteps).float())
 
 
-def _simple_schedule(ms: ModelSampling, steps: int) -> torch.Tensor:
+def _simple_schedule(ms: AnyModelSampling, steps: int) -> torch.Tensor:
     """ComfyUI's ``simple_scheduler``: ``sigmas[-(1 + int(i * n / steps))]``, then 0."""
     ss = len(ms.sigmas) / steps
     idx = [-(1 + int(i * ss)) for i in range(steps)]
     return _append_zero(ms.sigmas[idx].clone())
 
 
-def _ddim_uniform_schedule(ms: ModelSampling, steps: int) -> torch.Tensor:
+def _ddim_uniform_schedule(ms: AnyModelSampling, steps: int) -> torch.Tensor:
     """ComfyUI's ``ddim_scheduler``: every ``n // steps``-th sigma from index 1, reversed, then 0.
 
     As in ComfyUI the result can hold more than ``steps + 1`` values (e.g. 9 for 7 steps,
     because ``range(1, 1000, 142)`` has 8 members) or fewer (999 steps at most).
     """
-    stride = max(len(ms.sigmas) // steps, 1)
+    # A table whose second entry is ~0 gets one more step and no appended 0 (ComfyUI).
+    ends_at_zero = math.isclose(float(ms.sigmas[1]), 0, abs_tol=0.00001)
+    stride = max(len(ms.sigmas) // (steps + 1 if ends_at_zero else steps), 1)
     idx = list(range(1, len(ms.sigmas), stride))[::-1]
-    return _append_zero(ms.sigmas[idx].clone())
+    sigmas = ms.sigmas[idx].clone()
+    return sigmas if ends_at_zero else _append_zero(sigmas)
 
 
 def _beta_schedule(
-    ms: ModelSampling, steps: int, alpha: float = 0.6, beta: float = 0.6
+    ms: AnyModelSampling, steps: int, alpha: float = 0.6, beta: float = 0.6
 ) -> torch.Tensor:
     """ComfyUI's ``beta_scheduler``: training steps at Beta(0.6, 0.6) quantiles, deduplicated.
 
@@ -370,7 +554,7 @@ def _exponential_schedule(steps: int, sigma_min: float, sigma_max: float) -> tor
     return _append_zero(torch.linspace(math.log(sigma_max), math.log(sigma_min), steps).exp())
 
 
-def calculate_sigmas(model_sampling: ModelSampling, scheduler: str, steps: int) -> torch.Tensor:
+def calculate_sigmas(model_sampling: AnyModelSampling, scheduler: str, steps: int) -> torch.Tensor:
     """The ``scheduler`` schedule of ``steps`` steps; ComfyUI's ``calculate_sigmas``.
 
     Returns a float32 CPU tensor of ``steps + 1`` decreasing sigmas ending in 0 (``ddim_uniform``
@@ -408,7 +592,7 @@ def calculate_sigmas(model_sampling: ModelSampling, scheduler: str, steps: int) 
 
 
 def _sampler_sigmas(
-    model_sampling: ModelSampling, scheduler: str, sampler_name: str, steps: int
+    model_sampling: AnyModelSampling, scheduler: str, sampler_name: str, steps: int
 ) -> torch.Tensor:
     """ComfyUI's ``KSampler.calculate_sigmas``: DPM2 computes one more step, drops the penultimate.
 
@@ -421,7 +605,7 @@ def _sampler_sigmas(
 
 
 def loop_sigmas(
-    model_sampling: ModelSampling,
+    model_sampling: AnyModelSampling,
     scheduler: str,
     sampler_name: str,
     steps: int,

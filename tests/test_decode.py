@@ -12,6 +12,10 @@ from diffusers import AutoencoderKL
 from PIL import Image
 
 from seqwidgets.decode import (
+    FLUX_LATENT_RGB_BIAS,
+    FLUX_LATENT_RGB_FACTORS,
+    SD3_LATENT_RGB_BIAS,
+    SD3_LATENT_RGB_FACTORS,
     SD15_LATENT_RGB_FACTORS,
     SDXL_LATENT_RGB_BIAS,
     SDXL_LATENT_RGB_FACTORS,
@@ -23,6 +27,7 @@ from seqwidgets.decode import (
     thumbnail,
     to_rgba_array,
 )
+from seqwidgets.testing import tiny_pipeline
 
 SCALE = 0.5
 
@@ -194,32 +199,50 @@ def test_latent_to_rgb_does_not_modify_input():
         latent_to_rgb(latents, [[1, 0, 0]] * 3)
 
 
-class StableDiffusionPipeline:  # stand-ins: preview_factors reads only the class name and vae
-    def __init__(self, vae):
-        self.vae = vae
-
-
-class StableDiffusionXLPipeline(StableDiffusionPipeline):
-    pass
-
-
-def test_preview_factors_by_pipeline(vae):
-    assert preview_factors(StableDiffusionPipeline(vae)) == (SD15_LATENT_RGB_FACTORS, None)
-    assert preview_factors(StableDiffusionXLPipeline(vae)) == (
-        SDXL_LATENT_RGB_FACTORS,
-        SDXL_LATENT_RGB_BIAS,
-    )
-    pipe = StableDiffusionPipeline(vae)
+@pytest.mark.parametrize(
+    ("kind", "factors", "bias"),
+    [
+        ("sd", SD15_LATENT_RGB_FACTORS, None),
+        ("sdxl", SDXL_LATENT_RGB_FACTORS, SDXL_LATENT_RGB_BIAS),
+        ("sd3", SD3_LATENT_RGB_FACTORS, SD3_LATENT_RGB_BIAS),
+        ("flux", FLUX_LATENT_RGB_FACTORS, FLUX_LATENT_RGB_BIAS),
+        ("flux-schnell", FLUX_LATENT_RGB_FACTORS, FLUX_LATENT_RGB_BIAS),
+    ],
+)
+def test_preview_factors_by_family(kind, factors, bias):
+    pipe = tiny_pipeline(kind)
+    assert preview_factors(pipe) == (factors, bias)
     fitted = ([[0.1, 0.2, 0.3]] * 4, [0.0, 0.1, 0.2])
     pipe.seqwidgets_latent_rgb = fitted
     assert preview_factors(pipe) == fitted
 
 
-def test_preview_factors_unknown_channels():
-    vae = AutoencoderKL(
-        block_out_channels=(8,), latent_channels=16, norm_num_groups=4, sample_size=8
-    )
-    assert preview_factors(StableDiffusionPipeline(vae)) is None
+def test_comfyui_flow_factors_as_published():
+    # comfy/latent_formats.py (SD3, Flux), copied by hand: first and last rows and the bias.
+    assert len(SD3_LATENT_RGB_FACTORS) == len(FLUX_LATENT_RGB_FACTORS) == 16
+    assert SD3_LATENT_RGB_FACTORS[0] == (-0.0922, -0.0175, 0.0749)
+    assert SD3_LATENT_RGB_FACTORS[-1] == (-0.1448, -0.1463, -0.1189)
+    assert FLUX_LATENT_RGB_FACTORS[0] == (-0.0346, 0.0244, 0.0681)
+    assert FLUX_LATENT_RGB_FACTORS[-1] == (-0.1262, -0.0982, -0.0778)
+    assert FLUX_LATENT_RGB_BIAS == (-0.0329, -0.0718, -0.0851)
+    # the preview of a 16-channel latent: x @ factors + bias, then (v + 1) / 2
+    latent = torch.zeros(16, 2, 2)
+    latent[2] = 1.0
+    rgb = latent_to_rgb(latent, SD3_LATENT_RGB_FACTORS, SD3_LATENT_RGB_BIAS)
+    want = [
+        round(((f + b) + 1) / 2 * 255)
+        for f, b in zip((0.1994, 0.0927, 0.0458), SD3_LATENT_RGB_BIAS, strict=True)
+    ]
+    assert rgb[0, 0].tolist() == want
+
+
+def test_preview_factors_unknown_pipeline(vae):
+    class NotAPipeline:
+        pass
+
+    pipe = NotAPipeline()
+    pipe.vae = vae
+    assert preview_factors(pipe) is None
 
 
 # --- thumbnail / to_rgba_array ----------------------------------------------------------------
