@@ -53,6 +53,7 @@ from PIL import Image
 from . import export as _export
 from .decode import ImageCache, decode_latents, thumbnail
 from .engine import Frame, SequenceSampler, StepCallback
+from .families import detect_family
 from .params import SequenceParams
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "Branch", "Session"]
@@ -700,8 +701,8 @@ class Session:
             "written_by": f"seqwidgets {__version__}",
             "pipeline": {
                 "class": type(self.pipe).__name__,
-                "latent_channels": int(self.pipe.unet.config.in_channels),
-                "dtype": str(self.pipe.unet.dtype).removeprefix("torch."),
+                "latent_channels": self.sampler.family.latent_channels(self.pipe),
+                "dtype": str(self.sampler.dtype).removeprefix("torch."),
             },
             "next_id": self._next_id,
             "branches": entries,
@@ -908,13 +909,14 @@ def _chain(value: Any, where: str) -> tuple[tuple[str, float], ...]:
 
 def _build(manifest: dict, tensors: dict[str, torch.Tensor], pipe, path) -> list[Branch]:
     """Branches from a checked manifest; raises `ValueError` before anything is shared."""
-    channels = int(pipe.unet.config.in_channels)
-    dtype = pipe.unet.dtype
+    family = detect_family(pipe)
+    channels = family.latent_channels(pipe)
+    dtype = family.denoiser_network(pipe).dtype
     saved = manifest.get("pipeline", {})
     if isinstance(saved, dict) and saved.get("latent_channels", channels) != channels:
         raise ValueError(
             f"{path}: the session has {saved['latent_channels']}-channel latents but this "
-            f"pipeline's UNet takes {channels}: load it with a pipeline of the same family"
+            f"pipeline's ({family.label}) have {channels}: load it with a pipeline of the same family"
         )
     entries = _field(manifest, "branches", list, "manifest")
     by_id: dict[int, Branch] = {}

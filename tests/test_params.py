@@ -21,6 +21,7 @@ NODE_NUMBERS = {
     "latent_interp_strength": (0.5, 0.0, 1.0),
     "denoise_start": (1.0, 0.0, 1.0),
     "denoise_seq": (0.5, 0.0, 1.0),
+    "flux_guidance": (3.5, 0.0, 100.0),  # ComfyUI's FluxGuidance node (comfy_extras/nodes_flux.py)
 }
 NODE_DEFAULTS = {
     "seed_mode_seq": "increment",
