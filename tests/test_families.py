@@ -124,37 +124,35 @@ def test_runs_are_deterministic_and_seeded(pipes, kind):
     assert torch.isfinite(a).all()
 
 
+def diffusers_one_step(pipe, seed: int) -> torch.Tensor:
+    """diffusers' own pipeline, one step from the CPU noise of ``seed``, at cfg 1 (latent out)."""
+    noise = torch.randn(1, 16, 8, 8, generator=torch.Generator().manual_seed(seed))
+    flux = detect_family(pipe).packed
+    with torch.no_grad():
+        out = pipe(
+            "a red circle",
+            num_inference_steps=1,
+            guidance_scale=3.5 if flux else 1.0,
+            height=64,
+            width=64,
+            latents=pack_latents(noise) if flux else noise,
+            output_type="latent",
+        ).images
+    return unpack_latents(out, 16, 8, 8)[0] if flux else out[0]
+
+
+def engine_one_step(pipe) -> sw.Frame:
+    return next(sw.SequenceSampler(pipe).frames(params(steps=1, cfg=1.0, sequence_loop_count=1)))
+
+
 @pytest.mark.parametrize("kind", ["sd3", "flux"])
 def test_one_step_equals_diffusers_own_pipeline(pipes, kind):
     # One Euler step from sigma 1 at cfg 1: ComfyUI's conventions and diffusers' pipeline agree
     # (x0 = noise - v at t = 1000), so this checks the timestep, packing, ids, pooled text,
     # T5 length and guidance end to end.
-    pipe = pipes[kind]
-    frame = next(sw.SequenceSampler(pipe).frames(params(steps=1, cfg=1.0, sequence_loop_count=1)))
-    noise = torch.randn(1, 16, 8, 8, generator=torch.Generator().manual_seed(frame.seed))
-    with torch.no_grad():
-        if kind == "sd3":
-            out = pipe(
-                "a red circle",
-                num_inference_steps=1,
-                guidance_scale=1.0,
-                height=64,
-                width=64,
-                latents=noise,
-                output_type="latent",
-            ).images
-        else:
-            out = pipe(
-                "a red circle",
-                num_inference_steps=1,
-                guidance_scale=3.5,
-                height=64,
-                width=64,
-                latents=pack_latents(noise),
-                output_type="latent",
-            ).images
-            out = unpack_latents(out, 16, 8, 8)
-    torch.testing.assert_close(frame.latent, out[0], rtol=1e-4, atol=1e-5)
+    frame = engine_one_step(pipes[kind])
+    want = diffusers_one_step(pipes[kind], frame.seed)
+    torch.testing.assert_close(frame.latent, want, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("kind", ["sd3", "flux"])

@@ -140,6 +140,23 @@ def _load_loras(pipe, lora) -> None:
         scales.append(float(scale))
     if names:
         pipe.set_adapters(names, adapter_weights=scales)
+        pipe.seqwidgets_lora = [
+            (name, str(source), scale)
+            for name, (source, _), scale in zip(names, items, scales, strict=True)
+        ]
+
+
+def lora_adapters(pipe) -> list[tuple[str, str, float]]:
+    """The LoRA adapters `load_pipeline` applied: ``[(adapter_name, source, scale), ...]``.
+
+    For a header or a session record; empty for a pipeline loaded without ``lora``.
+
+    Example:
+        >>> from seqwidgets.testing import tiny_pipeline
+        >>> lora_adapters(tiny_pipeline())
+        []
+    """
+    return list(getattr(pipe, "seqwidgets_lora", []))
 
 
 @contextmanager
