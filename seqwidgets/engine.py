@@ -91,7 +91,36 @@ def _mark_loop(error: BaseException, index: int) -> None:
 
 
 class _Stopped(Exception):
-    """Raised from the step callback to unwind the sampler when ``stop()`` was called."""
+    """Raised from the step callback to unwind the sampler when the run was cancelled."""
+
+
+class CancelToken:
+    """One run's stop request: cancelled once, never cleared.
+
+    Whoever starts a run creates one and passes it to `SequenceSampler.frames` (the session
+    does; the sampler makes its own otherwise). Cancelling it from any thread ends that run at
+    the next model step, even before the run has begun: a stop can never be lost, and a new
+    run gets a new token, so an old stop never reaches it.
+
+    Example:
+        >>> token = CancelToken()
+        >>> token.cancel(); token.cancelled
+        True
+    """
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        """Ask the run to stop (idempotent, thread-safe)."""
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether :meth:`cancel` was called."""
+        return self._event.is_set()
 
 
 def default_device() -> torch.device:
@@ -156,7 +185,7 @@ class SequenceSampler:
         self.encoder = PromptEncoder(pipe, self.device)
         self.unet_calls = 0
         self.stopped = False
-        self._stop = threading.Event()
+        self._token: CancelToken | None = None  # the latest run's
         self._running = threading.Lock()
 
     # -- public API ------------------------------------------------------------------------
@@ -169,9 +198,13 @@ class SequenceSampler:
     def stop(self) -> None:
         """End the current run at the next step boundary; finished frames are kept.
 
-        Safe to call from another thread (a widget's Stop button).
+        Cancels the latest run's `CancelToken` (a run whose frames were asked for but not yet
+        begun stops before its first step). Safe to call from another thread (a widget's Stop
+        button).
         """
-        self._stop.set()
+        token = self._token
+        if token is not None:
+            token.cancel()
 
     def image_size(self, params: SequenceParams) -> tuple[int, int]:
         """``(width, height)`` of the run's images: the settings', else the pipeline default."""
@@ -239,6 +272,7 @@ class SequenceSampler:
         start: int = 0,
         previous: torch.Tensor | None = None,
         callback: StepCallback | None = None,
+        cancel: CancelToken | None = None,
     ) -> Iterator[Frame]:
         """Run the sequence, yielding each loop's :class:`Frame` as soon as it is done.
 
@@ -249,15 +283,20 @@ class SequenceSampler:
             start: the first loop to compute; loops before it are taken as done (branching).
             previous: the result of loop ``start - 1``, required when ``start > 0``.
             callback: ``callback(loop, step, sigma, denoised)`` after every model step.
-
-        A call to :meth:`stop` (from any thread) ends the run at the next step boundary;
-        the frames already yielded stay valid and ``stopped`` is set.
+            cancel: this run's `CancelToken` (default: a new one). The run ends at the next step
+                boundary once it is cancelled, before its first step if it already is; the
+                frames already yielded stay valid and ``stopped`` is set. :meth:`stop` cancels
+                it too. The token is never cleared.
         """
+        token = self._token = cancel if cancel is not None else CancelToken()
+        return self._frames(params, latent_image, init_image, start, previous, callback, token)
+
+    def _frames(self, params, latent_image, init_image, start, previous, callback, token):
         if start == 0:
             x = self.initial_latent(params, latent_image, init_image)
         else:
             x = self._previous_latent(params, start, previous)
-        for frames in self._run([params], x, start, callback):
+        for frames in self._run([params], x, start, callback, token):
             yield frames[0]
 
     def frames_batch(
@@ -267,6 +306,7 @@ class SequenceSampler:
         start: int,
         previous: torch.Tensor,
         callback: StepCallback | None = None,
+        cancel: CancelToken | None = None,
     ) -> Iterator[list[Frame]]:
         """Run several variations from one frame as one batch; yield each loop's frames.
 
@@ -275,7 +315,8 @@ class SequenceSampler:
         seed mode, prompts, cfg, conditioning slerp and latent interpolation, which leave the
         sigma schedule alone; they must agree on everything that shapes it (steps, sampler,
         scheduler, denoise, loop count, unsample, size). Each item draws exactly the noise a
-        separate run would, so results equal separate runs up to float round-off.
+        separate run would, so results equal separate runs up to float round-off. ``cancel``
+        as for :meth:`frames`.
 
         Example:
             >>> import seqwidgets as sw
@@ -287,6 +328,10 @@ class SequenceSampler:
             >>> [len(f) for f in sampler.frames_batch(variations, start=1, previous=first.latent)]
             [3, 3]
         """
+        token = self._token = cancel if cancel is not None else CancelToken()
+        return self._frames_batch(params_list, start, previous, callback, token)
+
+    def _frames_batch(self, params_list, start, previous, callback, token):
         if not params_list:
             raise ValueError("frames_batch needs at least one SequenceParams")
         shared = self.BATCH_SHARED
@@ -299,7 +344,8 @@ class SequenceSampler:
                         f"has {getattr(first, name)!r}; batched items must share {', '.join(shared)}"
                     )
         x = self._previous_latent(first, start, previous)
-        yield from self._run(params_list, x.repeat(len(params_list), 1, 1, 1), start, callback)
+        x = x.repeat(len(params_list), 1, 1, 1)
+        yield from self._run(params_list, x, start, callback, token)
 
     def sample(
         self,
@@ -339,6 +385,7 @@ class SequenceSampler:
         x: torch.Tensor,
         start: int,
         callback: StepCallback | None,
+        token: CancelToken,
     ) -> Iterator[list[Frame]]:
         """The loop itself, over a batch of settings; yields each loop's frames."""
         plans = [self.plan(params) for params in params_list]
@@ -351,12 +398,14 @@ class SequenceSampler:
                 "(two runs must not interleave on one pipeline)"
             )
         try:
-            self._stop.clear()
             self.stopped = False
             for index in range(start, loops):
+                if token.cancelled:  # also before loop 0: a stop that came early is not lost
+                    self.stopped = True
+                    return
                 loop_plans = [plan[index] for plan in plans]
                 try:
-                    frames = self._run_loop(params_list, loop_plans, x, callback)
+                    frames = self._run_loop(params_list, loop_plans, x, callback, token)
                 except _Stopped:
                     self.stopped = True
                     return
@@ -375,9 +424,7 @@ class SequenceSampler:
                 # The next loop starts from the stored frames, so a branch resumed from one later
                 # computes bit for bit what this run computes now.
                 x = torch.stack([frame.latent for frame in frames]).float()
-                if self._stop.is_set():
-                    self.stopped = True
-                    return
+            self.stopped = token.cancelled  # cancelled during the last loop's consumer
         finally:
             self._running.release()
 
@@ -397,11 +444,11 @@ class SequenceSampler:
             guidance=[params.flux_guidance for params in params_list],
         )
 
-    def _step_callback(self, plan: LoopPlan, callback: StepCallback | None):
+    def _step_callback(self, plan: LoopPlan, callback: StepCallback | None, token: CancelToken):
         sigmas = plan.sigmas  # the CPU copy: reading a float from it costs no device sync
 
         def on_step(info: dict) -> None:
-            if self._stop.is_set():
+            if token.cancelled:
                 raise _Stopped
             if callback is not None:
                 i = info["i"]
@@ -415,6 +462,7 @@ class SequenceSampler:
         plans: list[LoopPlan],
         x_in: torch.Tensor,
         callback: StepCallback | None,
+        token: CancelToken,
     ) -> list[Frame]:
         started = time.perf_counter()
         timings = {"unsample": 0.0, "sample": 0.0}
@@ -428,7 +476,9 @@ class SequenceSampler:
             seeds = [p.seed for p in plans]
             if params.unsample_latents and plan.index > 0:
                 t0 = time.perf_counter()
-                x = self._unsample(denoiser, x_in, plan.sigmas, self._step_callback(plan, None))
+                x = self._unsample(
+                    denoiser, x_in, plan.sigmas, self._step_callback(plan, None, token)
+                )
                 timings["unsample"] = time.perf_counter() - t0
             else:
                 noise = torch.cat(
@@ -449,7 +499,7 @@ class SequenceSampler:
                 denoiser,
                 x,
                 sigmas,
-                callback=self._step_callback(plan, callback),
+                callback=self._step_callback(plan, callback, token),
                 seed=seeds[0],
                 noise_sampler=noise_sampler,
             )

@@ -52,7 +52,7 @@ from PIL import Image
 
 from . import export as _export
 from .decode import ImageCache, decode_latents, thumbnail
-from .engine import Frame, SequenceSampler, StepCallback
+from .engine import CancelToken, Frame, SequenceSampler, StepCallback
 from .families import detect_family
 from .params import SequenceParams
 
@@ -156,7 +156,7 @@ class Session:
         self._lock = threading.RLock()  # guards the tree (branches, frames dicts)
         self._busy = threading.Lock()  # held for the whole of a run
         self._active: Branch | None = None
-        self._stop = threading.Event()
+        self._cancel = CancelToken()  # the current run's; a new one per run
         self._stopped = False
 
     # -- the tree ------------------------------------------------------------------------------
@@ -226,6 +226,7 @@ class Session:
         callback: StepCallback | None = None,
         on_frame: FrameCallback | None = None,
         name: str | None = None,
+        wait: bool = True,
     ) -> Branch:
         """Run ``params`` from loop 0 as a new root branch and return it.
 
@@ -236,6 +237,9 @@ class Session:
             callback: ``callback(loop, step, sigma, denoised)`` after every model step.
             on_frame: ``on_frame(branch, frame)`` as each frame arrives, from the running thread.
             name (`str`, *optional*): the branch's label (default ``"run <id>"``).
+            wait (`bool`, defaults to True): ``False`` computes in a background thread and
+                returns the branch at once; `running` says when it is done, and `stop` works
+                from the moment this returns.
 
         The branch is listed in `branches` as soon as the run starts. If the run is stopped or
         raises, the finished frames stay in the branch; an error is also kept in `last_error`.
@@ -246,6 +250,20 @@ class Session:
         self.sampler.latent_shape(params)  # checks width / height before anything is listed
         if latent_image is not None or init_image is not None:
             initial = self.sampler.initial_latent(params, latent_image, init_image)
+        if not wait:
+            self._begin()
+            branch = self._new_branch(params, None, 0, initial, name)
+
+            def work() -> None:
+                try:
+                    self._compute(branch, 0, callback, on_frame)
+                except BaseException:  # kept in last_error by _collect
+                    pass
+                finally:
+                    self._end()
+
+            threading.Thread(target=work, name="seqwidgets-run", daemon=True).start()
+            return branch
         with self._running():
             branch = self._new_branch(params, None, 0, initial, name)
             self._compute(branch, 0, callback, on_frame)
@@ -330,7 +348,11 @@ class Session:
                     branches[i] = branch
                 self._active = group[0]
                 batches = self.sampler.frames_batch(
-                    [b.params for b in group], start=index + 1, previous=previous, callback=callback
+                    [b.params for b in group],
+                    start=index + 1,
+                    previous=previous,
+                    callback=callback,
+                    cancel=self._cancel,
                 )
                 self._collect(group, batches, on_frame)
                 if self._stopped:
@@ -389,8 +411,7 @@ class Session:
         Safe to call from any thread; does nothing when no run is in progress.
         """
         if self._busy.locked():
-            self._stop.set()
-            self.sampler.stop()
+            self._cancel.cancel()
 
     def delete(self, branch: Branch, *, recursive: bool = False) -> None:
         """Remove ``branch`` and free its frames and cached images.
@@ -608,6 +629,14 @@ class Session:
 
     @contextmanager
     def _running(self) -> Iterator[None]:
+        self._begin()
+        try:
+            yield
+        finally:
+            self._end()
+
+    def _begin(self) -> None:
+        """Claim the session for one run, with a new cancel token (released by `_end`)."""
         if not self._busy.acquire(blocking=False):
             active = self._active
             what = f" (branch {active.id}, {active.name})" if active is not None else ""
@@ -615,14 +644,13 @@ class Session:
                 f"a run is already in progress in this session{what}; call stop() and wait for "
                 "it to return before starting another"
             )
-        try:
-            self._stop.clear()
-            self._stopped = False
-            self.last_error = None
-            yield
-        finally:
-            self._active = None
-            self._busy.release()
+        self._cancel = CancelToken()
+        self._stopped = False
+        self.last_error = None
+
+    def _end(self) -> None:
+        self._active = None
+        self._busy.release()
 
     def _compute(self, branch, start, callback, on_frame) -> None:
         """Compute loops ``start..`` of ``branch``, adding each frame as it arrives."""
@@ -632,7 +660,12 @@ class Session:
         previous = self.frame(branch, start - 1).latent if start > 0 else None
         latent_image = branch.root.initial if start == 0 else None
         frames = self.sampler.frames(
-            branch.params, latent_image, start=start, previous=previous, callback=callback
+            branch.params,
+            latent_image,
+            start=start,
+            previous=previous,
+            callback=callback,
+            cancel=self._cancel,
         )
         self._collect([branch], _one_at_a_time(frames), on_frame)
 
@@ -646,10 +679,6 @@ class Session:
                             branch.frames[frame.index] = frame
                         if on_frame is not None:
                             on_frame(branch, frame)
-                    if self._stop.is_set():
-                        # Again, in case stop() came before the sampler's run began: the
-                        # sampler then ends after this loop and records that it stopped.
-                        self.sampler.stop()
         except BaseException as error:
             self.last_error = error
             raise
