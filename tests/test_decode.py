@@ -20,9 +20,11 @@ from seqwidgets.decode import (
     SDXL_LATENT_RGB_BIAS,
     SDXL_LATENT_RGB_FACTORS,
     ImageCache,
+    TAESDPreviewer,
     decode_latents,
     encode_image,
     latent_to_rgb,
+    make_previewer,
     preview_factors,
     thumbnail,
     to_rgba_array,
@@ -382,3 +384,71 @@ def test_cache_concurrent_misses_make_once():
     first.join()
     second.join()
     assert len(calls) == 1 and len(results) == 2 and results[0] is results[1]
+
+
+# --- TAESD previews ----------------------------------------------------------------------------
+
+
+def tiny_taesd(latent_channels: int):
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(0)
+    return AutoencoderTiny(
+        encoder_block_out_channels=(8,) * 4,
+        decoder_block_out_channels=(8,) * 4,
+        num_encoder_blocks=(1,) * 4,
+        num_decoder_blocks=(1,) * 4,
+        latent_channels=latent_channels,
+    )
+
+
+class FakeClock:
+    def __init__(self, step: float):
+        self.now, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        self.now += self.step  # every reading advances: a decode "takes" one step
+        return self.now
+
+
+def test_taesd_previewer_decodes_a_copy_at_a_bounded_rate():
+    decoder = tiny_taesd(16)
+    clock = FakeClock(0.5)
+    previewer = TAESDPreviewer(decoder, budget=0.1, min_interval=0.1, clock=clock)
+    latent = torch.randn(16, 8, 8)
+    before = latent.clone()
+    image = previewer(latent)
+    assert image.size == (64, 64) and torch.equal(latent, before)
+    want = decoder.decode(latent[None]).sample
+    want = ((want / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)[0].permute(1, 2, 0)
+    assert np.array_equal(np.asarray(image), want.numpy())
+    # started at t = 0.5 and "took" 0.5 s: with a 10 % budget the next starts at 0.5 + 5
+    assert previewer(latent) is None  # t = 1.5
+    clock.now = 4.9
+    assert previewer(latent) is None  # t = 5.4
+    clock.now = 5.0
+    assert previewer(latent) is not None  # t = 5.5
+    assert previewer(latent, force=True) is not None
+    assert previewer.decodes == 3 and previewer.seconds == pytest.approx(1.5)
+
+
+def test_taesd_from_a_folder_and_the_fallback(tmp_path):
+    pipe = tiny_pipeline("sd3")
+    tiny_taesd(16).save_pretrained(tmp_path / "taesd3", safe_serialization=True)
+    previewer, note = make_previewer(pipe, "taesd", source=tmp_path / "taesd3")
+    assert isinstance(previewer, TAESDPreviewer) and note == "TAESD preview"
+    assert previewer(torch.zeros(16, 8, 8)).size == (64, 64)
+    # a decoder for the wrong family is refused, naming the folder and the right one
+    tiny_taesd(4).save_pretrained(tmp_path / "taesd", safe_serialization=True)
+    with pytest.raises(
+        ValueError, match=r"taesd: a TAESD decoder for 4-channel.*madebyollin/taesd3"
+    ):
+        TAESDPreviewer.load(pipe, tmp_path / "taesd")
+    # unavailable (offline, nothing cached): latent-to-RGB with a note saying why
+    previewer, note = make_previewer(
+        pipe, "taesd", source=tmp_path / "missing", local_files_only=True
+    )
+    assert note.startswith("TAESD preview unavailable (") and note.endswith("latent-to-RGB preview")
+    assert previewer(torch.zeros(16, 8, 8)).size == (8, 8)
+    with pytest.raises(ValueError, match="preview must be"):
+        make_previewer(pipe, "vae")
