@@ -399,3 +399,76 @@ def random_sd15_pipeline(seed: int = 0, device: str | torch.device = "cpu"):
         vae = _vae((128, 256, 512, 512), layers_per_block=2, norm_num_groups=32, size=512)
         text_encoder = CLIPTextModel(_text_config(768, layers=12, heads=12)).eval()
     return _sd_pipeline(vae, text_encoder, unet)
+
+
+#: An SD3-medium-size MMDiT (SD3.5 medium's layout: 24 layers of 24 heads of 64, dual attention
+#: in the first 13, RMS q/k norm; 2.2 B parameters), for measuring the flow path on a GPU.
+SD3_MEDIUM_TRANSFORMER_CONFIG = dict(
+    sample_size=128,
+    patch_size=2,
+    in_channels=16,
+    out_channels=16,
+    num_layers=24,
+    attention_head_dim=64,
+    num_attention_heads=24,
+    joint_attention_dim=4096,
+    caption_projection_dim=1536,
+    pooled_projection_dim=2048,
+    pos_embed_max_size=384,
+    dual_attention_layers=tuple(range(13)),
+    qk_norm="rms_norm",
+)
+
+
+def random_sd3_pipeline(seed: int = 0, device: str | torch.device = "cpu"):
+    """An SD3-size pipeline with random weights, built offline: to measure a GPU on the flow path.
+
+    The transformer is `SD3_MEDIUM_TRANSFORMER_CONFIG` (2.2 B parameters, 16x128x128 latents for
+    1024x1024 images) and the VAE has SD3's sizes, so a step costs what SD3.5 medium's costs.
+    The two CLIP text encoders have SD3's widths (768 and 1280, pooled 2048) but one layer each,
+    and there is no T5 (diffusers then conditions on zeros in its place): prompts are encoded
+    once per run, so they barely count in a measurement. The pictures are noise. About 9 GB in
+    float32: build it on the device that will run it.
+
+    Example:
+        >>> from diffusers import SD3Transformer2DModel
+        >>> with torch.device("meta"):
+        ...     transformer = SD3Transformer2DModel(**SD3_MEDIUM_TRANSFORMER_CONFIG)
+        >>> round(sum(p.numel() for p in transformer.parameters()) / 1e9, 2)
+        2.24
+    """
+    from .models import quiet_loading
+
+    with quiet_loading():
+        from diffusers import (
+            FlowMatchEulerDiscreteScheduler,
+            SD3Transformer2DModel,
+            StableDiffusion3Pipeline,
+        )
+        from transformers import CLIPTextModelWithProjection
+
+    torch.manual_seed(seed)
+    with torch.device(device):
+        transformer = SD3Transformer2DModel(**SD3_MEDIUM_TRANSFORMER_CONFIG).eval()
+        vae = _vae(
+            (128, 256, 512, 512),
+            layers_per_block=2,
+            norm_num_groups=32,
+            size=1024,
+            latent_channels=16,
+            scaling_factor=1.5305,
+            shift_factor=0.0609,
+        )
+        clip_l = CLIPTextModelWithProjection(_text_config(768, 768, layers=1, heads=12)).eval()
+        clip_g = CLIPTextModelWithProjection(_text_config(1280, 1280, layers=1, heads=20)).eval()
+    return StableDiffusion3Pipeline(
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        vae=vae,
+        text_encoder=clip_l,
+        tokenizer=tiny_tokenizer(),
+        text_encoder_2=clip_g,
+        tokenizer_2=tiny_tokenizer(),
+        text_encoder_3=None,
+        tokenizer_3=None,
+    )

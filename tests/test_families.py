@@ -251,3 +251,14 @@ def test_render_tiny_random_sd3(tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     assert sorted(p.name for p in out.glob("loop_*.png")) == ["loop_0000.png", "loop_0001.png"]
     assert json.loads((out / "params.json").read_text())["steps"] == 2
+
+
+def test_random_sd3_has_sd3_medium_sizes():
+    # Built on the meta device: the sizes without the 9 GB of weights.
+    from seqwidgets.testing import random_sd3_pipeline
+
+    pipe = random_sd3_pipeline(device="meta")
+    sampler = sw.SequenceSampler(pipe)
+    assert sampler.family.name == "sd3"
+    assert sampler.latent_shape(params()) == (1, 16, 128, 128)  # 1024 x 1024 images
+    assert sum(p.numel() for p in pipe.transformer.parameters()) > 2.2e9

@@ -29,6 +29,7 @@ TINY_MODELS = {
     TINY_RANDOM_FLUX_SCHNELL: "flux-schnell",
 }
 RANDOM_SD15 = "random-sd15"
+RANDOM_SD3 = "random-sd3"
 
 
 def _toy_model_path() -> Path:
@@ -60,7 +61,8 @@ def load_pipeline(
         model: ``None`` for the toy model shipped with seqwidgets (runs on any CPU);
             ``"tiny-random"``, ``"tiny-random-xl"``, ``"tiny-random-sd3"``, ``"tiny-random-flux"``
             or ``"tiny-random-flux-schnell"`` for random tiny pipelines of each family;
-            ``"random-sd15"`` for SD 1.5's sizes with random weights (to measure a GPU offline);
+            ``"random-sd15"`` / ``"random-sd3"`` for SD 1.5's / an SD3-medium-size pipeline with
+            random weights (to measure a GPU offline);
             a hub id (``"stable-diffusion-v1-5/stable-diffusion-v1-5"``,
             ``"stabilityai/stable-diffusion-3.5-medium"``, ``"black-forest-labs/FLUX.1-dev"``), a
             local folder in diffusers layout, or a ready diffusers pipeline (moved, not reloaded).
@@ -94,6 +96,10 @@ def load_pipeline(
         from ..testing import random_sd15_pipeline
 
         pipe = random_sd15_pipeline(device=device)
+    elif model == RANDOM_SD3:
+        from ..testing import random_sd3_pipeline
+
+        pipe = random_sd3_pipeline(device=device)
     elif isinstance(model, (str, os.PathLike)):
         path = Path(model).expanduser()
         with quiet_loading():
