@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -156,6 +157,20 @@ def test_one_step_equals_diffusers_own_pipeline(pipes, kind):
 
 
 @pytest.mark.parametrize("kind", ["sd3", "flux"])
+def test_frames_decode_as_diffusers_decodes_them(pipes, kind):
+    from seqwidgets.decode import decode_latents
+
+    pipe = pipes[kind]
+    latent = engine_one_step(pipe).latent
+    config = pipe.vae.config
+    with torch.no_grad():  # the pipelines' own last step: unscale, unshift, decode
+        raw = latent[None] / config.scaling_factor + config.shift_factor
+        want = pipe.image_processor.postprocess(pipe.vae.decode(raw).sample, output_type="np")[0]
+    got = np.asarray(decode_latents(pipe.vae, latent)[0], dtype=np.float64) / 255
+    assert np.abs(got - want).max() <= 1 / 255 + 1e-6
+
+
+@pytest.mark.parametrize("kind", ["sd3", "flux"])
 def test_branch_and_rerun_without_changes_reproduce_the_frames(pipes, kind):
     session = Session(pipes[kind])
     root = session.run(params(sampler_name="dpmpp_2m_sde", cfg=2.0))
@@ -189,6 +204,11 @@ def test_sixteen_channel_sessions_round_trip(pipes, kind, tmp_path):
     # a session of another family is refused with a message naming both channel counts
     with pytest.raises(ValueError, match="16-channel latents"):
         Session.load(path, tiny_pipeline("sd"))
+    # and its frames export through the family's VAE (scale and shift undone)
+    gif = loaded.export(loaded.branches[1], tmp_path / "branch.gif")
+    sheet = loaded.export(loaded.branches[0], tmp_path / "sheet.png", format="contact_sheet")
+    assert gif.stat().st_size > 0 and sheet.stat().st_size > 0
+    assert loaded.image(loaded.branches[0], 2).size == (64, 64)
 
 
 def test_sd3_without_t5_and_the_empty_latent(pipes):
