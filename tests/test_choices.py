@@ -139,3 +139,11 @@ def test_choices_module_needs_no_torch() -> None:
         "assert module.SAMPLERS and 'torch' not in sys.modules, sorted(sys.modules)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_readme_names_every_sampler_scheduler_and_family() -> None:
+    from seqwidgets.families import FAMILIES
+
+    readme = (Path(choices.__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    for name in (*SAMPLERS, *choices.SCHEDULERS, *FAMILIES):
+        assert f"`{name}`" in readme, name
