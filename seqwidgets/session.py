@@ -252,7 +252,11 @@ class Session:
             initial = self.sampler.initial_latent(params, latent_image, init_image)
         if not wait:
             self._begin()
-            branch = self._new_branch(params, None, 0, initial, name)
+            try:
+                branch = self._new_branch(params, None, 0, initial, name)
+            except BaseException:
+                self._end()
+                raise
 
             def work() -> None:
                 try:
