@@ -168,7 +168,9 @@ class SequenceSampler:
 
     def __init__(self, pipe):
         self.family = detect_family(pipe)
-        for name in (self.family.network, "vae", "text_encoder"):
+        # SD-style families read their noise schedule from the scheduler's betas.
+        needed = (self.family.network, "vae", "text_encoder")
+        for name in needed if self.family.flow else (*needed, "scheduler"):
             if getattr(pipe, name, None) is None:
                 raise ValueError(
                     f"SequenceSampler needs a {self.family.label} pipeline with a {name!r}; "

@@ -67,6 +67,12 @@ def test_v_prediction_sd_and_unknown_pipelines():
     finally:
         pipe.scheduler.register_to_config(prediction_type="epsilon")
 
+    # SD reads its noise schedule from the scheduler: without one it is refused, not guessed
+    pipe.scheduler, scheduler = None, pipe.scheduler
+    with pytest.raises(ValueError, match="with a 'scheduler'"):
+        sw.SequenceSampler(pipe)
+    pipe.scheduler = scheduler
+
     class Other:
         vae = None
 
