@@ -28,7 +28,7 @@ from common import machine, write_result  # noqa: E402
 
 import seqwidgets as sw  # noqa: E402
 from seqwidgets import plots  # noqa: E402
-from seqwidgets.params import COLOR_COHERENCE_MODES  # noqa: E402
+from seqwidgets.choices import COLOR_COHERENCE_MODES  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -6,7 +6,9 @@ cached by their text. A loop's conditioning is described by a *prompt chain* (se
 its weight. Chains are cached too, so an interpolated transition costs one slerp per loop.
 
 Encoding follows ComfyUI's CLIP Text Encode: every prompt, the empty one included, goes through
-the text encoder (no zeroed "empty" prompt, even where an SDXL config asks for it).
+the text encoder (no zeroed "empty" prompt, even where an SDXL config asks for it). Each family
+encodes with its pipeline's own ``encode_prompt`` (`seqwidgets.families`): SD one CLIP; SDXL two
+CLIPs and a pooled embedding; SD3 two CLIPs and T5 (optional); Flux CLIP pooled and T5.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .families import detect_family
 from .interp import slerp
 
 
@@ -25,7 +28,8 @@ class Conditioning:
 
     Attributes:
         embeds: token embeddings ``[1, tokens, dim]``.
-        pooled: SDXL's pooled text embedding ``[1, dim]``; ``None`` for SD 1.x/2.x.
+        pooled: the pooled text embedding ``[1, dim]`` (SDXL, SD3, Flux); ``None`` for SD
+            1.x/2.x.
     """
 
     embeds: torch.Tensor
@@ -47,17 +51,14 @@ class Conditioning:
         return Conditioning(slerp(t, self.embeds, other.embeds), pooled)
 
 
-def is_sdxl(pipe) -> bool:
-    """True for SDXL-style pipelines: two text encoders and pooled embeddings."""
-    return getattr(pipe, "text_encoder_2", None) is not None
-
-
 class PromptEncoder:
     """Encodes prompts with a pipeline's text encoder(s), once per distinct text.
 
     Args:
-        pipe: a diffusers Stable Diffusion 1.x/2.x or SDXL pipeline.
-        device: where the encodings live (the UNet's device).
+        pipe: a diffusers pipeline of one of `seqwidgets.families.FAMILIES`.
+        device: where the encodings live (default: the denoising network's device).
+        max_sequence_length: T5 tokens for SD3 / Flux (default diffusers': 256 for SD3 and
+            Flux schnell, 512 for Flux dev).
 
     Example:
         >>> from seqwidgets.testing import tiny_pipeline
@@ -67,10 +68,19 @@ class PromptEncoder:
         (True, 1)
     """
 
-    def __init__(self, pipe, device: torch.device | str | None = None):
+    def __init__(
+        self,
+        pipe,
+        device: torch.device | str | None = None,
+        max_sequence_length: int | None = None,
+    ):
         self.pipe = pipe
-        self.device = torch.device(device) if device is not None else pipe.unet.device
-        self.sdxl = is_sdxl(pipe)
+        self.family = detect_family(pipe)
+        network = self.family.denoiser_network(pipe)
+        self.device = torch.device(device) if device is not None else network.device
+        if max_sequence_length is None:
+            max_sequence_length = 512 if self.family.name == "flux-dev" else 256
+        self.max_sequence_length = int(max_sequence_length)
         self.encoded = 0  # distinct prompts sent through the text encoder(s)
         self._prompts: dict[str, Conditioning] = {}
         self._chains: dict[tuple, Conditioning] = {}
@@ -82,17 +92,38 @@ class PromptEncoder:
         if cached is not None:
             return cached
         self._warn_if_truncated(prompt)
-        if self.sdxl:
+        name = self.family.name
+        if name == "sdxl":
             embeds, _, pooled, _ = self.pipe.encode_prompt(
                 prompt=prompt,
                 device=self.device,
                 num_images_per_prompt=1,
                 do_classifier_free_guidance=False,
             )
-            conditioning = Conditioning(embeds.float(), pooled.float())
+        elif name == "sd3":
+            embeds, _, pooled, _ = self.pipe.encode_prompt(
+                prompt=prompt,
+                prompt_2=None,
+                prompt_3=None,
+                device=self.device,
+                num_images_per_prompt=1,
+                do_classifier_free_guidance=False,
+                max_sequence_length=self.max_sequence_length,
+            )
+        elif self.family.packed:  # Flux
+            embeds, pooled, _ = self.pipe.encode_prompt(
+                prompt=prompt,
+                prompt_2=None,
+                device=self.device,
+                num_images_per_prompt=1,
+                max_sequence_length=self.max_sequence_length,
+            )
         else:
-            embeds, _ = self.pipe.encode_prompt(prompt, self.device, 1, False)
-            conditioning = Conditioning(embeds.float())
+            (embeds, _), pooled = self.pipe.encode_prompt(prompt, self.device, 1, False), None
+        conditioning = Conditioning(
+            embeds.float().to(self.device),
+            None if pooled is None else pooled.float().to(self.device),
+        )
         self.encoded += 1
         self._prompts[prompt] = conditioning
         return conditioning

@@ -18,34 +18,37 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .families import (
+    FLUX_LATENT_RGB_BIAS,
+    FLUX_LATENT_RGB_FACTORS,
+    SD3_LATENT_RGB_BIAS,
+    SD3_LATENT_RGB_FACTORS,
+    SD15_LATENT_RGB_FACTORS,
+    SDXL_LATENT_RGB_BIAS,
+    SDXL_LATENT_RGB_FACTORS,
+    detect_family,
+)
+
 __all__ = [
+    "FLUX_LATENT_RGB_BIAS",
+    "FLUX_LATENT_RGB_FACTORS",
+    "SD3_LATENT_RGB_BIAS",
+    "SD3_LATENT_RGB_FACTORS",
     "SD15_LATENT_RGB_FACTORS",
     "SDXL_LATENT_RGB_BIAS",
     "SDXL_LATENT_RGB_FACTORS",
+    "TAESD_MODELS",
     "ImageCache",
+    "TAESDPreviewer",
     "decode_latents",
     "encode_image",
     "latent_to_rgb",
+    "make_previewer",
     "preview_factors",
     "thumbnail",
     "to_rgba_array",
 ]
 
-# ComfyUI's published preview factors (comfy/latent_formats.py): rows are latent channels,
-# columns R, G, B. They apply to scaled latents (the space the model samples in).
-SD15_LATENT_RGB_FACTORS: tuple[tuple[float, float, float], ...] = (
-    (0.3512, 0.2297, 0.3227),
-    (0.3250, 0.4974, 0.2350),
-    (-0.2829, 0.1762, 0.2721),
-    (-0.2120, -0.2616, -0.7177),
-)
-SDXL_LATENT_RGB_FACTORS: tuple[tuple[float, float, float], ...] = (
-    (0.3651, 0.4232, 0.4341),
-    (-0.2533, -0.0042, 0.1068),
-    (0.1076, 0.1111, -0.0362),
-    (-0.3165, -0.2492, -0.2188),
-)
-SDXL_LATENT_RGB_BIAS: tuple[float, float, float] = (0.1084, -0.0175, -0.0011)
 
 # Upcasting mutates the VAE (as diffusers' pipelines do), so VAE calls from this module are
 # serialised: a preview thread must not see the VAE half-cast by a decode in another thread.
@@ -278,21 +281,166 @@ def latent_to_rgb(latents, factors, bias=None) -> np.ndarray:
 def preview_factors(pipe):
     """The latent-to-RGB factors for a pipeline: `(factors, bias)` or `None` if unknown.
 
-    Order: `pipe.seqwidgets_latent_rgb` (a `(factors, bias)` tuple set by the loader, e.g.
-    fitted factors for the toy model); then ComfyUI's SDXL factors for 4-channel latents when
-    the pipeline class name contains "XL"; then the SD 1.5 factors for other 4-channel latents.
+    `pipe.seqwidgets_latent_rgb` (a `(factors, bias)` tuple set by the loader, e.g. fitted
+    factors for the toy model) wins; otherwise ComfyUI's factors for the pipeline's family
+    (`seqwidgets.families.detect_family`): SD 1.5's, SDXL's, SD3's or Flux's.
+
+    Example:
+        >>> from seqwidgets.testing import tiny_pipeline
+        >>> factors, bias = preview_factors(tiny_pipeline("sd3"))
+        >>> len(factors), bias
+        (16, (0.2394, 0.2135, 0.1925))
     """
     custom = getattr(pipe, "seqwidgets_latent_rgb", None)
     if custom is not None:
         factors, bias = custom
         return factors, bias
-    vae = getattr(pipe, "vae", None)
-    channels = vae.config.latent_channels if vae is not None else None
-    if channels != 4:
+    try:
+        family = detect_family(pipe)
+    except ValueError:
         return None
-    if "XL" in type(pipe).__name__:
-        return SDXL_LATENT_RGB_FACTORS, SDXL_LATENT_RGB_BIAS
-    return SD15_LATENT_RGB_FACTORS, None
+    return family.latent_rgb
+
+
+#: The TAESD-family decoder (diffusers' ``AutoencoderTiny``) for each model family, by hub id.
+TAESD_MODELS: dict[str, str] = {
+    "sd": "madebyollin/taesd",
+    "sd-v": "madebyollin/taesd",
+    "sdxl": "madebyollin/taesdxl",
+    "sd3": "madebyollin/taesd3",
+    "flux-dev": "madebyollin/taef1",
+    "flux-schnell": "madebyollin/taef1",
+}
+
+#: A live previewer: ``previewer(denoised_latent) -> image``, or ``None`` when it skips a step.
+Previewer = Callable[[torch.Tensor], "Image.Image | None"]
+
+
+class TAESDPreviewer:
+    """Decodes mid-sampling estimates with a tiny TAESD decoder, at a bounded rate.
+
+    The decoder reads latents in the model's scaling, as ComfyUI's TAESD previewer decodes its
+    ``x0`` (so the ``AutoencoderTiny`` config's own scaling is not applied). It works on a copy
+    of the latent (ComfyUI bug #13366: decoding the live tensor in place corrupts sampling).
+
+    The rate is bounded so previews cost at most ``budget`` of the wall time: after a decode
+    that took ``t`` seconds the next one waits at least ``max(min_interval, t / budget)``.
+    Skipped calls return ``None`` at once; ``force=True`` decodes regardless (a final frame).
+
+    Args:
+        decoder: an ``AutoencoderTiny`` (or anything with ``decode(x).sample`` and ``config``).
+        budget (`float`, defaults to 0.1): the most wall time spent decoding, as a fraction.
+        min_interval (`float`, defaults to 0.1): seconds between previews at the least.
+        clock: seconds counter (``time.monotonic``); tests pass a fake one.
+
+    Attributes:
+        decodes (`int`), seconds (`float`): decodes done and the time they took.
+
+    Example:
+        >>> from diffusers import AutoencoderTiny
+        >>> tiny = AutoencoderTiny(encoder_block_out_channels=(8,) * 4,
+        ...     decoder_block_out_channels=(8,) * 4, num_encoder_blocks=(1,) * 4,
+        ...     num_decoder_blocks=(1,) * 4, latent_channels=4)
+        >>> previewer = TAESDPreviewer(tiny)
+        >>> previewer(torch.zeros(4, 8, 8)).size
+        (64, 64)
+    """
+
+    def __init__(self, decoder, *, budget: float = 0.1, min_interval: float = 0.1, clock=None):
+        if not 0 < budget <= 1:
+            raise ValueError(f"budget must be in (0, 1], got {budget!r}")
+        import time
+
+        self.decoder = decoder.eval()
+        self.budget, self.min_interval = float(budget), float(min_interval)
+        self._clock = clock or time.monotonic
+        self._next = float("-inf")
+        self.decodes, self.seconds = 0, 0.0
+        self.latent_channels = int(decoder.config.latent_channels)
+
+    @classmethod
+    def load(
+        cls, pipe, source=None, *, local_files_only: bool = False, **options
+    ) -> TAESDPreviewer:
+        """The TAESD decoder for ``pipe``'s family (`TAESD_MODELS`), or from ``source`` (a hub
+        id or a local folder in diffusers layout), on the pipeline's device and dtype.
+
+        Raises:
+            OSError: it cannot be downloaded (offline) or read.
+            ValueError: its latent channels do not match the pipeline's.
+        """
+        from diffusers import AutoencoderTiny
+
+        family = detect_family(pipe)
+        source = source if source is not None else TAESD_MODELS[family.name]
+        network = family.denoiser_network(pipe)
+        decoder = AutoencoderTiny.from_pretrained(
+            str(source), local_files_only=local_files_only, use_safetensors=True
+        ).to(device=network.device, dtype=network.dtype)
+        channels = family.latent_channels(pipe)
+        if decoder.config.latent_channels != channels:
+            raise ValueError(
+                f"{source}: a TAESD decoder for {decoder.config.latent_channels}-channel latents; "
+                f"this {family.label} pipeline has {channels} (use {TAESD_MODELS[family.name]})"
+            )
+        return cls(decoder, **options)
+
+    @torch.no_grad()
+    def __call__(self, latent: torch.Tensor, *, force: bool = False) -> Image.Image | None:
+        now = self._clock()
+        if not force and now < self._next:
+            return None
+        x = latent.detach()
+        x = x[None] if x.ndim == 3 else x[:1]
+        if x.shape[1] != self.latent_channels:
+            raise ValueError(
+                f"latent has {x.shape[1]} channels, the TAESD decoder {self.latent_channels}"
+            )
+        param = next(self.decoder.parameters())
+        x = x.to(device=param.device, dtype=param.dtype, copy=True)
+        image = Image.fromarray(_to_uint8_hwc(self.decoder.decode(x).sample)[0])
+        took = self._clock() - now
+        self.decodes += 1
+        self.seconds += took
+        self._next = now + max(self.min_interval, took / self.budget)
+        return image
+
+
+def make_previewer(
+    pipe, preview: str = "latent_rgb", *, source=None, local_files_only: bool = False
+) -> tuple[Previewer | None, str]:
+    """The live previewer a studio asks for, and a note for the user.
+
+    ``preview="latent_rgb"``: ComfyUI's linear latent-to-RGB map (`preview_factors`), every
+    step, nearly free. ``"taesd"``: a `TAESDPreviewer` (from the hub when online, or
+    ``source``); when it cannot be loaded, the latent-to-RGB preview with a note saying why.
+    Returns ``(None, note)`` when no preview is known for the pipeline.
+
+    Example:
+        >>> from seqwidgets.testing import tiny_pipeline
+        >>> previewer, note = make_previewer(tiny_pipeline("flux"))
+        >>> previewer(torch.zeros(16, 8, 8)).size, note
+        ((8, 8), 'latent-to-RGB preview')
+    """
+    if preview not in ("latent_rgb", "taesd"):
+        raise ValueError(f"preview must be 'latent_rgb' or 'taesd', got {preview!r}")
+    fallback = ""
+    if preview == "taesd":
+        try:
+            return TAESDPreviewer.load(
+                pipe, source, local_files_only=local_files_only
+            ), "TAESD preview"
+        except (OSError, ValueError, ImportError) as error:
+            fallback = f"TAESD preview unavailable ({error}); "
+    found = preview_factors(pipe)
+    if not found:
+        return None, fallback + "no preview for this pipeline"
+    factors, bias = found
+
+    def latent_rgb(latent: torch.Tensor) -> Image.Image:
+        return Image.fromarray(latent_to_rgb(latent, factors, bias))
+
+    return latent_rgb, fallback + "latent-to-RGB preview"
 
 
 def thumbnail(image: Image.Image, size: int | tuple[int, int]) -> Image.Image:

@@ -1,16 +1,21 @@
-"""The denoiser the samplers call: a diffusers UNet behind ComfyUI's conventions.
+"""The denoiser the samplers call: a diffusers UNet or transformer behind ComfyUI's conventions.
 
 ``CFGDenoiser(x, sigma)`` returns the denoised estimate of ``x`` at noise level ``sigma``:
 
-1. the UNet sees ``x / sqrt(sigma**2 + 1)`` and the *nearest integer* training step of ``sigma``;
-2. negative and positive prompts go through the UNet as one batch (one call per step);
-3. ``denoised = x - sigma * eps`` (or the v-prediction form) for each;
+1. the network sees the model sampling's input (``x / sqrt(sigma**2 + 1)`` for SD-style models,
+   ``x`` itself for flow models) and its timestep (the *nearest integer* training step for SD,
+   ``sigma * 1000`` for SD3, ``sigma`` for Flux, whose transformer multiplies by 1000 itself);
+2. negative and positive prompts go through the network as one batch (one call per step);
+3. ``denoised = x - sigma * eps`` (or the v-prediction form, or ``x - sigma * v`` for flow);
 4. classifier-free guidance ``uncond + cfg * (cond - uncond)``; when every ``cfg == 1`` that is
    ``cond`` alone, so the negative half is skipped (ComfyUI's cfg1 optimisation).
 
+Flux reads the latent as 2x2 patches (packed tokens with image ids) and, for Flux dev, a
+distilled guidance value (``flux_guidance``, ComfyUI's FluxGuidance, default 3.5).
+
 A batch of latents may carry one conditioning and one cfg per item (branches run together).
-Latents stay float32 between steps; only the UNet input is cast to the UNet's dtype (fp16 on
-CUDA), as ComfyUI does.
+Latents stay float32 between steps; only the network input is cast to its dtype (fp16 on CUDA),
+as ComfyUI does.
 """
 
 from __future__ import annotations
@@ -20,44 +25,70 @@ from collections.abc import Sequence
 import torch
 
 from .conditioning import Conditioning
+from .families import FAMILIES, Family
+
+
+def _per_item_list(value: float | Sequence[float]) -> list[float]:
+    return [float(value)] if isinstance(value, (int, float)) else [float(v) for v in value]
 
 
 class CFGDenoiser:
-    """Wraps ``pipe.unet`` as a k-diffusion style denoiser with batched CFG.
+    """Wraps a pipeline's UNet or transformer as a k-diffusion style denoiser with batched CFG.
 
     Args:
-        unet: the pipeline's ``UNet2DConditionModel``.
-        model_sampling: a :class:`seqwidgets.sampling.ModelSampling` on the UNet's device.
+        network: the pipeline's ``UNet2DConditionModel``, ``SD3Transformer2DModel`` or
+            ``FluxTransformer2DModel``.
+        model_sampling: a `seqwidgets.schedules.ModelSampling` or ``FlowModelSampling`` on the
+            network's device.
         positive, negative: a :class:`Conditioning` per batch item (or one for all).
         cfg: the guidance scale, one per batch item or one for all.
-        time_ids: SDXL's ``add_time_ids`` ``[1, 6]``; ``None`` for SD 1.x/2.x.
+        time_ids: SDXL's ``add_time_ids`` ``[1, 6]``; ``None`` otherwise.
+        family: the pipeline's `seqwidgets.families.Family` (default SD 1.x/2.x).
+        guidance: Flux dev's distilled guidance, one per item or one for all (ignored by
+            families without guidance embeddings).
 
     Attributes:
-        calls: UNet forward passes made so far (one per step, CFG included).
+        calls: network forward passes made so far (one per step, CFG included).
+
+    Example:
+        >>> from seqwidgets.conditioning import PromptEncoder
+        >>> from seqwidgets.families import detect_family
+        >>> from seqwidgets.testing import tiny_pipeline
+        >>> pipe = tiny_pipeline("flux")
+        >>> family = detect_family(pipe)
+        >>> cond = PromptEncoder(pipe).encode("a red circle")
+        >>> denoiser = CFGDenoiser(pipe.transformer, family.model_sampling(pipe), cond, cond,
+        ...                        1.0, family=family, guidance=3.5)
+        >>> denoiser(torch.zeros(1, 16, 8, 8), torch.tensor([0.5])).shape, denoiser.calls
+        (torch.Size([1, 16, 8, 8]), 1)
     """
 
     def __init__(
         self,
-        unet,
+        network,
         model_sampling,
         positive: Conditioning | Sequence[Conditioning],
         negative: Conditioning | Sequence[Conditioning],
         cfg: float | Sequence[float],
         time_ids: torch.Tensor | None = None,
+        *,
+        family: Family | None = None,
+        guidance: float | Sequence[float] = 3.5,
     ):
         positive = [positive] if isinstance(positive, Conditioning) else list(positive)
         negative = [negative] if isinstance(negative, Conditioning) else list(negative)
-        cfgs = [float(cfg)] if isinstance(cfg, (int, float)) else [float(c) for c in cfg]
+        cfgs = _per_item_list(cfg)
         if not len(positive) == len(negative) == len(cfgs):
             raise ValueError(
                 f"one positive, negative and cfg per item: got {len(positive)}, "
                 f"{len(negative)} and {len(cfgs)}"
             )
-        self.unet = unet
+        self.network = network
+        self.family = family or FAMILIES["sd"]
         self.model_sampling = model_sampling
         self.calls = 0
-        # Read once: `unet.dtype` walks every parameter, too slow to ask on every step.
-        self.dtype = unet.dtype
+        # Read once: `network.dtype` walks every parameter, too slow to ask on every step.
+        self.dtype = network.dtype
         self.items = len(cfgs)
         # Batch order [negatives..., positives...]; when every cfg is 1 only the positives.
         self.guided = any(c != 1.0 for c in cfgs)
@@ -65,29 +96,102 @@ class CFGDenoiser:
         self._embeds = sides.embeds.to(self.dtype)
         device = self._embeds.device
         self._cfg = torch.tensor(cfgs, device=device).view(-1, 1, 1, 1)
+        self._pooled = None if sides.pooled is None else sides.pooled.to(self.dtype)
         self._added = None
-        if sides.pooled is not None:
+        if self.family.name == "sdxl":
             ids = time_ids.to(device=device, dtype=self.dtype).repeat(len(sides.pooled), 1)
-            self._added = {"text_embeds": sides.pooled.to(self.dtype), "time_ids": ids}
+            self._added = {"text_embeds": self._pooled, "time_ids": ids}
+        self._guidance = None
+        if self.family.guidance_embeds:
+            values = _per_item_list(guidance)
+            values = values * len(cfgs) if len(values) == 1 else values
+            if len(values) != len(cfgs):
+                raise ValueError(f"one guidance per item: got {len(values)} for {len(cfgs)}")
+            self._guidance = torch.tensor(values * (2 if self.guided else 1), device=device)
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **extra_args) -> torch.Tensor:
         ms = self.model_sampling
         repeats = self._embeds.shape[0] // x.shape[0]
-        x_in = ms.calculate_input(sigma, x)
-        eps = self.unet(
-            x_in.repeat(repeats, 1, 1, 1).to(self.dtype),
-            ms.timestep(sigma).repeat(repeats),
-            encoder_hidden_states=self._embeds,
-            added_cond_kwargs=self._added,
-            return_dict=False,
-        )[0].float()
+        x_in = ms.calculate_input(sigma, x).repeat(repeats, 1, 1, 1).to(self.dtype)
+        timestep = ms.timestep(sigma).repeat(repeats)
+        out = self._forward(x_in, timestep).float()
         self.calls += 1
-        denoised = ms.calculate_denoised(sigma.repeat(repeats), eps, x.repeat(repeats, 1, 1, 1))
+        denoised = ms.calculate_denoised(sigma.repeat(repeats), out, x.repeat(repeats, 1, 1, 1))
         if not self.guided:
             return denoised
         uncond, cond = denoised.chunk(2)
         return uncond + (cond - uncond) * self._cfg
+
+    def _forward(self, x_in: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        """One network call on the whole batch; returns eps / v in the latent's layout."""
+        if self.family.network == "unet":
+            return self.network(
+                x_in,
+                timestep,
+                encoder_hidden_states=self._embeds,
+                added_cond_kwargs=self._added,
+                return_dict=False,
+            )[0]
+        if not self.family.packed:  # SD3
+            return self.network(
+                hidden_states=x_in,
+                timestep=timestep.to(self.dtype),
+                encoder_hidden_states=self._embeds,
+                pooled_projections=self._pooled,
+                return_dict=False,
+            )[0]
+        batch, channels, height, width = x_in.shape
+        out = self.network(
+            hidden_states=pack_latents(x_in),
+            timestep=timestep.to(self.dtype),
+            guidance=None if self._guidance is None else self._guidance.to(self.dtype),
+            pooled_projections=self._pooled,
+            encoder_hidden_states=self._embeds,
+            txt_ids=torch.zeros(self._embeds.shape[1], 3, device=x_in.device, dtype=self.dtype),
+            img_ids=latent_image_ids(height, width, x_in.device, self.dtype),
+            return_dict=False,
+        )[0]
+        return unpack_latents(out, channels, height, width)
+
+
+def pack_latents(x: torch.Tensor) -> torch.Tensor:
+    """``[B, C, h, w]`` -> Flux's tokens ``[B, h/2 * w/2, 4C]`` (2x2 patches, channel-major).
+
+    Example:
+        >>> x = torch.arange(16.0).view(1, 1, 4, 4)
+        >>> pack_latents(x)[0, 0].tolist()
+        [0.0, 1.0, 4.0, 5.0]
+        >>> torch.equal(unpack_latents(pack_latents(x), 1, 4, 4), x)
+        True
+    """
+    b, c, h, w = x.shape
+    if h % 2 or w % 2:
+        raise ValueError(
+            f"Flux packs 2x2 latent patches: height and width must be even, got {h}x{w}"
+        )
+    x = x.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5)
+    return x.reshape(b, (h // 2) * (w // 2), c * 4)
+
+
+def unpack_latents(tokens: torch.Tensor, channels: int, height: int, width: int) -> torch.Tensor:
+    """The inverse of :func:`pack_latents`: ``[B, h/2 * w/2, 4C]`` -> ``[B, C, h, w]``."""
+    b = tokens.shape[0]
+    x = tokens.view(b, height // 2, width // 2, channels, 2, 2).permute(0, 3, 1, 4, 2, 5)
+    return x.reshape(b, channels, height, width)
+
+
+def latent_image_ids(height: int, width: int, device, dtype) -> torch.Tensor:
+    """Flux's image position ids ``[h/2 * w/2, 3]``: ``(0, row, column)`` of each 2x2 patch.
+
+    Example:
+        >>> latent_image_ids(4, 4, "cpu", torch.float32)[-1].tolist()
+        [0.0, 1.0, 1.0]
+    """
+    ids = torch.zeros(height // 2, width // 2, 3)
+    ids[..., 1] = torch.arange(height // 2)[:, None]
+    ids[..., 2] = torch.arange(width // 2)[None, :]
+    return ids.reshape(-1, 3).to(device=device, dtype=dtype)
 
 
 def sdxl_time_ids(height: int, width: int) -> torch.Tensor:

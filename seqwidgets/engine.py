@@ -6,9 +6,11 @@ Each loop of a run, top to bottom (see ``SequenceSampler.frames``):
 2. the prompt chains become conditionings (cached: one text-encoder call per distinct prompt);
 3. the input latent is the empty/init latent for loop 0, the previous loop's result after;
 4. noise is ``torch.randn`` from a CPU generator seeded with the loop's seed (ComfyUI's
-   convention, identical on every device), scaled by the first sigma and added; or, with
+   convention, identical on every device), mixed in by the model sampling (``latent + sigma *
+   noise`` for SD, ``sigma * noise + (1 - sigma) * latent`` for flow models); or, with
    ``unsample_latents``, the input is first run backwards along the ODE to that noise level;
-5. the sampler walks the sigma slice, one batched CFG UNet call per step;
+5. the sampler walks the sigma slice, one batched CFG network call (UNet or transformer) per
+   step;
 6. with ``use_latent_interpolation``, the result is mixed with the previous loop's result;
 7. the frame is moved to the CPU, checked for NaN/Inf and yielded at once.
 
@@ -22,7 +24,6 @@ Example:
 
 from __future__ import annotations
 
-import copy
 import math
 import threading
 import time
@@ -31,10 +32,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import sampling
+from . import samplers
 from .coherence import ColorCoherence
-from .conditioning import PromptEncoder, is_sdxl
+from .conditioning import PromptEncoder
 from .denoiser import CFGDenoiser, sdxl_time_ids
+from .families import detect_family
 from .interp import LATENT_INTERPOLATIONS
 from .params import SequenceParams
 from .plan import LoopPlan, PromptChain, plan_sequence
@@ -77,16 +79,6 @@ class Frame:
         return self.positive[-1][0]
 
 
-def _on_device(model_sampling, device: torch.device):
-    """A shallow copy of a ModelSampling whose schedule tensors live on ``device``."""
-    if device.type == "cpu":
-        return model_sampling
-    moved = copy.copy(model_sampling)
-    moved.sigmas = model_sampling.sigmas.to(device)
-    moved.log_sigmas = model_sampling.log_sigmas.to(device)
-    return moved
-
-
 def _mark_loop(error: BaseException, index: int) -> None:
     """Record on ``error`` the loop it was raised in: ``error.loop``, and a traceback note."""
     if getattr(error, "loop", None) is not None:
@@ -100,7 +92,36 @@ def _mark_loop(error: BaseException, index: int) -> None:
 
 
 class _Stopped(Exception):
-    """Raised from the step callback to unwind the sampler when ``stop()`` was called."""
+    """Raised from the step callback to unwind the sampler when the run was cancelled."""
+
+
+class CancelToken:
+    """One run's stop request: cancelled once, never cleared.
+
+    Whoever starts a run creates one and passes it to `SequenceSampler.frames` (the session
+    does; the sampler makes its own otherwise). Cancelling it from any thread ends that run at
+    the next model step, even before the run has begun: a stop can never be lost, and a new
+    run gets a new token, so an old stop never reaches it.
+
+    Example:
+        >>> token = CancelToken()
+        >>> token.cancel(); token.cancelled
+        True
+    """
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        """Ask the run to stop (idempotent, thread-safe)."""
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether :meth:`cancel` was called."""
+        return self._event.is_set()
 
 
 def default_device() -> torch.device:
@@ -113,15 +134,17 @@ def default_device() -> torch.device:
 
 
 class SequenceSampler:
-    """Runs the KSampler Sequence loop on a diffusers SD 1.x/2.x or SDXL pipeline.
+    """Runs the KSampler Sequence loop on a diffusers SD 1.x/2.x, SDXL, SD3/SD3.5 or Flux pipeline.
 
     Args:
-        pipe: a diffusers pipeline with ``unet``, ``vae``, ``text_encoder`` (and, for SDXL,
-            ``text_encoder_2``). It is used where it is: move it first
-            (``sw.load_pipeline`` puts it on CUDA in fp16 when there is a GPU).
+        pipe: a diffusers pipeline of one of `seqwidgets.families.FAMILIES` (a ``unet`` or
+            ``transformer``, a ``vae`` and a ``text_encoder``). It is used where it is: move it
+            first (``sw.load_pipeline`` puts it on CUDA in fp16 when there is a GPU).
 
     Attributes:
-        unet_calls: UNet forward passes so far (``steps`` per loop; twice that with unsample).
+        family: the pipeline's `seqwidgets.families.Family`.
+        unet_calls: denoising-network forward passes so far (UNet or transformer: ``steps`` per
+            loop with batched CFG; twice that with unsample).
         stopped: whether the last run ended early because of :meth:`stop`.
 
     Example:
@@ -145,23 +168,27 @@ class SequenceSampler:
     )
 
     def __init__(self, pipe):
-        for name in ("unet", "vae", "text_encoder", "scheduler"):
+        self.family = detect_family(pipe)
+        # SD-style families read their noise schedule from the scheduler's betas.
+        needed = (self.family.network, "vae", "text_encoder")
+        for name in needed if self.family.flow else (*needed, "scheduler"):
             if getattr(pipe, name, None) is None:
                 raise ValueError(
-                    f"SequenceSampler needs a Stable Diffusion style pipeline with a {name!r}; "
+                    f"SequenceSampler needs a {self.family.label} pipeline with a {name!r}; "
                     f"got {type(pipe).__name__} without one"
                 )
         self.pipe = pipe
-        self.device = pipe.unet.device
-        self.dtype = pipe.unet.dtype  # frames are stored in the pipeline's dtype
-        # The schedule is planned on the CPU; the denoiser reads a copy on the UNet's device so
-        # that looking up a timestep never waits for the GPU.
-        self.model_sampling = sampling.ModelSampling.from_pipeline(pipe)
-        self._device_sampling = _on_device(self.model_sampling, self.device)
+        self.network = self.family.denoiser_network(pipe)
+        self.device = self.network.device
+        self.dtype = self.network.dtype  # frames are stored in the pipeline's dtype
+        # The schedule is planned on the CPU; the denoiser reads a copy on the network's device
+        # so that looking up a timestep never waits for the GPU.
+        self.model_sampling = self.family.model_sampling(pipe)
+        self._device_sampling = self.model_sampling.to(self.device)
         self.encoder = PromptEncoder(pipe, self.device)
         self.unet_calls = 0
         self.stopped = False
-        self._stop = threading.Event()
+        self._token: CancelToken | None = None  # the latest run's
         self._running = threading.Lock()
 
     # -- public API ------------------------------------------------------------------------
@@ -174,26 +201,42 @@ class SequenceSampler:
     def stop(self) -> None:
         """End the current run at the next step boundary; finished frames are kept.
 
-        Safe to call from another thread (a widget's Stop button).
+        Cancels the latest run's `CancelToken` (a run whose frames were asked for but not yet
+        begun stops before its first step). Safe to call from another thread (a widget's Stop
+        button).
         """
-        self._stop.set()
+        token = self._token
+        if token is not None:
+            token.cancel()
 
     def image_size(self, params: SequenceParams) -> tuple[int, int]:
         """``(width, height)`` of the run's images: the settings', else the pipeline default."""
-        default = self.pipe.unet.config.sample_size * self.pipe.vae_scale_factor
+        default = self.family.default_image_size(self.pipe)
         width = params.width or default
         height = params.height or default
-        factor = self.pipe.vae_scale_factor
+        factor = self.family.size_multiple(self.pipe)
         for name, value in (("width", width), ("height", height)):
             if value % factor:
-                raise ValueError(f"{name}={value} must be a multiple of {factor} for this VAE")
+                raise ValueError(
+                    f"{name}={value} must be a multiple of {factor} for this "
+                    f"{self.family.label} pipeline"
+                )
         return width, height
 
     def latent_shape(self, params: SequenceParams) -> tuple[int, int, int, int]:
         """``(1, channels, height / 8, width / 8)`` for this pipeline and these settings."""
         width, height = self.image_size(params)
         factor = self.pipe.vae_scale_factor
-        return (1, self.pipe.unet.config.in_channels, height // factor, width // factor)
+        channels = self.family.latent_channels(self.pipe)
+        return (1, channels, height // factor, width // factor)
+
+    def empty_latent(self, params: SequenceParams) -> torch.Tensor:
+        """The empty latent in the model's scaling: ComfyUI's all-zero VAE latent after
+        ``process_latent_in``, so ``-shift_factor * scaling_factor`` where the VAE has a shift
+        (SD3, Flux) and zeros otherwise."""
+        config = self.pipe.vae.config
+        shift = config.get("shift_factor") or 0.0
+        return torch.full(self.latent_shape(params), -shift * config.get("scaling_factor", 1.0))
 
     def initial_latent(self, params: SequenceParams, latent_image=None, init_image=None):
         """Loop 0's input: ``latent_image``, an encoded ``init_image``, or the empty latent."""
@@ -206,7 +249,7 @@ class SequenceSampler:
             width, height = self.image_size(params)
             return encode_image(self.pipe.vae, init_image, size=(width, height)).float().cpu()
         if latent_image is None:
-            return torch.zeros(shape)
+            return self.empty_latent(params)
         if not isinstance(latent_image, torch.Tensor):
             raise ValueError(f"latent_image must be a torch.Tensor, got {type(latent_image)}")
         latent = latent_image.detach().float().cpu()
@@ -233,6 +276,7 @@ class SequenceSampler:
         previous: torch.Tensor | None = None,
         callback: StepCallback | None = None,
         earlier: Callable[[int], torch.Tensor] | None = None,
+        cancel: CancelToken | None = None,
     ) -> Iterator[Frame]:
         """Run the sequence, yielding each loop's :class:`Frame` as soon as it is done.
 
@@ -245,15 +289,22 @@ class SequenceSampler:
             callback: ``callback(loop, step, sigma, denoised)`` after every model step.
             earlier: ``earlier(index)`` returns the latent of a loop before ``start``; needed
                 only when resuming with ``color_coherence``, whose reference may be such a loop.
-
-        A call to :meth:`stop` (from any thread) ends the run at the next step boundary;
-        the frames already yielded stay valid and ``stopped`` is set.
+            cancel: this run's `CancelToken` (default: a new one). The run ends at the next step
+                boundary once it is cancelled, before its first step if it already is; the
+                frames already yielded stay valid and ``stopped`` is set. :meth:`stop` cancels
+                it too. The token is never cleared.
         """
+        token = self._token = cancel if cancel is not None else CancelToken()
+        return self._frames(
+            params, latent_image, init_image, start, previous, callback, token, earlier
+        )
+
+    def _frames(self, params, latent_image, init_image, start, previous, callback, token, earlier):
         if start == 0:
             x = self.initial_latent(params, latent_image, init_image)
         else:
             x = self._previous_latent(params, start, previous)
-        for frames in self._run([params], x, start, callback, earlier):
+        for frames in self._run([params], x, start, callback, token, earlier):
             yield frames[0]
 
     def frames_batch(
@@ -264,6 +315,7 @@ class SequenceSampler:
         previous: torch.Tensor,
         callback: StepCallback | None = None,
         earlier: Callable[[int], torch.Tensor] | None = None,
+        cancel: CancelToken | None = None,
     ) -> Iterator[list[Frame]]:
         """Run several variations from one frame as one batch; yield each loop's frames.
 
@@ -272,7 +324,8 @@ class SequenceSampler:
         seed mode, prompts, cfg, conditioning slerp and latent interpolation, which leave the
         sigma schedule alone; they must agree on everything that shapes it (steps, sampler,
         scheduler, denoise, loop count, unsample, size). Each item draws exactly the noise a
-        separate run would, so results equal separate runs up to float round-off.
+        separate run would, so results equal separate runs up to float round-off. ``cancel``
+        as for :meth:`frames`.
 
         Example:
             >>> import seqwidgets as sw
@@ -284,6 +337,10 @@ class SequenceSampler:
             >>> [len(f) for f in sampler.frames_batch(variations, start=1, previous=first.latent)]
             [3, 3]
         """
+        token = self._token = cancel if cancel is not None else CancelToken()
+        return self._frames_batch(params_list, start, previous, callback, token, earlier)
+
+    def _frames_batch(self, params_list, start, previous, callback, token, earlier):
         if not params_list:
             raise ValueError("frames_batch needs at least one SequenceParams")
         shared = self.BATCH_SHARED
@@ -297,7 +354,7 @@ class SequenceSampler:
                     )
         x = self._previous_latent(first, start, previous)
         x = x.repeat(len(params_list), 1, 1, 1)
-        yield from self._run(params_list, x, start, callback, earlier)
+        yield from self._run(params_list, x, start, callback, token, earlier)
 
     def sample(
         self,
@@ -337,6 +394,7 @@ class SequenceSampler:
         x: torch.Tensor,
         start: int,
         callback: StepCallback | None,
+        token: CancelToken,
         earlier: Callable[[int], torch.Tensor] | None = None,
     ) -> Iterator[list[Frame]]:
         """The loop itself, over a batch of settings; yields each loop's frames."""
@@ -350,16 +408,18 @@ class SequenceSampler:
                 "(two runs must not interleave on one pipeline)"
             )
         try:
-            self._stop.clear()
             self.stopped = False
             size = self.image_size(params_list[0])
             coherence = ColorCoherence(self.pipe, params_list, plans, size, start, earlier)
             for index in range(start, loops):
+                if token.cancelled:  # also before loop 0: a stop that came early is not lost
+                    self.stopped = True
+                    return
                 loop_plans = [plan[index] for plan in plans]
                 try:
                     # Colour coherence (ours, off by default: then x is returned untouched).
                     x = coherence.before_loop(loop_plans, x)
-                    frames = self._run_loop(params_list, loop_plans, x, callback)
+                    frames = self._run_loop(params_list, loop_plans, x, callback, token)
                     coherence.after_loop(frames)
                 except _Stopped:
                     self.stopped = True
@@ -379,31 +439,31 @@ class SequenceSampler:
                 # The next loop starts from the stored frames, so a branch resumed from one later
                 # computes bit for bit what this run computes now.
                 x = torch.stack([frame.latent for frame in frames]).float()
-                if self._stop.is_set():
-                    self.stopped = True
-                    return
+            self.stopped = token.cancelled  # cancelled during the last loop's consumer
         finally:
             self._running.release()
 
     def _conditioned_denoiser(self, params_list, plans) -> CFGDenoiser:
         time_ids = None
-        if is_sdxl(self.pipe):
+        if self.family.name == "sdxl":
             width, height = self.image_size(params_list[0])
             time_ids = sdxl_time_ids(height, width).to(self.device)
         return CFGDenoiser(
-            self.pipe.unet,
+            self.network,
             self._device_sampling,
             [self.encoder.chain(plan.positive) for plan in plans],
             [self.encoder.chain(plan.negative) for plan in plans],
             [params.cfg for params in params_list],
             time_ids,
+            family=self.family,
+            guidance=[params.flux_guidance for params in params_list],
         )
 
-    def _step_callback(self, plan: LoopPlan, callback: StepCallback | None):
+    def _step_callback(self, plan: LoopPlan, callback: StepCallback | None, token: CancelToken):
         sigmas = plan.sigmas  # the CPU copy: reading a float from it costs no device sync
 
         def on_step(info: dict) -> None:
-            if self._stop.is_set():
+            if token.cancelled:
                 raise _Stopped
             if callback is not None:
                 i = info["i"]
@@ -417,6 +477,7 @@ class SequenceSampler:
         plans: list[LoopPlan],
         x_in: torch.Tensor,
         callback: StepCallback | None,
+        token: CancelToken,
     ) -> list[Frame]:
         started = time.perf_counter()
         timings = {"unsample": 0.0, "sample": 0.0}
@@ -430,7 +491,9 @@ class SequenceSampler:
             seeds = [p.seed for p in plans]
             if params.unsample_latents and plan.index > 0:
                 t0 = time.perf_counter()
-                x = self._unsample(denoiser, x_in, plan.sigmas, self._step_callback(plan, None))
+                x = self._unsample(
+                    denoiser, x_in, plan.sigmas, self._step_callback(plan, None, token)
+                )
                 timings["unsample"] = time.perf_counter() - t0
             else:
                 noise = torch.cat(
@@ -444,14 +507,14 @@ class SequenceSampler:
             # A single item seeds its sampler noise as ComfyUI does; a batch, item by item.
             noise_sampler = None
             if len(seeds) > 1:
-                noise_sampler = sampling.batch_noise_sampler(params.sampler_name, x, sigmas, seeds)
+                noise_sampler = samplers.batch_noise_sampler(params.sampler_name, x, sigmas, seeds)
             t0 = time.perf_counter()
-            result = sampling.sample(
+            result = samplers.sample(
                 params.sampler_name,
                 denoiser,
                 x,
                 sigmas,
-                callback=self._step_callback(plan, callback),
+                callback=self._step_callback(plan, callback, token),
                 seed=seeds[0],
                 noise_sampler=noise_sampler,
             )
@@ -494,4 +557,4 @@ class SequenceSampler:
         """
         up = sigmas.flip(0).clone()
         up[0] = max(float(up[0]), float(self.model_sampling.sigma_min))
-        return sampling.sample("euler", denoiser, x, up.to(self.device), callback=on_step)
+        return samplers.sample("euler", denoiser, x, up.to(self.device), callback=on_step)

@@ -1,8 +1,9 @@
 """`SequenceParams`: the inputs of ComfyUI's KSampler Sequence node, validated.
 
-Every input keeps the node's name, default and range (its ``INPUT_TYPES``). Three inputs are ours:
-``width`` / ``height`` (the size of an empty latent; ``None`` means the pipeline's default size)
-and ``keyframe_interpolation`` (a smooth transition between keyframes, see `seqwidgets.plan`).
+Every input keeps the node's name, default and range (its ``INPUT_TYPES``). Four inputs are ours:
+``width`` / ``height`` (the size of an empty latent; ``None`` means the pipeline's default size),
+``keyframe_interpolation`` (a smooth transition between keyframes, see `seqwidgets.plan`) and
+``flux_guidance`` (Flux dev's distilled guidance, ComfyUI's FluxGuidance node).
 
 `PARAM_SPECS` is the single source of truth for each field's type, default, range or choices and
 help text: validation reads it, and so do the widget panel and the README table.
@@ -18,9 +19,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from seqwidgets.choices import (
+    COLOR_COHERENCE_MODES,
+    COLOR_REFERENCES,
+    IMAGE_SUFFIXES,
+    KEYFRAME_INTERPOLATIONS,
+    LATENT_INTERPOLATION_MODES,
+    SAMPLERS,
+    SCHEDULERS,
+)
 from seqwidgets.errors import ParamError, ParamWarning
 from seqwidgets.keyframes import Keyframes, parse_keyframes
-from seqwidgets.sampling import SAMPLERS, SCHEDULERS
 
 __all__ = ["PARAM_SPECS", "ParamError", "ParamSpec", "SequenceParams", "DEFAULT_POSITIVE_SEQ"]
 
@@ -37,12 +46,6 @@ DEFAULT_POSITIVE_SEQ = (
 MAX_SCHEDULE_STEPS = 1_000_000
 
 SEED_MODES = ("increment", "decrement", "random", "fixed")
-LATENT_INTERPOLATION_MODES = ("Blend", "Slerp", "Cosine Interp")
-KEYFRAME_INTERPOLATIONS = ("none", "linear", "ease")
-COLOR_COHERENCE_MODES = ("none", "lab", "hsv", "rgb", "latent")
-COLOR_REFERENCES = ("loop0", "keyframe")
-#: Image files ``color_reference`` may name (PIL reads them all).
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 
 @dataclass(frozen=True)
@@ -295,6 +298,17 @@ PARAM_SPECS: dict[str, ParamSpec] = _specs(
         node=False,
         path_suffixes=IMAGE_SUFFIXES,
     ),
+    ParamSpec(
+        "flux_guidance",
+        "float",
+        3.5,
+        "Flux dev's distilled guidance (ComfyUI's FluxGuidance); only models with guidance "
+        "embeddings read it.",
+        0.0,
+        100.0,
+        step=0.1,
+        node=False,
+    ),
 )
 
 
@@ -336,6 +350,7 @@ class SequenceParams:
     keyframe_interpolation: str = _default("keyframe_interpolation")
     color_coherence: str = _default("color_coherence")
     color_reference: str = _default("color_reference")
+    flux_guidance: float = _default("flux_guidance")
 
     _positive_keyframes: tuple[tuple[int, str], ...] = field(init=False, repr=False, compare=False)
     _negative_keyframes: tuple[tuple[int, str], ...] = field(init=False, repr=False, compare=False)

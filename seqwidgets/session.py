@@ -52,7 +52,8 @@ from PIL import Image
 
 from . import export as _export
 from .decode import ImageCache, decode_latents, thumbnail
-from .engine import Frame, SequenceSampler, StepCallback
+from .engine import CancelToken, Frame, SequenceSampler, StepCallback
+from .families import detect_family
 from .params import SequenceParams
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "Branch", "Session"]
@@ -186,7 +187,7 @@ class Session:
         self._lock = threading.RLock()  # guards the tree (branches, frames dicts)
         self._busy = threading.Lock()  # held for the whole of a run
         self._active: Branch | None = None
-        self._stop = threading.Event()
+        self._cancel = CancelToken()  # the current run's; a new one per run
         self._stopped = False
 
     # -- the tree ------------------------------------------------------------------------------
@@ -256,6 +257,7 @@ class Session:
         callback: StepCallback | None = None,
         on_frame: FrameCallback | None = None,
         name: str | None = None,
+        wait: bool = True,
     ) -> Branch:
         """Run ``params`` from loop 0 as a new root branch and return it.
 
@@ -266,6 +268,9 @@ class Session:
             callback: ``callback(loop, step, sigma, denoised)`` after every model step.
             on_frame: ``on_frame(branch, frame)`` as each frame arrives, from the running thread.
             name (`str`, *optional*): the branch's label (default ``"run <id>"``).
+            wait (`bool`, defaults to True): ``False`` computes in a background thread and
+                returns the branch at once; `running` says when it is done, and `stop` works
+                from the moment this returns.
 
         The branch is listed in `branches` as soon as the run starts. If the run is stopped or
         raises, the finished frames stay in the branch; an error is also kept in `last_error`.
@@ -276,6 +281,24 @@ class Session:
         self.sampler.latent_shape(params)  # checks width / height before anything is listed
         if latent_image is not None or init_image is not None:
             initial = self.sampler.initial_latent(params, latent_image, init_image)
+        if not wait:
+            self._begin()
+            try:
+                branch = self._new_branch(params, None, 0, initial, name)
+            except BaseException:
+                self._end()
+                raise
+
+            def work() -> None:
+                try:
+                    self._compute(branch, 0, callback, on_frame)
+                except BaseException:  # kept in last_error by _collect
+                    pass
+                finally:
+                    self._end()
+
+            threading.Thread(target=work, name="seqwidgets-run", daemon=True).start()
+            return branch
         with self._running():
             branch = self._new_branch(params, None, 0, initial, name)
             self._compute(branch, 0, callback, on_frame)
@@ -365,6 +388,7 @@ class Session:
                     previous=previous,
                     callback=callback,
                     earlier=lambda i: self.frame(parent, i).latent,  # colour references
+                    cancel=self._cancel,
                 )
                 self._collect(group, batches, on_frame)
                 if self._stopped:
@@ -423,8 +447,7 @@ class Session:
         Safe to call from any thread; does nothing when no run is in progress.
         """
         if self._busy.locked():
-            self._stop.set()
-            self.sampler.stop()
+            self._cancel.cancel()
 
     def delete(self, branch: Branch, *, recursive: bool = False) -> None:
         """Remove ``branch`` and free its frames and cached images.
@@ -734,6 +757,14 @@ class Session:
 
     @contextmanager
     def _running(self) -> Iterator[None]:
+        self._begin()
+        try:
+            yield
+        finally:
+            self._end()
+
+    def _begin(self) -> None:
+        """Claim the session for one run, with a new cancel token (released by `_end`)."""
         if not self._busy.acquire(blocking=False):
             active = self._active
             what = f" (branch {active.id}, {active.name})" if active is not None else ""
@@ -741,14 +772,13 @@ class Session:
                 f"a run is already in progress in this session{what}; call stop() and wait for "
                 "it to return before starting another"
             )
-        try:
-            self._stop.clear()
-            self._stopped = False
-            self.last_error = None
-            yield
-        finally:
-            self._active = None
-            self._busy.release()
+        self._cancel = CancelToken()
+        self._stopped = False
+        self.last_error = None
+
+    def _end(self) -> None:
+        self._active = None
+        self._busy.release()
 
     def _compute(self, branch, start, callback, on_frame) -> None:
         """Compute loops ``start..`` of ``branch``, adding each frame as it arrives."""
@@ -764,6 +794,7 @@ class Session:
             previous=previous,
             callback=callback,
             earlier=lambda i: self.frame(branch, i).latent,  # colour references
+            cancel=self._cancel,
         )
         self._collect([branch], _one_at_a_time(frames), on_frame)
 
@@ -777,10 +808,6 @@ class Session:
                             branch.frames[frame.index] = frame
                         if on_frame is not None:
                             on_frame(branch, frame)
-                    if self._stop.is_set():
-                        # Again, in case stop() came before the sampler's run began: the
-                        # sampler then ends after this loop and records that it stopped.
-                        self.sampler.stop()
         except BaseException as error:
             self.last_error = error
             raise
@@ -832,8 +859,8 @@ class Session:
             "written_by": f"seqwidgets {__version__}",
             "pipeline": {
                 "class": type(self.pipe).__name__,
-                "latent_channels": int(self.pipe.unet.config.in_channels),
-                "dtype": str(self.pipe.unet.dtype).removeprefix("torch."),
+                "latent_channels": self.sampler.family.latent_channels(self.pipe),
+                "dtype": str(self.sampler.dtype).removeprefix("torch."),
             },
             "next_id": self._next_id,
             "branches": entries,
@@ -1040,13 +1067,14 @@ def _chain(value: Any, where: str) -> tuple[tuple[str, float], ...]:
 
 def _build(manifest: dict, tensors: dict[str, torch.Tensor], pipe, path) -> list[Branch]:
     """Branches from a checked manifest; raises `ValueError` before anything is shared."""
-    channels = int(pipe.unet.config.in_channels)
-    dtype = pipe.unet.dtype
+    family = detect_family(pipe)
+    channels = family.latent_channels(pipe)
+    dtype = family.denoiser_network(pipe).dtype
     saved = manifest.get("pipeline", {})
     if isinstance(saved, dict) and saved.get("latent_channels", channels) != channels:
         raise ValueError(
             f"{path}: the session has {saved['latent_channels']}-channel latents but this "
-            f"pipeline's UNet takes {channels}: load it with a pipeline of the same family"
+            f"pipeline's ({family.label}) have {channels}: load it with a pipeline of the same family"
         )
     entries = _field(manifest, "branches", list, "manifest")
     by_id: dict[int, Branch] = {}

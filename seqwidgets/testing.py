@@ -1,11 +1,14 @@
-"""Tiny random Stable Diffusion pipelines, built offline, for tests and demos.
+"""Tiny random diffusion pipelines, built offline, for tests and demos.
 
 The weights are random, so the pictures are noise, but every component is a real diffusers
-class wired exactly as in Stable Diffusion 1.x (``kind="sd"``) or SDXL (``kind="sdxl"``): the
-sampler runs the same code path as it does on a full-size model, in milliseconds.
+class wired exactly as in Stable Diffusion 1.x (``kind="sd"``), SDXL (``"sdxl"``), SD3
+(``"sd3"``: three text encoders, a 16-channel VAE with a shift) or Flux (``"flux"`` with
+guidance embeddings, ``"flux-schnell"`` without): the sampler runs the same code path as it does
+on a full-size model, in milliseconds.
 
 Nothing is downloaded: the CLIP tokenizer's vocabulary (one token per byte, with and without the
-end-of-word marker, and no merges) is written to a temporary folder and loaded from there.
+end-of-word marker, and no merges) is written to a temporary folder and loaded from there. The
+T5 encoders of SD3 and Flux read the same byte vocabulary.
 
 Example:
     >>> from seqwidgets.testing import tiny_pipeline
@@ -108,11 +111,21 @@ def _text_config(
 
 
 def _vae(
-    block_out_channels: tuple[int, ...], layers_per_block: int, norm_num_groups: int, size: int
+    block_out_channels: tuple[int, ...],
+    layers_per_block: int,
+    norm_num_groups: int,
+    size: int,
+    *,
+    latent_channels: int = 4,
+    scaling_factor: float = 0.18215,
+    shift_factor: float | None = None,
 ):
-    """An AutoencoderKL with SD's four blocks: three downsamples, so 8x (64x64 -> 4x8x8)."""
+    """An AutoencoderKL with SD's four blocks: three downsamples, so 8x (64x64 -> 4x8x8).
+
+    SD3 and Flux VAEs have 16 latent channels, a shift, and no quant convolutions."""
     from diffusers import AutoencoderKL
 
+    quant = shift_factor is None
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,
@@ -120,10 +133,13 @@ def _vae(
         up_block_types=("UpDecoderBlock2D",) * 4,
         block_out_channels=block_out_channels,
         layers_per_block=layers_per_block,
-        latent_channels=4,
+        latent_channels=latent_channels,
         norm_num_groups=norm_num_groups,
         sample_size=size,
-        scaling_factor=0.18215,
+        scaling_factor=scaling_factor,
+        shift_factor=shift_factor,
+        use_quant_conv=quant,
+        use_post_quant_conv=quant,
     ).eval()
 
 
@@ -143,18 +159,25 @@ def _sd_pipeline(vae, text_encoder, unet):
     )
 
 
+#: The kinds `tiny_pipeline` builds.
+TINY_KINDS = ("sd", "sdxl", "sd3", "flux", "flux-schnell")
+
+
 def tiny_pipeline(kind: str = "sd", seed: int = 0):
-    """Build a random tiny Stable Diffusion (``"sd"``) or SDXL (``"sdxl"``) pipeline offline.
+    """Build a random tiny pipeline of one model family offline.
 
     Args:
         kind (`str`, defaults to ``"sd"``): ``"sd"`` for SD 1.x/2.x wiring (one CLIP text encoder),
-            ``"sdxl"`` for SDXL wiring (two text encoders, pooled embeddings, time ids).
+            ``"sdxl"`` for SDXL wiring (two text encoders, pooled embeddings, time ids),
+            ``"sd3"`` for a ``StableDiffusion3Pipeline`` (two CLIPs and a T5, 16 channels),
+            ``"flux"`` / ``"flux-schnell"`` for a ``FluxPipeline`` with / without guidance
+            embeddings (CLIP pooled + T5, packed 2x2 latents). See `tiny_flow_pipeline`.
         seed (`int`, defaults to 0): seeds the random weights; the same seed gives the same
             pipeline, bit for bit.
 
     Returns:
-        A ``StableDiffusionPipeline`` or ``StableDiffusionXLPipeline`` on the CPU in float32,
-        default image size 64x64 (latents 4x8x8).
+        A pipeline on the CPU in float32, default image size 64x64 (latents 4x8x8, or 16x8x8
+        for SD3 and Flux).
 
     Example:
         >>> pipe = tiny_pipeline("sdxl", seed=1)
@@ -171,10 +194,14 @@ def tiny_pipeline(kind: str = "sd", seed: int = 0):
         )
         from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-    if kind not in ("sd", "sdxl"):
-        raise ValueError(f"tiny_pipeline: kind must be 'sd' or 'sdxl', got {kind!r}")
+    if kind not in TINY_KINDS:
+        raise ValueError(
+            f"tiny_pipeline: kind must be one of {', '.join(TINY_KINDS)}, got {kind!r}"
+        )
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"tiny_pipeline: seed must be a non-negative int, got {seed!r}")
+    if kind not in ("sd", "sdxl"):
+        return tiny_flow_pipeline(kind, seed)
 
     torch.manual_seed(seed)
     vae = _vae((8, 8, 8, 8), layers_per_block=1, norm_num_groups=4, size=64)
@@ -215,6 +242,113 @@ def tiny_pipeline(kind: str = "sd", seed: int = 0):
         scheduler=EulerDiscreteScheduler(**SD15_SCHEDULER_CONFIG),
         force_zeros_for_empty_prompt=False,
     )
+
+
+def _tiny_t5(d_model: int):
+    """A one-layer T5 encoder over the offline byte vocabulary (SD3's and Flux's third encoder)."""
+    from transformers import T5Config, T5EncoderModel
+
+    config = T5Config(
+        vocab_size=2 + 2 * 256,
+        d_model=d_model,
+        d_ff=d_model,
+        d_kv=8,
+        num_layers=1,
+        num_heads=2,
+        relative_attention_num_buckets=8,
+        pad_token_id=1,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+    )
+    return T5EncoderModel(config).eval()
+
+
+def tiny_flow_pipeline(kind: str = "sd3", seed: int = 0):
+    """A random tiny flow-matching pipeline: SD3 (``"sd3"``) or Flux (``"flux"``,
+    ``"flux-schnell"``), built offline in a fraction of a second (about 100 k weights).
+
+    SD3: ``StableDiffusion3Pipeline`` with two ``CLIPTextModelWithProjection`` (hidden 16), a
+    T5 encoder (``d_model`` 32), an ``SD3Transformer2DModel`` (patch 2, one layer) and a
+    16-channel VAE with SD3's scale and shift. Flux: ``FluxPipeline`` with a ``CLIPTextModel``
+    (pooled), the T5, a ``FluxTransformer2DModel`` (one double and one single block, guidance
+    embeddings for ``"flux"``) and a VAE with Flux's scale and shift. Images default to 64x64.
+
+    Example:
+        >>> pipe = tiny_flow_pipeline("flux")
+        >>> type(pipe).__name__, pipe.transformer.config.guidance_embeds
+        ('FluxPipeline', True)
+    """
+    from .models import quiet_loading
+
+    with quiet_loading():
+        from diffusers import (
+            FlowMatchEulerDiscreteScheduler,
+            FluxPipeline,
+            FluxTransformer2DModel,
+            SD3Transformer2DModel,
+            StableDiffusion3Pipeline,
+        )
+        from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    if kind not in ("sd3", "flux", "flux-schnell"):
+        raise ValueError(
+            f"tiny_flow_pipeline: kind must be 'sd3', 'flux' or 'flux-schnell', got {kind!r}"
+        )
+    torch.manual_seed(seed)
+    if kind == "sd3":
+        vae = _vae(
+            (8, 8, 8, 8), 1, 4, 64, latent_channels=16, scaling_factor=1.5305, shift_factor=0.0609
+        )
+        transformer = SD3Transformer2DModel(
+            sample_size=8,
+            patch_size=2,
+            in_channels=16,
+            out_channels=16,
+            num_layers=1,
+            attention_head_dim=8,
+            num_attention_heads=2,
+            joint_attention_dim=32,  # the T5's width; the two CLIPs' 16 + 16 are padded to it
+            caption_projection_dim=16,
+            pooled_projection_dim=32,  # the two CLIPs' pooled 16 + 16
+            pos_embed_max_size=16,
+        ).eval()
+        return StableDiffusion3Pipeline(
+            transformer=transformer,
+            scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+            vae=vae,
+            text_encoder=CLIPTextModelWithProjection(_text_config(16, 16)).eval(),
+            tokenizer=tiny_tokenizer(),
+            text_encoder_2=CLIPTextModelWithProjection(_text_config(16, 16)).eval(),
+            tokenizer_2=tiny_tokenizer(),
+            text_encoder_3=_tiny_t5(32),
+            tokenizer_3=tiny_tokenizer(),
+        )
+    vae = _vae(
+        (8, 8, 8, 8), 1, 4, 64, latent_channels=16, scaling_factor=0.3611, shift_factor=0.1159
+    )
+    transformer = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=64,  # 16 latent channels x a 2x2 patch
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        pooled_projection_dim=16,
+        axes_dims_rope=(4, 4, 8),
+        guidance_embeds=kind == "flux",
+    ).eval()
+    pipe = FluxPipeline(
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=vae,
+        text_encoder=CLIPTextModel(_text_config(16)).eval(),
+        tokenizer=tiny_tokenizer(),
+        text_encoder_2=_tiny_t5(32),
+        tokenizer_2=tiny_tokenizer(),
+    )
+    pipe.default_sample_size = 8  # 64x64 images (FluxPipeline's own default is 1024)
+    return pipe
 
 
 #: SD 1.5's UNet configuration (the published ``unet/config.json``), for full-size measurements.
@@ -265,3 +399,76 @@ def random_sd15_pipeline(seed: int = 0, device: str | torch.device = "cpu"):
         vae = _vae((128, 256, 512, 512), layers_per_block=2, norm_num_groups=32, size=512)
         text_encoder = CLIPTextModel(_text_config(768, layers=12, heads=12)).eval()
     return _sd_pipeline(vae, text_encoder, unet)
+
+
+#: An SD3-medium-size MMDiT (SD3.5 medium's layout: 24 layers of 24 heads of 64, dual attention
+#: in the first 13, RMS q/k norm; 2.2 B parameters), for measuring the flow path on a GPU.
+SD3_MEDIUM_TRANSFORMER_CONFIG = dict(
+    sample_size=128,
+    patch_size=2,
+    in_channels=16,
+    out_channels=16,
+    num_layers=24,
+    attention_head_dim=64,
+    num_attention_heads=24,
+    joint_attention_dim=4096,
+    caption_projection_dim=1536,
+    pooled_projection_dim=2048,
+    pos_embed_max_size=384,
+    dual_attention_layers=tuple(range(13)),
+    qk_norm="rms_norm",
+)
+
+
+def random_sd3_pipeline(seed: int = 0, device: str | torch.device = "cpu"):
+    """An SD3-size pipeline with random weights, built offline: to measure a GPU on the flow path.
+
+    The transformer is `SD3_MEDIUM_TRANSFORMER_CONFIG` (2.2 B parameters, 16x128x128 latents for
+    1024x1024 images) and the VAE has SD3's sizes, so a step costs what SD3.5 medium's costs.
+    The two CLIP text encoders have SD3's widths (768 and 1280, pooled 2048) but one layer each,
+    and there is no T5 (diffusers then conditions on zeros in its place): prompts are encoded
+    once per run, so they barely count in a measurement. The pictures are noise. About 9 GB in
+    float32: build it on the device that will run it.
+
+    Example:
+        >>> from diffusers import SD3Transformer2DModel
+        >>> with torch.device("meta"):
+        ...     transformer = SD3Transformer2DModel(**SD3_MEDIUM_TRANSFORMER_CONFIG)
+        >>> round(sum(p.numel() for p in transformer.parameters()) / 1e9, 2)
+        2.24
+    """
+    from .models import quiet_loading
+
+    with quiet_loading():
+        from diffusers import (
+            FlowMatchEulerDiscreteScheduler,
+            SD3Transformer2DModel,
+            StableDiffusion3Pipeline,
+        )
+        from transformers import CLIPTextModelWithProjection
+
+    torch.manual_seed(seed)
+    with torch.device(device):
+        transformer = SD3Transformer2DModel(**SD3_MEDIUM_TRANSFORMER_CONFIG).eval()
+        vae = _vae(
+            (128, 256, 512, 512),
+            layers_per_block=2,
+            norm_num_groups=32,
+            size=1024,
+            latent_channels=16,
+            scaling_factor=1.5305,
+            shift_factor=0.0609,
+        )
+        clip_l = CLIPTextModelWithProjection(_text_config(768, 768, layers=1, heads=12)).eval()
+        clip_g = CLIPTextModelWithProjection(_text_config(1280, 1280, layers=1, heads=20)).eval()
+    return StableDiffusion3Pipeline(
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        vae=vae,
+        text_encoder=clip_l,
+        tokenizer=tiny_tokenizer(),
+        text_encoder_2=clip_g,
+        tokenizer_2=tiny_tokenizer(),
+        text_encoder_3=None,
+        tokenizer_3=None,
+    )

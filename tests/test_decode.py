@@ -12,17 +12,24 @@ from diffusers import AutoencoderKL
 from PIL import Image
 
 from seqwidgets.decode import (
+    FLUX_LATENT_RGB_BIAS,
+    FLUX_LATENT_RGB_FACTORS,
+    SD3_LATENT_RGB_BIAS,
+    SD3_LATENT_RGB_FACTORS,
     SD15_LATENT_RGB_FACTORS,
     SDXL_LATENT_RGB_BIAS,
     SDXL_LATENT_RGB_FACTORS,
     ImageCache,
+    TAESDPreviewer,
     decode_latents,
     encode_image,
     latent_to_rgb,
+    make_previewer,
     preview_factors,
     thumbnail,
     to_rgba_array,
 )
+from seqwidgets.testing import tiny_pipeline
 
 SCALE = 0.5
 
@@ -194,32 +201,50 @@ def test_latent_to_rgb_does_not_modify_input():
         latent_to_rgb(latents, [[1, 0, 0]] * 3)
 
 
-class StableDiffusionPipeline:  # stand-ins: preview_factors reads only the class name and vae
-    def __init__(self, vae):
-        self.vae = vae
-
-
-class StableDiffusionXLPipeline(StableDiffusionPipeline):
-    pass
-
-
-def test_preview_factors_by_pipeline(vae):
-    assert preview_factors(StableDiffusionPipeline(vae)) == (SD15_LATENT_RGB_FACTORS, None)
-    assert preview_factors(StableDiffusionXLPipeline(vae)) == (
-        SDXL_LATENT_RGB_FACTORS,
-        SDXL_LATENT_RGB_BIAS,
-    )
-    pipe = StableDiffusionPipeline(vae)
+@pytest.mark.parametrize(
+    ("kind", "factors", "bias"),
+    [
+        ("sd", SD15_LATENT_RGB_FACTORS, None),
+        ("sdxl", SDXL_LATENT_RGB_FACTORS, SDXL_LATENT_RGB_BIAS),
+        ("sd3", SD3_LATENT_RGB_FACTORS, SD3_LATENT_RGB_BIAS),
+        ("flux", FLUX_LATENT_RGB_FACTORS, FLUX_LATENT_RGB_BIAS),
+        ("flux-schnell", FLUX_LATENT_RGB_FACTORS, FLUX_LATENT_RGB_BIAS),
+    ],
+)
+def test_preview_factors_by_family(kind, factors, bias):
+    pipe = tiny_pipeline(kind)
+    assert preview_factors(pipe) == (factors, bias)
     fitted = ([[0.1, 0.2, 0.3]] * 4, [0.0, 0.1, 0.2])
     pipe.seqwidgets_latent_rgb = fitted
     assert preview_factors(pipe) == fitted
 
 
-def test_preview_factors_unknown_channels():
-    vae = AutoencoderKL(
-        block_out_channels=(8,), latent_channels=16, norm_num_groups=4, sample_size=8
-    )
-    assert preview_factors(StableDiffusionPipeline(vae)) is None
+def test_comfyui_flow_factors_as_published():
+    # comfy/latent_formats.py (SD3, Flux), copied by hand: first and last rows and the bias.
+    assert len(SD3_LATENT_RGB_FACTORS) == len(FLUX_LATENT_RGB_FACTORS) == 16
+    assert SD3_LATENT_RGB_FACTORS[0] == (-0.0922, -0.0175, 0.0749)
+    assert SD3_LATENT_RGB_FACTORS[-1] == (-0.1448, -0.1463, -0.1189)
+    assert FLUX_LATENT_RGB_FACTORS[0] == (-0.0346, 0.0244, 0.0681)
+    assert FLUX_LATENT_RGB_FACTORS[-1] == (-0.1262, -0.0982, -0.0778)
+    assert FLUX_LATENT_RGB_BIAS == (-0.0329, -0.0718, -0.0851)
+    # the preview of a 16-channel latent: x @ factors + bias, then (v + 1) / 2
+    latent = torch.zeros(16, 2, 2)
+    latent[2] = 1.0
+    rgb = latent_to_rgb(latent, SD3_LATENT_RGB_FACTORS, SD3_LATENT_RGB_BIAS)
+    want = [
+        round(((f + b) + 1) / 2 * 255)
+        for f, b in zip((0.1994, 0.0927, 0.0458), SD3_LATENT_RGB_BIAS, strict=True)
+    ]
+    assert rgb[0, 0].tolist() == want
+
+
+def test_preview_factors_unknown_pipeline(vae):
+    class NotAPipeline:
+        pass
+
+    pipe = NotAPipeline()
+    pipe.vae = vae
+    assert preview_factors(pipe) is None
 
 
 # --- thumbnail / to_rgba_array ----------------------------------------------------------------
@@ -359,3 +384,71 @@ def test_cache_concurrent_misses_make_once():
     first.join()
     second.join()
     assert len(calls) == 1 and len(results) == 2 and results[0] is results[1]
+
+
+# --- TAESD previews ----------------------------------------------------------------------------
+
+
+def tiny_taesd(latent_channels: int):
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(0)
+    return AutoencoderTiny(
+        encoder_block_out_channels=(8,) * 4,
+        decoder_block_out_channels=(8,) * 4,
+        num_encoder_blocks=(1,) * 4,
+        num_decoder_blocks=(1,) * 4,
+        latent_channels=latent_channels,
+    )
+
+
+class FakeClock:
+    def __init__(self, step: float):
+        self.now, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        self.now += self.step  # every reading advances: a decode "takes" one step
+        return self.now
+
+
+def test_taesd_previewer_decodes_a_copy_at_a_bounded_rate():
+    decoder = tiny_taesd(16)
+    clock = FakeClock(0.5)
+    previewer = TAESDPreviewer(decoder, budget=0.1, min_interval=0.1, clock=clock)
+    latent = torch.randn(16, 8, 8)
+    before = latent.clone()
+    image = previewer(latent)
+    assert image.size == (64, 64) and torch.equal(latent, before)
+    want = decoder.decode(latent[None]).sample
+    want = ((want / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)[0].permute(1, 2, 0)
+    assert np.array_equal(np.asarray(image), want.numpy())
+    # started at t = 0.5 and "took" 0.5 s: with a 10 % budget the next starts at 0.5 + 5
+    assert previewer(latent) is None  # t = 1.5
+    clock.now = 4.9
+    assert previewer(latent) is None  # t = 5.4
+    clock.now = 5.0
+    assert previewer(latent) is not None  # t = 5.5
+    assert previewer(latent, force=True) is not None
+    assert previewer.decodes == 3 and previewer.seconds == pytest.approx(1.5)
+
+
+def test_taesd_from_a_folder_and_the_fallback(tmp_path):
+    pipe = tiny_pipeline("sd3")
+    tiny_taesd(16).save_pretrained(tmp_path / "taesd3", safe_serialization=True)
+    previewer, note = make_previewer(pipe, "taesd", source=tmp_path / "taesd3")
+    assert isinstance(previewer, TAESDPreviewer) and note == "TAESD preview"
+    assert previewer(torch.zeros(16, 8, 8)).size == (64, 64)
+    # a decoder for the wrong family is refused, naming the folder and the right one
+    tiny_taesd(4).save_pretrained(tmp_path / "taesd", safe_serialization=True)
+    with pytest.raises(
+        ValueError, match=r"taesd: a TAESD decoder for 4-channel.*madebyollin/taesd3"
+    ):
+        TAESDPreviewer.load(pipe, tmp_path / "taesd")
+    # unavailable (offline, nothing cached): latent-to-RGB with a note saying why
+    previewer, note = make_previewer(
+        pipe, "taesd", source=tmp_path / "missing", local_files_only=True
+    )
+    assert note.startswith("TAESD preview unavailable (") and note.endswith("latent-to-RGB preview")
+    assert previewer(torch.zeros(16, 8, 8)).size == (8, 8)
+    with pytest.raises(ValueError, match="preview must be"):
+        make_previewer(pipe, "vae")

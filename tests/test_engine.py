@@ -2,14 +2,17 @@
 
 import math
 import threading
+import time
 
+import numpy as np
 import pytest
 import torch
 from comfy_reference import reference_run
 
 import seqwidgets as sw
+from seqwidgets.engine import CancelToken
 from seqwidgets.interp import blend_latents
-from seqwidgets.sampling import ModelSampling
+from seqwidgets.schedules import ModelSampling
 
 FAST = dict(steps=3, sequence_loop_count=3, positive_seq="0: a red circle", cfg=4.0)
 
@@ -178,6 +181,59 @@ def test_stop_from_another_thread_keeps_finished_frames(tiny_pipe):
     assert torch.equal(full[1], frames[1].latent)
 
 
+def test_a_cancel_token_is_never_cleared_and_stops_before_the_first_step(tiny_pipe, record):
+    unet = record(tiny_pipe.unet)
+    sampler = sw.SequenceSampler(tiny_pipe)
+    params = sw.SequenceParams(**FAST)
+    token = CancelToken()
+    frames = sampler.frames(params, cancel=token)
+    token.cancel()  # before the run has begun: the stop is not lost
+    assert list(frames) == [] and sampler.stopped and len(unet) == 0
+    # the engine never clears it: a second run with the same token does nothing either
+    assert list(sampler.frames(params, cancel=token)) == [] and token.cancelled
+    # sampler.stop() right after frames() returns works the same way (the run's own token)
+    frames = sampler.frames(params)
+    sampler.stop()
+    assert list(frames) == [] and len(unet) == 0
+    # and a new run gets a new token: an old stop never reaches it
+    assert len(list(sampler.frames(params))) == 3 and not sampler.stopped
+
+
+def test_session_stop_right_after_run_without_waiting(tiny_pipe):
+    session = sw.Session(tiny_pipe)
+    params = sw.SequenceParams(**{**FAST, "sequence_loop_count": 5})
+    branch = session.run(params, wait=False)
+    session.stop()
+    deadline = time.monotonic() + 60
+    while session.running and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not session.running
+    assert len(branch.frames) <= 1 and session.stopped
+    assert session.last_error is None
+    # the next run is not affected by the earlier stop
+    again = session.run(params.replace(sequence_loop_count=2))
+    assert len(again.frames) == 2 and not session.stopped
+
+
+def test_session_run_without_waiting_completes_and_keeps_errors(tiny_pipe):
+    session = sw.Session(tiny_pipe)
+    branch = session.run(sw.SequenceParams(**FAST), wait=False)
+    with pytest.raises(RuntimeError, match="already in progress"):
+        session.run(sw.SequenceParams(**FAST))
+    deadline = time.monotonic() + 60
+    while session.running and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sorted(branch.frames) == [0, 1, 2] and not session.stopped
+
+    def fail(loop, step, sigma, denoised):
+        raise ZeroDivisionError("from the callback")
+
+    failed = session.run(sw.SequenceParams(**FAST), wait=False, callback=fail)
+    while session.running and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert isinstance(session.last_error, ZeroDivisionError) and failed.frames == {}
+
+
 def test_a_second_concurrent_run_is_refused(tiny_pipe):
     sampler = sw.SequenceSampler(tiny_pipe)
     params = sw.SequenceParams(**FAST)
@@ -198,14 +254,40 @@ def test_resuming_from_a_frame_reproduces_the_rest(tiny_pipe):
     assert all(torch.equal(a.latent, b.latent) for a, b in zip(frames[2:], resumed, strict=True))
 
 
-def test_step_callback_sees_every_step_with_its_sigma(tiny_pipe):
+def _karras_sd15(steps: int) -> list[float]:
+    """k-diffusion's Karras schedule (rho 7) between SD 1.5's sigma_min and sigma_max, float64."""
+    betas = np.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=np.float64) ** 2
+    cumprod = np.cumprod(1 - betas)
+    sigmas = np.sqrt((1 - cumprod) / cumprod)
+    lo, hi = sigmas[0] ** (1 / 7), sigmas[-1] ** (1 / 7)
+    return [float((hi + r * (lo - hi)) ** 7) for r in np.linspace(0, 1, steps)] + [0.0]
+
+
+def test_each_loop_walks_its_denoise_tail_of_the_schedule(tiny_pipe, record):
+    # Expected sigmas from the formulas (Karras between SD 1.5's sigma_min and sigma_max; loop 1
+    # at denoise 0.5 walks the last steps + 1 sigmas of the 2 * steps schedule), not from the
+    # plan: the callback must report them, one per step, and the UNet must have received each
+    # one's nearest training step.
+    unet = record(tiny_pipe.unet)
     seen = []
+    params = sw.SequenceParams(**{**FAST, "scheduler": "karras", "sequence_loop_count": 2})
     sampler = sw.SequenceSampler(tiny_pipe)
-    params = sw.SequenceParams(**FAST)
     sampler.sample(params, callback=lambda loop, step, sigma, d: seen.append((loop, step, sigma)))
-    plans = sampler.plan(params)
-    expected = [(p.index, i, float(p.sigmas[i])) for p in plans for i in range(p.steps)]
-    assert seen == expected
+    want = {0: _karras_sd15(3)[:3], 1: _karras_sd15(6)[-4:-1]}
+    assert [(loop, step) for loop, step, _ in seen] == [
+        (0, 0),
+        (0, 1),
+        (0, 2),
+        (1, 0),
+        (1, 1),
+        (1, 2),
+    ]
+    got = {loop: [sigma for lp, _, sigma in seen if lp == loop] for loop in (0, 1)}
+    for loop in (0, 1):
+        assert got[loop] == pytest.approx(want[loop], rel=1e-5)
+    ms = ModelSampling.from_pipeline(tiny_pipe)
+    nearest = [int((ms.log_sigmas - math.log(s)).abs().argmin()) for s in want[0] + want[1]]
+    assert [int(args[1][0]) for args, _ in unet.calls] == nearest
 
 
 def test_unsample_then_sample_reconstructs_the_input(tiny_pipe):

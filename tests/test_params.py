@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from seqwidgets.choices import SAMPLERS, SCHEDULERS
 from seqwidgets.errors import ParamError, ParamWarning
 from seqwidgets.params import MAX_SCHEDULE_STEPS, PARAM_SPECS, SequenceParams
-from seqwidgets.sampling import SAMPLERS, SCHEDULERS
 
 # The node's INPUT_TYPES, written out independently of PARAM_SPECS: (default, min, max).
 NODE_NUMBERS = {
@@ -21,6 +21,7 @@ NODE_NUMBERS = {
     "latent_interp_strength": (0.5, 0.0, 1.0),
     "denoise_start": (1.0, 0.0, 1.0),
     "denoise_seq": (0.5, 0.0, 1.0),
+    "flux_guidance": (3.5, 0.0, 100.0),  # ComfyUI's FluxGuidance node (comfy_extras/nodes_flux.py)
 }
 NODE_DEFAULTS = {
     "seed_mode_seq": "increment",

@@ -231,37 +231,43 @@ def test_plan_sequence_uses_the_modes():
 
 
 def test_plan_sequence_fills_sigmas_once_per_denoise(monkeypatch):
-    from seqwidgets import sampling
+    from seqwidgets import families, schedules
 
     calls = []
 
     class FakeModelSampling:
-        @classmethod
-        def from_pipeline(cls, obj):
-            calls.append(("from_pipeline", obj))
-            return cls()
+        pass
+
+    def fake_model_sampling_for(obj):
+        calls.append(("model_sampling_for", obj))
+        return FakeModelSampling()
 
     def fake_loop_sigmas(model_sampling, scheduler, sampler_name, steps, denoise):
         assert isinstance(model_sampling, FakeModelSampling)
         calls.append((scheduler, sampler_name, steps, denoise))
         return torch.linspace(10.0 * denoise, 0.0, steps + 1)
 
-    monkeypatch.setattr(sampling, "ModelSampling", FakeModelSampling, raising=False)
-    monkeypatch.setattr(sampling, "loop_sigmas", fake_loop_sigmas, raising=False)
+    monkeypatch.setattr(families, "model_sampling_for", fake_model_sampling_for)
+    monkeypatch.setattr(schedules, "loop_sigmas", fake_loop_sigmas)
     params = make_params(steps=6, scheduler="karras", sequence_loop_count=5, denoise_seq=0.5)
     plans = plan_sequence(params, pipe="the pipe")
     assert calls == [
-        ("from_pipeline", "the pipe"),
+        ("model_sampling_for", "the pipe"),
         ("karras", "euler", 6, 1.0),
         ("karras", "euler", 6, 0.5),
     ]
     assert plans[0].sigmas[0] == 10.0 and plans[1].sigmas[0] == 5.0
     assert all(p.steps == 6 for p in plans)
 
-    calls.clear()
-    model_sampling = FakeModelSampling()
-    plan_sequence(params, pipe=model_sampling)
-    assert calls[0][0] == "karras"  # a ModelSampling is used as it is
+
+def test_plan_sequence_uses_a_model_sampling_as_it_is():
+    from seqwidgets.schedules import FlowModelSampling, loop_sigmas
+
+    flow = FlowModelSampling("discrete", shift=3.0)
+    params = make_params(steps=4, sequence_loop_count=2, denoise_seq=0.5)
+    plans = plan_sequence(params, pipe=flow)
+    assert torch.equal(plans[1].sigmas, loop_sigmas(flow, "normal", "euler", 4, 0.5))
+    assert float(plans[0].sigmas[0]) == 1.0  # flow schedules start at sigma 1
 
 
 def test_loop_plan_steps_and_equality():

@@ -1,4 +1,5 @@
-"""Pipelines: the shipped toy model, tiny random ones, or any SD 1.x/2.x/SDXL by hub id or path.
+"""Pipelines: the shipped toy model, tiny random ones, or any SD 1.x/2.x, SDXL, SD3/SD3.5 or Flux
+pipeline by hub id or path.
 
 ``load_pipeline()`` is the one entry point the CLI, the studio and the notebooks use.
 """
@@ -12,9 +13,23 @@ from pathlib import Path
 
 import torch
 
+from ..families import detect_family
+
 TINY_RANDOM = "tiny-random"
 TINY_RANDOM_XL = "tiny-random-xl"
+TINY_RANDOM_SD3 = "tiny-random-sd3"
+TINY_RANDOM_FLUX = "tiny-random-flux"
+TINY_RANDOM_FLUX_SCHNELL = "tiny-random-flux-schnell"
+#: ``load_pipeline`` names of the tiny random pipelines -> `seqwidgets.testing.tiny_pipeline` kind.
+TINY_MODELS = {
+    TINY_RANDOM: "sd",
+    TINY_RANDOM_XL: "sdxl",
+    TINY_RANDOM_SD3: "sd3",
+    TINY_RANDOM_FLUX: "flux",
+    TINY_RANDOM_FLUX_SCHNELL: "flux-schnell",
+}
 RANDOM_SD15 = "random-sd15"
+RANDOM_SD3 = "random-sd3"
 
 
 def _toy_model_path() -> Path:
@@ -38,17 +53,24 @@ def load_pipeline(
     *,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
+    lora=(),
 ):
-    """Load a Stable Diffusion 1.x/2.x or SDXL pipeline ready for :class:`SequenceSampler`.
+    """Load an SD 1.x/2.x, SDXL, SD3/SD3.5 or Flux pipeline ready for :class:`SequenceSampler`.
 
     Args:
         model: ``None`` for the toy model shipped with seqwidgets (runs on any CPU);
-            ``"tiny-random"`` / ``"tiny-random-xl"`` for random tiny SD / SDXL pipelines;
-            ``"random-sd15"`` for SD 1.5's sizes with random weights (to measure a GPU offline);
-            a hub id (``"stable-diffusion-v1-5/stable-diffusion-v1-5"``), a local folder in
-            diffusers layout, or a ready diffusers pipeline (moved, not reloaded).
+            ``"tiny-random"``, ``"tiny-random-xl"``, ``"tiny-random-sd3"``, ``"tiny-random-flux"``
+            or ``"tiny-random-flux-schnell"`` for random tiny pipelines of each family;
+            ``"random-sd15"`` / ``"random-sd3"`` for SD 1.5's / an SD3-medium-size pipeline with
+            random weights (to measure a GPU offline);
+            a hub id (``"stable-diffusion-v1-5/stable-diffusion-v1-5"``,
+            ``"stabilityai/stable-diffusion-3.5-medium"``, ``"black-forest-labs/FLUX.1-dev"``), a
+            local folder in diffusers layout, or a ready diffusers pipeline (moved, not reloaded).
         device: default CUDA when available, else MPS, else CPU.
-        dtype: default fp16 on CUDA, fp32 elsewhere.
+        dtype: default fp16 on CUDA, fp32 elsewhere (bf16 is the usual choice for Flux).
+        lora: LoRA weights to apply, ``[(path_or_hub_id, scale), ...]``: each is loaded with
+            diffusers' ``pipe.load_lora_weights`` as adapter ``lora_0``, ``lora_1``, ... and
+            all are activated with ``pipe.set_adapters`` at their scales (needs ``peft``).
 
     Weights load from safetensors only and no remote code is ever run.
 
@@ -65,32 +87,82 @@ def load_pipeline(
     if model is None:
         with quiet_loading():
             pipe = _from_pretrained(_toy_model_path(), dtype, local_only=True)
-    elif model in (TINY_RANDOM, TINY_RANDOM_XL):
+    elif isinstance(model, str) and model in TINY_MODELS:
         from ..testing import tiny_pipeline
 
         with quiet_loading():
-            pipe = tiny_pipeline("sdxl" if model == TINY_RANDOM_XL else "sd")
+            pipe = tiny_pipeline(TINY_MODELS[model])
     elif model == RANDOM_SD15:
         from ..testing import random_sd15_pipeline
 
         pipe = random_sd15_pipeline(device=device)
+    elif model == RANDOM_SD3:
+        from ..testing import random_sd3_pipeline
+
+        pipe = random_sd3_pipeline(device=device)
     elif isinstance(model, (str, os.PathLike)):
         path = Path(model).expanduser()
         with quiet_loading():
             pipe = _from_pretrained(path if path.exists() else str(model), dtype, path.exists())
-    elif hasattr(model, "unet") and hasattr(model, "vae"):
+    elif (hasattr(model, "unet") or hasattr(model, "transformer")) and hasattr(model, "vae"):
         pipe = model
     else:
         raise ValueError(
-            "model must be None (the toy model), 'tiny-random', 'tiny-random-xl', a hub id, "
-            f"a local folder or a diffusers pipeline; got {type(model).__name__}"
+            f"model must be None (the toy model), one of {', '.join(map(repr, TINY_MODELS))}, a "
+            f"hub id, a local folder or a diffusers pipeline; got {type(model).__name__}"
         )
+    network = detect_family(pipe).denoiser_network(pipe)
     pipe = pipe.to(device)
-    if pipe.unet.dtype != dtype:  # (diffusers warns about a cast to the dtype it already has)
+    if network.dtype != dtype:  # (diffusers warns about a cast to the dtype it already has)
         pipe = pipe.to(dtype=dtype)
     pipe.set_progress_bar_config(disable=True)
     _attach_preview_factors(pipe, model)
+    _load_loras(pipe, lora)
     return pipe
+
+
+def _load_loras(pipe, lora) -> None:
+    """Load ``[(path_or_id, scale), ...]`` as adapters ``lora_0, lora_1, ...`` and activate them."""
+    items = list(lora or ())
+    names, scales = [], []
+    for i, item in enumerate(items):
+        if not (isinstance(item, (tuple, list)) and len(item) == 2):
+            raise ValueError(f"lora[{i}] must be a (path_or_hub_id, scale) pair, got {item!r}")
+        source, scale = item
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+            raise ValueError(f"lora[{i}]: scale must be a number, got {scale!r}")
+        if not hasattr(pipe, "load_lora_weights"):
+            raise ValueError(f"{type(pipe).__name__} cannot load LoRA weights")
+        name = f"lora_{i}"
+        path = Path(source).expanduser() if isinstance(source, (str, os.PathLike)) else None
+        try:
+            with quiet_loading():
+                pipe.load_lora_weights(
+                    str(path) if path is not None and path.exists() else source, adapter_name=name
+                )
+        except (OSError, ValueError) as error:
+            raise type(error)(f"lora[{i}] {source!r}: {error}") from error
+        names.append(name)
+        scales.append(float(scale))
+    if names:
+        pipe.set_adapters(names, adapter_weights=scales)
+        pipe.seqwidgets_lora = [
+            (name, str(source), scale)
+            for name, (source, _), scale in zip(names, items, scales, strict=True)
+        ]
+
+
+def lora_adapters(pipe) -> list[tuple[str, str, float]]:
+    """The LoRA adapters `load_pipeline` applied: ``[(adapter_name, source, scale), ...]``.
+
+    For a header or a session record; empty for a pipeline loaded without ``lora``.
+
+    Example:
+        >>> from seqwidgets.testing import tiny_pipeline
+        >>> lora_adapters(tiny_pipeline())
+        []
+    """
+    return list(getattr(pipe, "seqwidgets_lora", []))
 
 
 @contextmanager
@@ -146,10 +218,14 @@ def _from_pretrained(source, dtype: torch.dtype, local_only: bool):
             "internet access (or a filled Hugging Face cache); a folder needs model_index.json "
             "and safetensors weights"
         ) from error
-    if getattr(pipe, "unet", None) is None or getattr(pipe, "text_encoder", None) is None:
+    try:
+        detect_family(pipe)
+    except ValueError as error:
+        raise ValueError(f"{source!r}: {error}") from error
+    if getattr(pipe, "text_encoder", None) is None or getattr(pipe, "vae", None) is None:
         raise ValueError(
-            f"{source!r} is a {type(pipe).__name__}; seqwidgets needs a Stable Diffusion "
-            "1.x/2.x or SDXL pipeline (unet, vae, text encoder)"
+            f"{source!r} is a {type(pipe).__name__} without a text encoder or VAE; seqwidgets "
+            "needs a complete SD 1.x/2.x, SDXL, SD3/SD3.5 or Flux pipeline"
         )
     return pipe
 

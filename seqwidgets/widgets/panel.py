@@ -33,7 +33,14 @@ __all__ = ["GROUPS", "ControlPanel"]
 #: Where each field sits on screen. Prompts are always visible; the rest fold in an accordion.
 GROUPS: dict[str, tuple[str, ...]] = {
     "Prompts": ("positive_seq", "negative_seq"),
-    "Sampling": ("sequence_loop_count", "steps", "cfg", "sampler_name", "scheduler"),
+    "Sampling": (
+        "sequence_loop_count",
+        "steps",
+        "cfg",
+        "flux_guidance",
+        "sampler_name",
+        "scheduler",
+    ),
     "Seed": ("seed", "seed_mode_seq", "alternate_values"),
     "Denoise": ("denoise_start", "denoise_seq"),
     "Interpolation": (

@@ -1,0 +1,82 @@
+"""LoRA through the engine: tiny adapters made with peft on the tiny pipelines, loaded offline."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from peft import LoraConfig
+from peft.utils import get_peft_model_state_dict
+from test_families import diffusers_one_step, engine_one_step
+
+import seqwidgets as sw
+from seqwidgets.families import detect_family
+from seqwidgets.models import lora_adapters
+from seqwidgets.testing import tiny_pipeline
+
+pytestmark = pytest.mark.filterwarnings("ignore:Should have t")
+
+KINDS = ("sd", "sdxl", "sd3", "flux")
+PARAMS = dict(positive_seq="0: a red circle", steps=2, sequence_loop_count=2, cfg=2.0)
+
+
+@pytest.fixture(scope="module")
+def lora_dirs(tmp_path_factory):
+    """One saved LoRA per family: random, non-zero rank-2 adapters on the attention projections."""
+    folders = {}
+    for kind in KINDS:
+        pipe = tiny_pipeline(kind)
+        family = detect_family(pipe)
+        network = family.denoiser_network(pipe)
+        torch.manual_seed(1)
+        config = LoraConfig(
+            r=2, lora_alpha=2, target_modules=["to_q", "to_k", "to_v"], init_lora_weights=False
+        )
+        network.add_adapter(config)
+        layers = {f"{family.network}_lora_layers": get_peft_model_state_dict(network)}
+        folder = tmp_path_factory.mktemp(f"lora-{kind}")
+        type(pipe).save_lora_weights(folder, safe_serialization=True, **layers)
+        folders[kind] = folder
+    return folders
+
+
+def run(pipe) -> torch.Tensor:
+    return sw.SequenceSampler(pipe).sample(sw.SequenceParams(**PARAMS))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_lora_changes_the_result_and_scale_zero_restores_it(lora_dirs, kind):
+    base = run(tiny_pipeline(kind))
+    pipe = sw.load_pipeline(tiny_pipeline(kind), device="cpu", lora=[(lora_dirs[kind], 0.8)])
+    assert lora_adapters(pipe) == [("lora_0", str(lora_dirs[kind]), 0.8)]
+    with_lora = run(pipe)
+    assert float((with_lora - base).abs().max()) > 1e-3
+    pipe.set_adapters(["lora_0"], adapter_weights=[0.0])
+    assert torch.equal(run(pipe), base)
+
+
+@pytest.mark.parametrize("kind", ["sd3", "flux"])
+def test_lora_one_step_equals_diffusers_with_the_same_adapter(lora_dirs, kind):
+    pipe = sw.load_pipeline(tiny_pipeline(kind), device="cpu", lora=[(lora_dirs[kind], 0.7)])
+    frame = engine_one_step(pipe)
+    torch.testing.assert_close(
+        frame.latent, diffusers_one_step(pipe, frame.seed), rtol=1e-4, atol=1e-5
+    )
+    base = engine_one_step(tiny_pipeline(kind))
+    assert float((frame.latent - base.latent).abs().max()) > 1e-4
+
+
+def test_two_adapters_and_bad_lora_arguments(lora_dirs, tmp_path):
+    pipe = sw.load_pipeline(
+        tiny_pipeline("sd3"),
+        device="cpu",
+        lora=[(lora_dirs["sd3"], 0.5), (lora_dirs["sd3"], 0.5)],
+    )
+    assert [name for name, _, _ in lora_adapters(pipe)] == ["lora_0", "lora_1"]
+    one = sw.load_pipeline(tiny_pipeline("sd3"), device="cpu", lora=[(lora_dirs["sd3"], 1.0)])
+    torch.testing.assert_close(run(pipe), run(one), rtol=1e-4, atol=1e-5)  # 0.5 + 0.5 == 1
+    with pytest.raises(ValueError, match=r"lora\[0\] must be a \(path_or_hub_id, scale\) pair"):
+        sw.load_pipeline(tiny_pipeline("sd"), device="cpu", lora=["just/a/path"])
+    with pytest.raises(ValueError, match=r"lora\[0\]: scale must be a number"):
+        sw.load_pipeline(tiny_pipeline("sd"), device="cpu", lora=[(lora_dirs["sd"], "1")])
+    with pytest.raises((OSError, ValueError), match=r"lora\[0\]"):
+        sw.load_pipeline(tiny_pipeline("sd"), device="cpu", lora=[(tmp_path / "missing", 1.0)])
