@@ -102,15 +102,6 @@ class _Stopped(Exception):
     """Raised from the step callback to unwind the sampler when ``stop()`` was called."""
 
 
-def default_device() -> torch.device:
-    """CUDA when there is one, else Apple's MPS, else the CPU."""
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
 class SequenceSampler:
     """Runs the KSampler Sequence loop on a diffusers SD 1.x/2.x or SDXL pipeline.
 

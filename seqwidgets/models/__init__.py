@@ -58,9 +58,11 @@ def load_pipeline(
         >>> pipe.unet.dtype
         torch.float32
     """
-    from ..engine import default_device
+    from ..device import default_cpu_threads, default_device
 
     device = torch.device(device) if device is not None else default_device()
+    if device.type == "cpu":
+        default_cpu_threads()  # torch's one-thread-per-core crawls on a busy machine
     dtype = dtype or default_dtype(device)
     if model is None:
         with quiet_loading():
@@ -141,17 +143,39 @@ def _from_pretrained(source, dtype: torch.dtype, local_only: bool):
     except TypeError:  # pipelines without a safety checker (SDXL) refuse those arguments
         pipe = DiffusionPipeline.from_pretrained(source, **kwargs)
     except OSError as error:
-        raise OSError(
-            f"could not load a diffusers pipeline from {source!r}: {error}. A hub id needs "
-            "internet access (or a filled Hugging Face cache); a folder needs model_index.json "
-            "and safetensors weights"
-        ) from error
+        raise _loading_error(source, local_only, error) from error
     if getattr(pipe, "unet", None) is None or getattr(pipe, "text_encoder", None) is None:
         raise ValueError(
             f"{source!r} is a {type(pipe).__name__}; seqwidgets needs a Stable Diffusion "
             "1.x/2.x or SDXL pipeline (unet, vae, text encoder)"
         )
     return pipe
+
+
+def _loading_error(source, local: bool, error: OSError) -> OSError:
+    """One line that says what went wrong and what to do (diffusers' own text runs to several
+    sentences and ends with "check the stacktrace above")."""
+    if local:
+        return OSError(
+            f"{source}: not a loadable diffusers pipeline folder ({str(error).splitlines()[0]}); "
+            "it needs model_index.json and safetensors weights"
+        )
+    text = str(error)
+    if "404" in text or "not a valid model identifier" in text or "Repository Not Found" in text:
+        return OSError(
+            f"{source}: no such model on the Hugging Face hub, and no such local folder "
+            "(for a gated or private model run `huggingface-cli login` first)"
+        )
+    if "401" in text or "403" in text or "gated" in text.lower():
+        return OSError(
+            f"{source}: the Hugging Face hub refused access; accept the model's licence on "
+            "huggingface.co and run `huggingface-cli login`, then try again"
+        )
+    return OSError(
+        f"{source}: not in the local Hugging Face cache and the hub could not be reached; "
+        "connect to the internet (and unset HF_HUB_OFFLINE) to download it once, or pass a "
+        "local diffusers folder"
+    )
 
 
 def _attach_preview_factors(pipe, model) -> None:

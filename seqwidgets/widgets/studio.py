@@ -311,7 +311,7 @@ class Studio(W.VBox):
             from seqwidgets.session import Session
 
             if self._pipe is None:
-                from seqwidgets import load_pipeline
+                from seqwidgets.models import load_pipeline
 
                 self._pipe = load_pipeline()
             self._session = Session(self._pipe)
