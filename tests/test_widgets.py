@@ -488,10 +488,10 @@ def test_colab_turns_on_the_custom_widget_manager_and_main_thread_mode(
 
 
 def test_no_pipe_loads_the_default_model_on_the_first_run(tiny_pipe, monkeypatch, commands):
-    import seqwidgets
+    import seqwidgets.models
 
     loaded = []
-    monkeypatch.setattr(seqwidgets, "load_pipeline", lambda: loaded.append(1) or tiny_pipe)
+    monkeypatch.setattr(seqwidgets.models, "load_pipeline", lambda: loaded.append(1) or tiny_pipe)
     studio = Studio(params=SequenceParams(**FAST))
     assert loaded == [] and "loads on the first run" in studio.header.value
     branch = studio.run(wait=True)
