@@ -33,7 +33,7 @@ def hand_loop(pipe, params: sw.SequenceParams, plans) -> torch.Tensor:
     """The same model calls as the engine for euler, with nothing around them."""
     unet = pipe.unet
     device, dtype = unet.device, unet.dtype
-    ms = sw.sampling.ModelSampling.from_pipeline(pipe)
+    ms = sw.schedules.ModelSampling.from_pipeline(pipe)
     log_sigmas = ms.log_sigmas.to(device)
     embeds = {}
     for plan in plans:

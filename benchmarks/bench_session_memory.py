@@ -41,7 +41,7 @@ from PIL import Image
 import seqwidgets as sw
 from seqwidgets.engine import Frame
 from seqwidgets.params import SequenceParams
-from seqwidgets.sampling import loop_sigmas
+from seqwidgets.schedules import loop_sigmas
 from seqwidgets.session import Branch, Session
 
 TARGET_MB = 300

@@ -27,7 +27,7 @@ class CFGDenoiser:
 
     Args:
         unet: the pipeline's ``UNet2DConditionModel``.
-        model_sampling: a :class:`seqwidgets.sampling.ModelSampling` on the UNet's device.
+        model_sampling: a :class:`seqwidgets.schedules.ModelSampling` on the UNet's device.
         positive, negative: a :class:`Conditioning` per batch item (or one for all).
         cfg: the guidance scale, one per batch item or one for all.
         time_ids: SDXL's ``add_time_ids`` ``[1, 6]``; ``None`` for SD 1.x/2.x.

@@ -31,12 +31,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import sampling
+from . import samplers
 from .conditioning import PromptEncoder, is_sdxl
 from .denoiser import CFGDenoiser, sdxl_time_ids
 from .interp import LATENT_INTERPOLATIONS
 from .params import SequenceParams
 from .plan import LoopPlan, PromptChain, plan_sequence
+from .schedules import ModelSampling
 
 StepCallback = Callable[[int, int, float, torch.Tensor], None]
 
@@ -146,7 +147,7 @@ class SequenceSampler:
         self.dtype = pipe.unet.dtype  # frames are stored in the pipeline's dtype
         # The schedule is planned on the CPU; the denoiser reads a copy on the UNet's device so
         # that looking up a timestep never waits for the GPU.
-        self.model_sampling = sampling.ModelSampling.from_pipeline(pipe)
+        self.model_sampling = ModelSampling.from_pipeline(pipe)
         self._device_sampling = _on_device(self.model_sampling, self.device)
         self.encoder = PromptEncoder(pipe, self.device)
         self.unet_calls = 0
@@ -423,9 +424,9 @@ class SequenceSampler:
             # A single item seeds its sampler noise as ComfyUI does; a batch, item by item.
             noise_sampler = None
             if len(seeds) > 1:
-                noise_sampler = sampling.batch_noise_sampler(params.sampler_name, x, sigmas, seeds)
+                noise_sampler = samplers.batch_noise_sampler(params.sampler_name, x, sigmas, seeds)
             t0 = time.perf_counter()
-            result = sampling.sample(
+            result = samplers.sample(
                 params.sampler_name,
                 denoiser,
                 x,
@@ -473,4 +474,4 @@ class SequenceSampler:
         """
         up = sigmas.flip(0).clone()
         up[0] = max(float(up[0]), float(self.model_sampling.sigma_min))
-        return sampling.sample("euler", denoiser, x, up.to(self.device), callback=on_step)
+        return samplers.sample("euler", denoiser, x, up.to(self.device), callback=on_step)

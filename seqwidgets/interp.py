@@ -91,7 +91,7 @@ def cosine_interp_latents(t: float, a: torch.Tensor, b: torch.Tensor) -> torch.T
     return (1 - eased) * a + eased * b
 
 
-#: ``latent_interpolation_mode`` -> function ``(t, previous_result, sample) -> latent``.
+#: ``latent_interpolation_mode`` (`seqwidgets.choices.LATENT_INTERPOLATION_MODES`) -> function ``(t, previous_result, sample) -> latent``.
 LATENT_INTERPOLATIONS: dict[str, Callable[[float, torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "Blend": blend_latents,
     "Slerp": slerp_latents,

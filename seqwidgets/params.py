@@ -18,9 +18,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from seqwidgets.choices import (
+    KEYFRAME_INTERPOLATIONS,
+    LATENT_INTERPOLATION_MODES,
+    SAMPLERS,
+    SCHEDULERS,
+)
 from seqwidgets.errors import ParamError, ParamWarning
 from seqwidgets.keyframes import Keyframes, parse_keyframes
-from seqwidgets.sampling import SAMPLERS, SCHEDULERS
 
 __all__ = ["PARAM_SPECS", "ParamError", "ParamSpec", "SequenceParams", "DEFAULT_POSITIVE_SEQ"]
 
@@ -37,8 +42,6 @@ DEFAULT_POSITIVE_SEQ = (
 MAX_SCHEDULE_STEPS = 1_000_000
 
 SEED_MODES = ("increment", "decrement", "random", "fixed")
-LATENT_INTERPOLATION_MODES = ("Blend", "Slerp", "Cosine Interp")
-KEYFRAME_INTERPOLATIONS = ("none", "linear", "ease")
 
 
 @dataclass(frozen=True)

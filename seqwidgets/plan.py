@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from seqwidgets.choices import KEYFRAME_INTERPOLATIONS
 from seqwidgets.keyframes import keyframe_at
 
 if TYPE_CHECKING:
@@ -119,10 +120,9 @@ def prompt_chains(
     Returns:
         `list[PromptChain]`: ``loop_count`` chains.
     """
-    if interpolation not in ("none", "linear", "ease"):
-        raise ValueError(
-            f"interpolation: {interpolation!r} is unknown; allowed: 'none', 'linear', 'ease'"
-        )
+    if interpolation not in KEYFRAME_INTERPOLATIONS:
+        allowed = ", ".join(repr(name) for name in KEYFRAME_INTERPOLATIONS)
+        raise ValueError(f"interpolation: {interpolation!r} is unknown; allowed: {allowed}")
     if slerp_strength is not None and interpolation != "none":
         raise ValueError("slerp_strength and interpolation='linear'/'ease' exclude each other")
     ordered = sorted(keyframes)
@@ -198,7 +198,7 @@ def plan_sequence(params: SequenceParams, pipe: Any = None) -> list[LoopPlan]:
 
     Args:
         params (`SequenceParams`): the run's settings.
-        pipe (*optional*): a diffusers pipeline, scheduler or `seqwidgets.sampling.ModelSampling`;
+        pipe (*optional*): a diffusers pipeline, scheduler or `seqwidgets.schedules.ModelSampling`;
             with one, each loop's ``sigmas`` is filled with ComfyUI's sigma slice for its denoise
             (computed once per distinct denoise). Without one, ``sigmas`` is ``None``.
 
@@ -226,7 +226,7 @@ def plan_sequence(params: SequenceParams, pipe: Any = None) -> list[LoopPlan]:
         if model_sampling is None:
             return None
         if denoise not in sigmas_by_denoise:
-            from seqwidgets.sampling import loop_sigmas
+            from seqwidgets.schedules import loop_sigmas
 
             sigmas_by_denoise[denoise] = loop_sigmas(
                 model_sampling, params.scheduler, params.sampler_name, params.steps, denoise
@@ -251,7 +251,7 @@ def plan_sequence(params: SequenceParams, pipe: Any = None) -> list[LoopPlan]:
 
 
 def _model_sampling(pipe: Any) -> Any:
-    from seqwidgets.sampling import ModelSampling
+    from seqwidgets.schedules import ModelSampling
 
     if isinstance(pipe, ModelSampling):
         return pipe

@@ -10,7 +10,7 @@ figure displays as a cell's last expression; in a script, save it::
     params = sw.SequenceParams(steps=10, sequence_loop_count=6, denoise_seq=0.5)
     plots.plot_sigma_slices(params).savefig("sigmas.png")
 
-Everything is computed by the same code a run uses (`seqwidgets.plan`, `seqwidgets.sampling`,
+Everything is computed by the same code a run uses (`seqwidgets.plan`, `seqwidgets.schedules`,
 `seqwidgets.interp`), so a figure shows what the sampler does, not a re-derivation of it.
 
 * `plot_sigma_slices`: the noise levels each loop walks (``denoise_start`` / ``denoise_seq``).
@@ -37,8 +37,9 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from seqwidgets import interp
+from seqwidgets.choices import SCHEDULERS
 from seqwidgets.plan import PromptChain, plan_sequence, seed_sequence
-from seqwidgets.sampling import SCHEDULERS, ModelSampling, calculate_sigmas, loop_sigmas
+from seqwidgets.schedules import ModelSampling, calculate_sigmas, loop_sigmas
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -174,7 +175,7 @@ def plot_sigma_slices(
         params (`SequenceParams`): reads ``steps``, ``scheduler``, ``sampler_name``,
             ``denoise_start``, ``denoise_seq`` and ``sequence_loop_count``.
         pipe_or_model_sampling (*optional*): a diffusers pipeline or scheduler, or a
-            `seqwidgets.sampling.ModelSampling`; defaults to Stable Diffusion 1.5's schedule
+            `seqwidgets.schedules.ModelSampling`; defaults to Stable Diffusion 1.5's schedule
             (which the toy model shares).
         max_loops (`int`, defaults to 8): loops drawn in the saw-tooth panel.
 
@@ -271,7 +272,7 @@ def plot_schedulers(model_sampling: Any = None, steps: int = 20) -> Figure:
         steps (`int`, defaults to 20): steps of each schedule.
 
     Returns:
-        `Figure`: one axis with one line per scheduler in `seqwidgets.sampling.SCHEDULERS`, in
+        `Figure`: one axis with one line per scheduler in `seqwidgets.choices.SCHEDULERS`, in
         that order, labelled with its name (plus "(≈ other)" where it coincides with an earlier
         one within 2%); the y-data are the schedule's sigmas without the final 0 (log scale).
 

@@ -9,7 +9,7 @@ from comfy_reference import reference_run
 
 import seqwidgets as sw
 from seqwidgets.interp import blend_latents
-from seqwidgets.sampling import ModelSampling
+from seqwidgets.schedules import ModelSampling
 
 FAST = dict(steps=3, sequence_loop_count=3, positive_seq="0: a red circle", cfg=4.0)
 

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from seqwidgets.choices import SAMPLERS, SCHEDULERS
 from seqwidgets.errors import ParamError, ParamWarning
 from seqwidgets.params import MAX_SCHEDULE_STEPS, PARAM_SPECS, SequenceParams
-from seqwidgets.sampling import SAMPLERS, SCHEDULERS
 
 # The node's INPUT_TYPES, written out independently of PARAM_SPECS: (default, min, max).
 NODE_NUMBERS = {

@@ -231,7 +231,7 @@ def test_plan_sequence_uses_the_modes():
 
 
 def test_plan_sequence_fills_sigmas_once_per_denoise(monkeypatch):
-    from seqwidgets import sampling
+    from seqwidgets import schedules
 
     calls = []
 
@@ -246,8 +246,8 @@ def test_plan_sequence_fills_sigmas_once_per_denoise(monkeypatch):
         calls.append((scheduler, sampler_name, steps, denoise))
         return torch.linspace(10.0 * denoise, 0.0, steps + 1)
 
-    monkeypatch.setattr(sampling, "ModelSampling", FakeModelSampling, raising=False)
-    monkeypatch.setattr(sampling, "loop_sigmas", fake_loop_sigmas, raising=False)
+    monkeypatch.setattr(schedules, "ModelSampling", FakeModelSampling, raising=False)
+    monkeypatch.setattr(schedules, "loop_sigmas", fake_loop_sigmas, raising=False)
     params = make_params(steps=6, scheduler="karras", sequence_loop_count=5, denoise_seq=0.5)
     plans = plan_sequence(params, pipe="the pipe")
     assert calls == [

@@ -12,9 +12,10 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from seqwidgets import plots
+from seqwidgets.choices import SCHEDULERS
 from seqwidgets.params import SequenceParams
 from seqwidgets.plan import plan_sequence, seed_sequence
-from seqwidgets.sampling import SCHEDULERS, ModelSampling, calculate_sigmas, loop_sigmas
+from seqwidgets.schedules import ModelSampling, calculate_sigmas, loop_sigmas
 
 SD15 = ModelSampling.from_config(plots.SD15_SCHEDULE)
 KEYFRAMES = "0: a red circle\n4: a blue square\n8: a green triangle"

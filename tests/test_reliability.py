@@ -180,8 +180,8 @@ def test_1024_loops_complete_with_bounded_memory(tiny_pipe):
 @given(
     steps=st.integers(1, 3),
     denoise=st.one_of(st.just(0.0), st.floats(0.01, 1.0)),  # the node steps by 0.01
-    sampler_name=st.sampled_from(sw.sampling.SAMPLERS),
-    scheduler=st.sampled_from(sw.sampling.SCHEDULERS),
+    sampler_name=st.sampled_from(sw.choices.SAMPLERS),
+    scheduler=st.sampled_from(sw.choices.SCHEDULERS),
 )
 def test_every_sampler_and_scheduler_runs_the_promised_steps(
     tiny_pipe, steps, denoise, sampler_name, scheduler

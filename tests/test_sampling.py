@@ -1,4 +1,4 @@
-"""Tests for seqwidgets.sampling: ComfyUI's schedules and samplers.
+"""Tests for seqwidgets.schedules and seqwidgets.samplers: ComfyUI's schedules and samplers.
 
 References are computed independently here, in float64 numpy / math from ComfyUI's formulas,
 never by calling the code under test.
@@ -15,17 +15,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seqwidgets import sampling as sm
-from seqwidgets.sampling import (
-    SAMPLERS,
-    SCHEDULERS,
-    ModelSampling,
-    calculate_sigmas,
-    check_sampler,
-    check_scheduler,
-    loop_sigmas,
-    sample,
-)
+from seqwidgets import samplers as sm
+from seqwidgets.choices import SAMPLERS, SCHEDULERS, check_sampler, check_scheduler
+from seqwidgets.samplers import sample
+from seqwidgets.schedules import ModelSampling, calculate_sigmas, loop_sigmas
 
 # torchsde's clamp warning at sigma_max; the module silences it, pytest re-enables warnings.
 pytestmark = pytest.mark.filterwarnings("ignore:Should have t")
