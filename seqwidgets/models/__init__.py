@@ -6,11 +6,11 @@
 from __future__ import annotations
 
 import os
-import warnings
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+
+from .._loading import quiet_loading
 
 TINY_RANDOM = "tiny-random"
 TINY_RANDOM_XL = "tiny-random-xl"
@@ -93,36 +93,6 @@ def load_pipeline(
     pipe.set_progress_bar_config(disable=True)
     _attach_preview_factors(pipe, model)
     return pipe
-
-
-@contextmanager
-def quiet_loading():
-    """Hold back the loaders' chatter while a pipeline loads: progress bars, notices about
-    optional packages (torchvision, accelerate) and a deprecated argument name. Errors still
-    surface; only the libraries' log level is lowered, and restored afterwards."""
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    levels = (diffusers_logging.get_verbosity(), transformers_logging.get_verbosity())
-    bars = (
-        diffusers_logging.is_progress_bar_enabled(),
-        transformers_logging.is_progress_bar_enabled(),
-    )
-    diffusers_logging.set_verbosity_error()
-    transformers_logging.set_verbosity_error()
-    diffusers_logging.disable_progress_bar()
-    transformers_logging.disable_progress_bar()
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*torch_dtype.* is deprecated")
-            yield
-    finally:
-        diffusers_logging.set_verbosity(levels[0])
-        transformers_logging.set_verbosity(levels[1])
-        if bars[0]:
-            diffusers_logging.enable_progress_bar()
-        if bars[1]:
-            transformers_logging.enable_progress_bar()
 
 
 def _from_pretrained(source, dtype: torch.dtype, local_only: bool):
