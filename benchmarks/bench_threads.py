@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from common import write_result
+
 HERE = Path(__file__).parent
 
 # Run in a child process: the thread count must be set before torch runs anything.
@@ -111,10 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
         kind: {n: statistics.pstdev(v["times"]) for n, v in result[kind].items()}
         for kind in ("idle", "loaded")
     }
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-    return result
+    return write_result(args.json, result)
 
 
 if __name__ == "__main__":

@@ -175,3 +175,14 @@ def test_the_readmes_script_example_runs_and_saves_one_png_per_loop(tmp_path, mo
     exec(compile(code, "README.md: In a script", "exec"), namespace)
     assert [f.index for f in namespace["frames"]] == list(range(12))
     assert sorted(p.name for p in tmp_path.glob("loop_*.png"))[-1] == "loop_11.png"
+
+
+@pytest.mark.slow
+def test_the_startup_benchmark_measures_each_command_against_a_bare_python(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench_startup
+
+    result = bench_startup.main(["--repeats", "1", "--json", str(tmp_path / "startup.json")])
+    assert set(result["median_s"]) == set(bench_startup.COMMANDS)
+    assert result["ratio_to_python"]["python -c pass"] == 1.0
+    assert (tmp_path / "startup.json").exists()
