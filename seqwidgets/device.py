@@ -2,9 +2,10 @@
 
 torch starts one OpenMP thread per core. Each model call then waits for its slowest thread, so
 when anything else holds a core (a browser, a compiler, another notebook, a shared CI runner) a
-call can take ten to forty times longer than with fewer threads. ``benchmarks/bench_threads.py``
-measured this on a 2-core machine: the toy model ran 4.0 loops/s on 1 thread and 0.2 loops/s on
-2 threads while other work ran, and 1.7 against 0.24 with one extra busy-loop process.
+call can take ten to fifty times longer than with fewer threads. ``benchmarks/bench_threads.py``
+measured this on a 2-core machine shared with other jobs (load average 6): the toy model ran
+4.9 loops/s on 1 thread and 0.09 loops/s on 2; with one more busy-loop process, 1.55 against
+0.21. (Four threads need four cores: not measured there.)
 
 So on the CPU seqwidgets uses half the cores (at least one) unless told otherwise, the first time
 a pipeline is loaded for the CPU. The knob, strongest first:

@@ -251,3 +251,16 @@ def test_a_hub_id_names_itself_and_is_left_to_the_loader(tmp_path, monkeypatch, 
     assert main(["render", "--model", "owner/model-v1.5", "--out", str(tmp_path), "--quiet"]) == 2
     assert calls == ["owner/model-v1.5"]
     assert "owner/model-v1.5: not in the local Hugging Face cache" in capsys.readouterr().err
+
+
+def test_the_cli_knows_every_model_name_load_pipeline_builds():
+    # cli.py cannot import seqwidgets.models (torch) to check --model, so it keeps the names.
+    import seqwidgets.models
+    from seqwidgets.cli import BUILT_IN_MODELS
+
+    names = {
+        value
+        for key, value in vars(seqwidgets.models).items()
+        if key.isupper() and isinstance(value, str)
+    }
+    assert names == set(BUILT_IN_MODELS)
