@@ -57,6 +57,12 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def _positive_int(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(text)
+
+
 def _add_param_flag(group, spec: ParamSpec) -> None:
     names = [_flag(spec.name)] + ([ALIASES[spec.name]] if spec.name in ALIASES else [])
     default = "the pipeline's size" if spec.default is None else repr(spec.default)
@@ -95,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best one)")
     render.add_argument(
         "--threads",
-        type=int,
+        type=_positive_int,
         default=None,
         help="CPU threads for torch on the CPU (default: $SEQWIDGETS_CPU_THREADS, else "
         "seqwidgets.device's choice for this machine)",

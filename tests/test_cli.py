@@ -264,3 +264,23 @@ def test_the_cli_knows_every_model_name_load_pipeline_builds():
         if key.isupper() and isinstance(value, str)
     }
     assert names == set(BUILT_IN_MODELS)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two"])
+def test_threads_must_be_a_positive_whole_number(value, capsys):
+    with pytest.raises(SystemExit) as exit:
+        build_parser().parse_args(["render", "--threads", value])
+    assert exit.value.code == 2
+    assert "--threads: expected a whole number >= 1" in capsys.readouterr().err
+
+
+def test_threads_flag_sets_torchs_thread_count(tmp_path, monkeypatch):
+    import seqwidgets.device
+
+    applied = []
+    monkeypatch.setattr(seqwidgets.device, "apply_cpu_threads", applied.append)
+    monkeypatch.setattr("seqwidgets.models.load_pipeline", _never_load)
+    # The model fails to load (on purpose); the thread count was applied before it.
+    with pytest.raises(AssertionError, match="a model was loaded"):
+        main(["render", "--threads", "3", "--out", str(tmp_path), "--quiet"])
+    assert applied == [3]
