@@ -49,30 +49,11 @@ if "google.colab" in sys.modules:
 
     output.enable_custom_widget_manager()"""
 
-# The notebooks' titles for docs/teaching.md's table, in order.
-TEACHING_ROWS = {
-    "01_quickstart.ipynb": ("01 · Quickstart", "the studio: run, scrub, branch, in three cells"),
-    "02_anatomy_of_a_run.ipynb": (
-        "02 · Anatomy of a run",
-        "the plan, seeds, sigma slices, one loop step by step",
-    ),
-    "03_prompt_keyframes.ipynb": (
-        "03 · Prompt keyframes",
-        "the node's conditioning slerp versus smooth transitions",
-    ),
-    "04_latent_interpolation_and_unsampling.ipynb": (
-        "04 · Latent interpolation and unsampling",
-        "Blend / Slerp / Cosine Interp, and inverting a loop instead of re-noising it",
-    ),
-    "05_exploring_with_branches.ipynb": (
-        "05 · Exploring with branches",
-        "a tree of variations from one frame, without recomputing the prefix",
-    ),
-    "06_real_models_on_a_gpu.ipynb": (
-        "06 · Real models on a GPU",
-        "SD 1.5, SD-Turbo and SDXL by hub id, fp16, and back to ComfyUI",
-    ),
-}
+# A row of docs/teaching.md's notebook table: its title links the notebook, then what it teaches.
+# The rows are written by hand; this script writes only the header and the Colab column.
+TABLE_ROW = re.compile(
+    r"^\| \[(?P<title>[^\]]+)\]\(\.\./notebooks/(?P<notebook>[^)]+\.ipynb)\) \| (?P<what>[^|]*?) \|"
+)
 
 
 def repository_url(pyproject: Path = ROOT / "pyproject.toml") -> str:
@@ -135,19 +116,36 @@ def readme_block(url: str) -> str:
     )
 
 
-def teaching_block(url: str) -> str:
-    """docs/teaching.md's table of notebooks, with a Colab link per notebook once published."""
+def teaching_block(url: str, current: str) -> str:
+    """docs/teaching.md's table of notebooks: the rows of ``current`` (the block as it is), with
+    a Colab link per notebook once the repository is published.
+
+    Example:
+        >>> row = "| [01 · Quickstart](../notebooks/01_quickstart.ipynb) | the studio |"
+        >>> print(teaching_block("https://github.com/a/b", row).splitlines()[-1])
+        | [01 · Quickstart](../notebooks/01_quickstart.ipynb) | the studio | [Colab](https://colab.research.google.com/github/a/b/blob/main/notebooks/01_quickstart.ipynb) |
+    """
     published = is_published(url)
     lines = [
         "| notebook | what you learn |" + (" |" if published else ""),
         "|---|---|" + ("---|" if published else ""),
     ]
-    for notebook, (title, what) in TEACHING_ROWS.items():
-        row = f"| [{title}](../notebooks/{notebook}) | {what} |"
+    for line in current.splitlines():
+        row = TABLE_ROW.match(line)
+        if row is None:
+            continue  # the header, or the separator
+        title, notebook, what = row.group("title", "notebook", "what")
+        text = f"| [{title}](../notebooks/{notebook}) | {what} |"
         if published:
-            row += f" [Colab]({colab_url(url, notebook)}) |"
-        lines.append(row)
+            text += f" [Colab]({colab_url(url, notebook)}) |"
+        lines.append(text)
     return "\n".join(lines)
+
+
+def table_notebooks(root: Path = ROOT) -> list[str]:
+    """The notebooks docs/teaching.md's table lists, in order."""
+    text = (root / "docs" / "teaching.md").read_text(encoding="utf-8")
+    return [m.group("notebook") for m in map(TABLE_ROW.match, text.splitlines()) if m]
 
 
 def install_cell(url: str) -> str:
@@ -155,11 +153,19 @@ def install_cell(url: str) -> str:
     return INSTALL_CELL.format(url=url)
 
 
-def _with_block(text: str, block: str, where: Path) -> str:
-    pattern = re.compile(re.escape(START) + r"\n.*?\n" + re.escape(END), re.DOTALL)
-    if not pattern.search(text):
+_BLOCK = re.compile(re.escape(START) + r"\n(.*?)\n" + re.escape(END), re.DOTALL)
+
+
+def _block(text: str, where: Path) -> str:
+    found = _BLOCK.search(text)
+    if found is None:
         raise ValueError(f"{where}: no {START!r} ... {END!r} block to fill")
-    return pattern.sub(lambda _: f"{START}\n{block}\n{END}", text, count=1)
+    return found.group(1)
+
+
+def _with_block(text: str, block: str, where: Path) -> str:
+    _block(text, where)  # it must be there
+    return _BLOCK.sub(lambda _: f"{START}\n{block}\n{END}", text, count=1)
 
 
 def _notebook_text(path: Path, url: str) -> str:
@@ -180,9 +186,12 @@ def generated(root: Path = ROOT) -> dict[Path, str]:
     """Every file this script writes, with the text it should hold."""
     url = repository_url(root / "pyproject.toml")
     readme, teaching = root / "README.md", root / "docs" / "teaching.md"
+    readme_text = readme.read_text(encoding="utf-8")
+    teaching_text = teaching.read_text(encoding="utf-8")
+    table = teaching_block(url, _block(teaching_text, teaching))
     files = {
-        readme: _with_block(readme.read_text(encoding="utf-8"), readme_block(url), readme),
-        teaching: _with_block(teaching.read_text(encoding="utf-8"), teaching_block(url), teaching),
+        readme: _with_block(readme_text, readme_block(url), readme),
+        teaching: _with_block(teaching_text, table, teaching),
     }
     for path in sorted((root / "notebooks").glob("*.ipynb")):
         files[path] = _notebook_text(path, url)

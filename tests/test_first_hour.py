@@ -86,6 +86,11 @@ def test_publishing_means_editing_one_line(tmp_path):
         assert "<org>" not in text
 
 
+def test_every_notebook_has_a_row_in_the_teaching_table():
+    notebooks = sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb"))
+    assert sorted(make_links.table_notebooks()) == notebooks
+
+
 def test_an_unpublished_address_tells_how_to_open_the_notebooks_locally():
     block = make_links.readme_block("https://github.com/<org>/seqwidgets")
     assert "jupyter lab notebooks/01_quickstart.ipynb" in block
