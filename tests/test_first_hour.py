@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -50,6 +51,33 @@ def test_readme_gives_torch_for_the_cpu_and_for_a_gpu_before_the_commands():
     assert any(line.endswith("&& pip install torch") for line in torch_lines)  # the GPU line
     for label in ("Render a sequence", "Run every test"):
         assert "torch" not in commands[label], f"{label}: torch comes from the line above"
+
+
+def _collected(*args: str) -> list[str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return [line for line in done.stdout.splitlines() if "::" in line]
+
+
+@pytest.mark.slow  # three pytest processes
+def test_the_fast_loop_leaves_out_notebooks_and_the_browser_test_and_all_runs_them():
+    files = ["tests/test_notebooks.py", "tests/test_browser.py"]
+    fast, everything = _collected(*files), _collected(*files, "--all")
+    notebooks = len(list((ROOT / "notebooks").glob("*.ipynb")))
+    runs = [test for test in everything if "runs_top_to_bottom" in test]
+    assert (
+        len(runs) == notebooks and "tests/test_browser.py::test_studio_in_jupyterlab" in everything
+    )
+    assert set(fast) == set(everything) - {
+        *runs,
+        "tests/test_browser.py::test_studio_in_jupyterlab",
+    }
+    assert _collected(*files, "-m", "notebook") == runs
 
 
 # -- links from pyproject.toml --------------------------------------------------------------------
