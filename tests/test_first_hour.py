@@ -44,6 +44,47 @@ def test_ci_runs_the_readmes_test_command_exactly():
     assert 'if [ "$status" -eq 5 ]' in ci  # no tests collected is a failure
 
 
+# Stand-ins for the tools .ci/run calls: they log their arguments and exit as told.
+CI_STUBS = {
+    "python3": 'if [ "$2" = venv ]; then mkdir -p "$3/bin"; '
+    'echo "export PATH=$STUBS:\\$PATH" > "$3/bin/activate"; fi',
+    "python": 'echo "python $*" >> "$LOG"; if [ "$2" = pytest ]; then exit "$PYTEST_STATUS"; fi',
+    "pip": 'echo "pip $*" >> "$LOG"',
+    "ruff": 'echo "ruff $*" >> "$LOG"; exit "$RUFF_STATUS"',
+    "chromium": "true",
+}
+
+
+@pytest.mark.parametrize(
+    ("pytest_status", "ruff_status", "expected"),
+    [(0, 0, 0), (5, 0, 1), (1, 0, 1), (0, 1, 1), (2, 1, 2)],
+)
+def test_ci_fails_when_the_tests_or_the_linters_fail_or_no_test_ran(
+    tmp_path, pytest_status, ruff_status, expected
+):
+    stubs, repo = tmp_path / "stubs", tmp_path / "repo"
+    stubs.mkdir()
+    (repo / ".ci").mkdir(parents=True)
+    shutil.copy(ROOT / ".ci" / "run", repo / ".ci" / "run")
+    for name, body in CI_STUBS.items():
+        (stubs / name).write_text(f"#!/usr/bin/env bash\n{body}\n")
+        (stubs / name).chmod(0o755)
+    log = tmp_path / "log"
+    env = {
+        "PATH": f"{stubs}:/usr/bin:/bin",
+        "STUBS": str(stubs),
+        "LOG": str(log),
+        "PYTEST_STATUS": str(pytest_status),
+        "RUFF_STATUS": str(ruff_status),
+    }
+    done = subprocess.run(["bash", str(repo / ".ci" / "run")], env=env, capture_output=True)
+    assert done.returncode == expected, done.stderr
+    ran = log.read_text().splitlines()
+    assert _readme_commands()["Run every test"].replace('"', "") == " && ".join(ran[2:4])
+    if pytest_status != 5:  # (no test collected stops CI at once)
+        assert ran[-2:] == ["ruff check .", "ruff format --check ."]
+
+
 def test_readme_gives_torch_for_the_cpu_and_for_a_gpu_before_the_commands():
     commands = _readme_commands()
     torch_lines = commands["Install torch"].splitlines()
