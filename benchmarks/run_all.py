@@ -62,6 +62,20 @@ def benchmarks(model: str | None, quick: bool) -> list[tuple[str, list[str]]]:
         ),
         ("toy model speed", ["bench_toy.py", *repeats]),
         (
+            "startup",
+            ["bench_startup.py", *repeats, "--json", str(RESULTS / "startup.json")],
+        ),
+        (
+            "CPU threads",
+            [
+                "bench_threads.py",
+                "--repeats",
+                "2" if quick else "3",
+                "--json",
+                str(RESULTS / "threads.json"),
+            ],
+        ),
+        (
             "studio interaction",
             ["bench_interaction.py", *repeats, "--json", str(RESULTS / "interaction.json")],
         ),

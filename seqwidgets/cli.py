@@ -6,15 +6,20 @@ every loop as a PNG, an animated GIF, a contact sheet, the settings and the stac
 Example:
     $ seqwidgets render --positive-seq "0: a red circle" --positive-seq "6: a blue square" \\
           --sequence-loop-count 12 --out out/circle-to-square
+
+Starting it imports no torch, diffusers or widgets: ``--help``, ``--version`` and the checks of
+``--model`` / ``--out`` answer at once; the heavy imports happen when a model loads.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
+from ._version import __version__
 from .params import PARAM_SPECS, ParamSpec, SequenceParams
 
 # Short aliases a ComfyUI user would type, beside the node's full input names.
@@ -27,8 +32,20 @@ ALIASES = {
 }
 
 
+# Model names load_pipeline() builds itself (seqwidgets.models), not folders or hub ids.
+BUILT_IN_MODELS = ("tiny-random", "tiny-random-xl", "random-sd15")
+
+# A Hugging Face hub id: "owner/name" of letters, digits, "-", "_" and ".", not starting with ".".
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
+
+
+def _help(text: str) -> str:
+    # argparse %-formats help strings (for %(default)s): a literal "%" must be doubled.
+    return text.replace("%", "%%")
 
 
 def _parse_bool(text: str) -> bool:
@@ -40,11 +57,16 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def _positive_int(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(text)
+
+
 def _add_param_flag(group, spec: ParamSpec) -> None:
     names = [_flag(spec.name)] + ([ALIASES[spec.name]] if spec.name in ALIASES else [])
     default = "the pipeline's size" if spec.default is None else repr(spec.default)
-    help_text = f"{spec.help} Allowed: {spec.allowed()}. Default: {default}."
-    help_text = help_text.replace("%", "%%")  # argparse formats help with %: "seed % 3"
+    help_text = _help(f"{spec.help} Allowed: {spec.allowed()}. Default: {default}.")
     if spec.kind == "keyframes":
         # Repeatable: each occurrence is one "index: prompt" line.
         group.add_argument(*names, dest=spec.name, action="append", help=help_text)
@@ -57,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="seqwidgets", description="Sequential diffusion sampling (KSampler Sequence)."
     )
+    parser.add_argument("--version", action="version", version=f"seqwidgets {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     render = commands.add_parser(
         "render",
@@ -69,13 +92,20 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument(
         "--model",
         default=None,
-        help="hub id, local folder, 'tiny-random' or "
-        "'tiny-random-xl' (default: the toy model shipped with seqwidgets)",
+        help="a hub id (owner/name), a local diffusers folder, 'tiny-random', 'tiny-random-xl' "
+        "or 'random-sd15' (default: the toy model shipped with seqwidgets)",
     )
     render.add_argument("--config", type=Path, help="a JSON file of settings (SequenceParams)")
     render.add_argument("--out", type=Path, default=Path("out"), help="output folder (default out)")
     render.add_argument("--init-image", type=Path, help="an image to start loop 0 from")
     render.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best one)")
+    render.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        help="CPU threads for torch on the CPU (default: $SEQWIDGETS_CPU_THREADS, else "
+        "seqwidgets.device's choice for this machine)",
+    )
     render.add_argument("--fps", type=float, default=4.0, help="GIF frames per second")
     render.add_argument("--overwrite", action="store_true", help="replace existing output files")
     render.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -188,11 +218,68 @@ def studio(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_paths(args: argparse.Namespace) -> None:
+    """Refuse a ``--model``, ``--out``, ``--init-image`` or studio folder that cannot work, in
+    one line each, before anything heavy is imported or any model loads.
+
+    Example:
+        >>> args = build_parser().parse_args(["render", "--model", "./no_such_folder"])
+        >>> check_paths(args)
+        Traceback (most recent call last):
+        ...
+        ValueError: --model ./no_such_folder: no such folder (a model is a local diffusers folder, a hub id such as 'stable-diffusion-v1-5/stable-diffusion-v1-5', 'tiny-random', 'tiny-random-xl' or 'random-sd15')
+    """
+    model = getattr(args, "model", None)
+    if model is not None and model not in BUILT_IN_MODELS:
+        _check_model(model)
+    if getattr(args, "out", None) is not None:
+        _check_folder("--out", args.out)
+    if getattr(args, "folder", None) is not None:
+        _check_folder("folder", args.folder)
+    init_image = getattr(args, "init_image", None)
+    if init_image is not None and not init_image.is_file():
+        raise ValueError(f"--init-image {init_image}: no such file")
+
+
+def _check_model(model: str) -> None:
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise ValueError(
+                f"--model {model}: the folder has no model_index.json, so it is not a diffusers "
+                "pipeline (save one with pipe.save_pretrained(folder))"
+            )
+    elif path.exists():
+        raise ValueError(f"--model {model}: is a file; give a diffusers pipeline folder")
+    elif not _HUB_ID.fullmatch(model):
+        raise ValueError(
+            f"--model {model}: no such folder (a model is a local diffusers folder, a hub id such "
+            "as 'stable-diffusion-v1-5/stable-diffusion-v1-5', "
+            + ", ".join(repr(name) for name in BUILT_IN_MODELS[:-1])
+            + f" or {BUILT_IN_MODELS[-1]!r})"
+        )
+
+
+def _check_folder(flag: str, folder: Path) -> None:
+    # The nearest part of the path that exists must be a folder, or nothing can be written there.
+    for part in (folder, *folder.parents):
+        if part.exists():
+            if not part.is_dir():
+                where = "" if part == folder else f" ({part} is a file)"
+                raise ValueError(f"{flag} {folder}: is not a folder{where}")
+            return
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        check_paths(args)  # before any model loads: a typo costs a second, not a minute
         if args.command == "render":
+            if args.threads is not None:
+                from .device import apply_cpu_threads
+
+                apply_cpu_threads(args.threads)
             return render(args)
         if args.command == "studio":
             return studio(args)

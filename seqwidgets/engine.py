@@ -124,15 +124,6 @@ class CancelToken:
         return self._event.is_set()
 
 
-def default_device() -> torch.device:
-    """CUDA when there is one, else Apple's MPS, else the CPU."""
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
 class SequenceSampler:
     """Runs the KSampler Sequence loop on a diffusers SD 1.x/2.x, SDXL, SD3/SD3.5 or Flux pipeline.
 

@@ -851,7 +851,7 @@ class Session:
                     "frames": frames,
                 }
             )
-        from . import __version__
+        from ._version import __version__
 
         manifest = {
             "format": FORMAT,

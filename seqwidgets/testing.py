@@ -184,7 +184,7 @@ def tiny_pipeline(kind: str = "sd", seed: int = 0):
         >>> type(pipe).__name__
         'StableDiffusionXLPipeline'
     """
-    from .models import quiet_loading
+    from ._loading import quiet_loading
 
     with quiet_loading():  # (importing the pipelines logs notices about optional packages)
         from diffusers import (
@@ -387,7 +387,7 @@ def random_sd15_pipeline(seed: int = 0, device: str | torch.device = "cpu"):
         >>> round(sum(p.numel() for p in unet.parameters()) / 1e6)
         860
     """
-    from .models import quiet_loading
+    from ._loading import quiet_loading
 
     with quiet_loading():
         from diffusers import UNet2DConditionModel

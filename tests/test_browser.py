@@ -427,6 +427,7 @@ def drive_studio(
 
 
 @pytest.mark.slow
+@pytest.mark.browser
 def test_studio_in_jupyterlab(tmp_path):
     reason = _missing()
     if reason:

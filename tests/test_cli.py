@@ -1,15 +1,83 @@
 """The `seqwidgets render` command writes what the README promises."""
 
+import argparse
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import imageio.v3 as iio
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 from safetensors.torch import load_file
 
-from seqwidgets.cli import build_parser, main, params_from_args
+from seqwidgets._version import __version__
+from seqwidgets.cli import _help, build_parser, main, params_from_args
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _subcommands() -> list[str]:
+    (commands,) = [
+        action
+        for action in build_parser()._actions
+        if isinstance(action, argparse._SubParsersAction)
+    ]
+    return sorted(commands.choices)
+
+
+# Runs the command as `seqwidgets ...` does, then reports whether torch got imported.
+_RUN_CLI = """
+import runpy, sys
+sys.argv = ["seqwidgets", *sys.argv[1:]]
+try:
+    runpy.run_module("seqwidgets.cli", run_name="__main__")
+except SystemExit as exit:
+    code = exit.code
+print("torch imported:", "torch" in sys.modules, "exit:", code, file=sys.stderr)
+"""
+
+
+def _run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", _RUN_CLI, *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize("command", [[], *([c] for c in _subcommands())], ids=str)
+def test_every_help_works_without_importing_torch(command):
+    done = _run_cli(*command, "--help")
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.stdout.startswith("usage: seqwidgets"), done.stdout
+    assert "torch imported: False exit: 0" in done.stderr
+
+
+def test_render_help_lists_every_setting_with_its_default():
+    done = _run_cli("render", "--help")
+    text = " ".join(done.stdout.split())
+    assert "seed % 3" in text  # the literal percent sign of the alternate_values help
+    for flag in ("--sequence-loop-count", "--loops", "--seed-mode-seq", "--threads", "--model"):
+        assert flag in text
+
+
+def test_version_is_the_package_version():
+    done = _run_cli("--version")
+    assert done.stdout.strip() == f"seqwidgets {__version__}"
+    assert "torch imported: False exit: 0" in done.stderr
+
+
+@given(st.text(alphabet=st.sampled_from("ab %()sd"), max_size=30))
+def test_help_text_with_percent_signs_prints_as_written(text):
+    parser = argparse.ArgumentParser(prog="p")
+    parser.add_argument("--x", help=_help(text))
+    assert " ".join(text.split()) in " ".join(parser.format_help().split())
 
 
 def test_render_writes_pngs_gif_contact_sheet_params_and_latents(tmp_path, capsys):
@@ -132,3 +200,87 @@ def test_random_sd15_pipeline_runs_offline_with_sd15_sizes():
     )
     latents = sw.SequenceSampler(pipe).sample(params)
     assert latents.shape == (1, 4, 8, 8) and torch.isfinite(latents).all()
+
+
+def _never_load(*args, **kwargs):
+    raise AssertionError("a model was loaded before the arguments were checked")
+
+
+@pytest.mark.parametrize(
+    ("make", "flag", "expected"),
+    [
+        (lambda tmp: ["--model", "./no_such_folder"], "--model", "no such folder"),
+        (lambda tmp: ["--model", "no_such_folder"], "--model", "no such folder"),
+        (lambda tmp: ["--model", str(tmp)], "--model", "no model_index.json"),
+        (lambda tmp: ["--model", str(tmp / "file.txt")], "--model", "is a file"),
+        (lambda tmp: ["--out", str(tmp / "file.txt")], "--out", "is not a folder"),
+        (lambda tmp: ["--out", str(tmp / "file.txt" / "run")], "--out", "file.txt is a file"),
+        (lambda tmp: ["--init-image", str(tmp / "nope.png")], "--init-image", "no such file"),
+    ],
+)
+def test_bad_paths_are_one_line_errors_before_any_model_loads(
+    tmp_path, monkeypatch, capsys, make, flag, expected
+):
+    import seqwidgets.models
+
+    (tmp_path / "file.txt").write_text("not a model")
+    monkeypatch.setattr(seqwidgets.models, "load_pipeline", _never_load)
+    monkeypatch.chdir(tmp_path)
+    assert main(["render", "--quiet", *make(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"seqwidgets render: error: {flag} ") and expected in err
+
+
+def test_studio_refuses_a_file_as_its_folder(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("")
+    assert main(["studio", str(tmp_path / "notes.txt"), "--print-command"]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+
+
+def test_a_hub_id_names_itself_and_is_left_to_the_loader(tmp_path, monkeypatch, capsys):
+    import seqwidgets.models
+
+    calls = []
+
+    def fake_load(model, **kwargs):
+        calls.append(model)
+        raise OSError(f"{model}: not in the local Hugging Face cache and the hub could not be")
+
+    monkeypatch.setattr(seqwidgets.models, "load_pipeline", fake_load)
+    assert main(["render", "--model", "owner/model-v1.5", "--out", str(tmp_path), "--quiet"]) == 2
+    assert calls == ["owner/model-v1.5"]
+    assert "owner/model-v1.5: not in the local Hugging Face cache" in capsys.readouterr().err
+
+
+def test_the_cli_knows_every_model_name_load_pipeline_builds():
+    # cli.py cannot import seqwidgets.models (torch) to check --model, so it keeps the names.
+    import seqwidgets.models
+    from seqwidgets.cli import BUILT_IN_MODELS
+
+    names = {
+        value
+        for key, value in vars(seqwidgets.models).items()
+        if key.isupper() and isinstance(value, str)
+    }
+    assert names == set(BUILT_IN_MODELS)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two"])
+def test_threads_must_be_a_positive_whole_number(value, capsys):
+    with pytest.raises(SystemExit) as exit:
+        build_parser().parse_args(["render", "--threads", value])
+    assert exit.value.code == 2
+    assert "--threads: expected a whole number >= 1" in capsys.readouterr().err
+
+
+def test_threads_flag_sets_torchs_thread_count(tmp_path, monkeypatch):
+    import seqwidgets.device
+
+    applied = []
+    monkeypatch.setattr(seqwidgets.device, "apply_cpu_threads", applied.append)
+    monkeypatch.setattr("seqwidgets.models.load_pipeline", _never_load)
+    # The model fails to load (on purpose); the thread count was applied before it.
+    with pytest.raises(AssertionError, match="a model was loaded"):
+        main(["render", "--threads", "3", "--out", str(tmp_path), "--quiet"])
+    assert applied == [3]

@@ -18,6 +18,9 @@ nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "docs"))
+import make_links  # noqa: E402  (docs/make_links.py writes the install cell)
+
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 SKIP_TAG = "skip-execution"
 CELL_TIMEOUT_S = 300  # generous: a shared 2-core CI machine can be slow
@@ -34,6 +37,7 @@ def kernel_env() -> dict[str, str]:
 
 
 @pytest.mark.slow
+@pytest.mark.notebook
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_notebook_runs_top_to_bottom(path, tmp_path):
     notebook = nbformat.read(path, as_version=4)
@@ -59,11 +63,29 @@ def test_notebook_is_committed_clean(path):
     for cell in code_cells:
         assert not cell.get("outputs"), f"{path.name}: a cell has outputs; strip them"
         assert cell.get("execution_count") is None, f"{path.name}: execution counts left in"
-    if path.name != "01_quickstart.ipynb":  # the studio notebook has its own layout
-        setup = code_cells[0].source
-        assert 'if "google.colab" in sys.modules' in setup
-        assert "enable_custom_widget_manager" in setup
-        assert "REPO_URL" in setup
+    # The first code cell is the same guarded install cell everywhere, with pyproject's address.
+    assert code_cells[0].source == make_links.install_cell(make_links.repository_url()), (
+        f"{path.name}: the first code cell is not the Colab install cell; "
+        "run python docs/make_links.py"
+    )
+
+
+def test_the_install_cell_runs_only_on_colab_and_keeps_what_colab_has():
+    cell = make_links.install_cell("https://github.com/someone/seqwidgets")
+    lines = cell.splitlines()
+    guard = lines.index('if "google.colab" in sys.modules:')
+    # Everything that acts (pip, the widget manager) is inside the guard.
+    body = [line for line in lines[guard + 1 :] if line.strip()]
+    assert all(line.startswith("    ") for line in body)
+    assert "pip" in cell and "enable_custom_widget_manager()" in cell
+    # pip's default strategy keeps installed requirements (Colab's torch): no upgrade flags,
+    # and nothing but seqwidgets named on the command line.
+    for flag in ("--upgrade", "-U", "--force-reinstall", "torch"):
+        assert flag not in cell.split("seqwidgets @")[0].split("pip")[-1]
+    # Outside Colab the cell only sets REPO_URL.
+    namespace: dict = {}
+    exec(compile(cell, "install-cell", "exec"), namespace)
+    assert namespace["REPO_URL"] == "https://github.com/someone/seqwidgets"
 
 
 def test_gpu_and_hub_cells_are_tagged():

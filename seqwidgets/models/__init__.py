@@ -7,12 +7,11 @@ pipeline by hub id or path.
 from __future__ import annotations
 
 import os
-import warnings
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
+from .._loading import quiet_loading
 from ..families import detect_family
 
 TINY_RANDOM = "tiny-random"
@@ -80,9 +79,11 @@ def load_pipeline(
         >>> pipe.unet.dtype
         torch.float32
     """
-    from ..engine import default_device
+    from ..device import default_cpu_threads, default_device
 
     device = torch.device(device) if device is not None else default_device()
+    if device.type == "cpu":
+        default_cpu_threads()  # torch's one-thread-per-core crawls on a busy machine
     dtype = dtype or default_dtype(device)
     if model is None:
         with quiet_loading():
@@ -165,36 +166,6 @@ def lora_adapters(pipe) -> list[tuple[str, str, float]]:
     return list(getattr(pipe, "seqwidgets_lora", []))
 
 
-@contextmanager
-def quiet_loading():
-    """Hold back the loaders' chatter while a pipeline loads: progress bars, notices about
-    optional packages (torchvision, accelerate) and a deprecated argument name. Errors still
-    surface; only the libraries' log level is lowered, and restored afterwards."""
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    levels = (diffusers_logging.get_verbosity(), transformers_logging.get_verbosity())
-    bars = (
-        diffusers_logging.is_progress_bar_enabled(),
-        transformers_logging.is_progress_bar_enabled(),
-    )
-    diffusers_logging.set_verbosity_error()
-    transformers_logging.set_verbosity_error()
-    diffusers_logging.disable_progress_bar()
-    transformers_logging.disable_progress_bar()
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*torch_dtype.* is deprecated")
-            yield
-    finally:
-        diffusers_logging.set_verbosity(levels[0])
-        transformers_logging.set_verbosity(levels[1])
-        if bars[0]:
-            diffusers_logging.enable_progress_bar()
-        if bars[1]:
-            transformers_logging.enable_progress_bar()
-
-
 def _from_pretrained(source, dtype: torch.dtype, local_only: bool):
     from diffusers import DiffusionPipeline
 
@@ -213,11 +184,7 @@ def _from_pretrained(source, dtype: torch.dtype, local_only: bool):
     except TypeError:  # pipelines without a safety checker (SDXL) refuse those arguments
         pipe = DiffusionPipeline.from_pretrained(source, **kwargs)
     except OSError as error:
-        raise OSError(
-            f"could not load a diffusers pipeline from {source!r}: {error}. A hub id needs "
-            "internet access (or a filled Hugging Face cache); a folder needs model_index.json "
-            "and safetensors weights"
-        ) from error
+        raise _loading_error(source, local_only, error) from error
     try:
         detect_family(pipe)
     except ValueError as error:
@@ -228,6 +195,32 @@ def _from_pretrained(source, dtype: torch.dtype, local_only: bool):
             "needs a complete SD 1.x/2.x, SDXL, SD3/SD3.5 or Flux pipeline"
         )
     return pipe
+
+
+def _loading_error(source, local: bool, error: OSError) -> OSError:
+    """One line that says what went wrong and what to do (diffusers' own text runs to several
+    sentences and ends with "check the stacktrace above")."""
+    if local:
+        return OSError(
+            f"{source}: not a loadable diffusers pipeline folder ({str(error).splitlines()[0]}); "
+            "it needs model_index.json and safetensors weights"
+        )
+    text = str(error)
+    if "404" in text or "not a valid model identifier" in text or "Repository Not Found" in text:
+        return OSError(
+            f"{source}: no such model on the Hugging Face hub, and no such local folder "
+            "(for a gated or private model run `huggingface-cli login` first)"
+        )
+    if "401" in text or "403" in text or "gated" in text.lower():
+        return OSError(
+            f"{source}: the Hugging Face hub refused access; accept the model's licence on "
+            "huggingface.co and run `huggingface-cli login`, then try again"
+        )
+    return OSError(
+        f"{source}: not in the local Hugging Face cache and the hub could not be reached; "
+        "connect to the internet (and unset HF_HUB_OFFLINE) to download it once, or pass a "
+        "local diffusers folder"
+    )
 
 
 def _attach_preview_factors(pipe, model) -> None:

@@ -1,5 +1,8 @@
 """Jupyter widgets: the `Studio` app, its control panel and its timeline.
 
+The names load on first use: ``seqwidgets.widgets.launch`` (behind ``seqwidgets studio``) and
+``seqwidgets.widgets.colab`` do not pull in ipywidgets, ipycanvas or torch.
+
 Example:
     >>> import seqwidgets as sw
     >>> from seqwidgets.widgets import Studio
@@ -7,12 +10,25 @@ Example:
     >>> studio                                        # doctest: +SKIP
 """
 
-from .colab import enable_custom_widget_manager, in_colab
-from .panel import GROUPS, ControlPanel
-from .studio import Studio
-from .timeline import CanvasTimeline, ImageTimeline, Row, TimelineLayout
+from __future__ import annotations
 
-__all__ = [
+from typing import TYPE_CHECKING
+
+from seqwidgets._lazy import lazy_exports
+
+_EXPORTS = {
+    "enable_custom_widget_manager": "seqwidgets.widgets.colab",
+    "in_colab": "seqwidgets.widgets.colab",
+    "GROUPS": "seqwidgets.widgets.panel",
+    "ControlPanel": "seqwidgets.widgets.panel",
+    "Studio": "seqwidgets.widgets.studio",
+    "CanvasTimeline": "seqwidgets.widgets.timeline",
+    "ImageTimeline": "seqwidgets.widgets.timeline",
+    "Row": "seqwidgets.widgets.timeline",
+    "TimelineLayout": "seqwidgets.widgets.timeline",
+}
+
+__all__ = [  # the names of _EXPORTS, spelled out for linters and `import *`
     "GROUPS",
     "CanvasTimeline",
     "ControlPanel",
@@ -23,3 +39,10 @@ __all__ = [
     "enable_custom_widget_manager",
     "in_colab",
 ]
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+if TYPE_CHECKING:
+    from .colab import enable_custom_widget_manager, in_colab
+    from .panel import GROUPS, ControlPanel
+    from .studio import Studio
+    from .timeline import CanvasTimeline, ImageTimeline, Row, TimelineLayout

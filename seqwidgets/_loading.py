@@ -1,0 +1,44 @@
+"""Quiet model loading: the loaders' chatter held back, their errors kept.
+
+Below both `seqwidgets.models` (``load_pipeline``) and `seqwidgets.testing` (the tiny random
+pipelines), which each load through it.
+
+Example:
+    >>> with quiet_loading():
+    ...     from diffusers import UNet2DConditionModel
+"""
+
+from __future__ import annotations
+
+import warnings
+from contextlib import contextmanager
+
+
+@contextmanager
+def quiet_loading():
+    """Hold back the loaders' chatter while a pipeline loads: progress bars, notices about
+    optional packages (torchvision, accelerate) and a deprecated argument name. Errors still
+    surface; only the libraries' log level is lowered, and restored afterwards."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    levels = (diffusers_logging.get_verbosity(), transformers_logging.get_verbosity())
+    bars = (
+        diffusers_logging.is_progress_bar_enabled(),
+        transformers_logging.is_progress_bar_enabled(),
+    )
+    diffusers_logging.set_verbosity_error()
+    transformers_logging.set_verbosity_error()
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*torch_dtype.* is deprecated")
+            yield
+    finally:
+        diffusers_logging.set_verbosity(levels[0])
+        transformers_logging.set_verbosity(levels[1])
+        if bars[0]:
+            diffusers_logging.enable_progress_bar()
+        if bars[1]:
+            transformers_logging.enable_progress_bar()
