@@ -26,6 +26,7 @@ from typing import Literal
 
 __all__ = [
     "ANCESTRAL_SAMPLERS",
+    "BUILT_IN_MODELS",
     "COLOR_COHERENCE_MODES",
     "COLOR_REFERENCES",
     "DISCARD_PENULTIMATE_SIGMA_SAMPLERS",
@@ -156,6 +157,18 @@ LATENT_INTERPOLATION_MODES: tuple[str, ...] = ("Blend", "Slerp", "Cosine Interp"
 #: ``keyframe_interpolation`` values: hold each keyframe, or slerp towards the next one linearly
 #: or eased (see `seqwidgets.plan.prompt_chains`).
 KEYFRAME_INTERPOLATIONS: tuple[str, ...] = ("none", "linear", "ease")
+#: The pipelines ``load_pipeline`` builds by name, offline (besides hub ids and folders): random
+#: tiny ones of every family for tests and demos, and random full-size ones for GPU measurements.
+BUILT_IN_MODELS: tuple[str, ...] = (
+    "tiny-random",
+    "tiny-random-xl",
+    "tiny-random-sd3",
+    "tiny-random-flux",
+    "tiny-random-flux-schnell",
+    "random-sd15",
+    "random-sd3",
+)
+
 #: ``color_coherence`` values (ours): no matching, histogram matching in a pixel colour space,
 #: or per-channel mean / std matching in latent space (see `seqwidgets.coherence`).
 COLOR_COHERENCE_MODES: tuple[str, ...] = ("none", "lab", "hsv", "rgb", "latent")

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from ._version import __version__
+from .choices import BUILT_IN_MODELS
 from .params import PARAM_SPECS, ParamSpec, SequenceParams
 
 # Short aliases a ComfyUI user would type, beside the node's full input names.
@@ -33,7 +34,6 @@ ALIASES = {
 
 
 # Model names load_pipeline() builds itself (seqwidgets.models), not folders or hub ids.
-BUILT_IN_MODELS = ("tiny-random", "tiny-random-xl", "random-sd15")
 
 # A Hugging Face hub id: "owner/name" of letters, digits, "-", "_" and ".", not starting with ".".
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
@@ -92,8 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument(
         "--model",
         default=None,
-        help="a hub id (owner/name), a local diffusers folder, 'tiny-random', 'tiny-random-xl' "
-        "or 'random-sd15' (default: the toy model shipped with seqwidgets)",
+        help="a hub id (owner/name), a local diffusers folder (SD 1.x/2.x, SDXL, SD3/SD3.5, Flux) "
+        "or one of the random pipelines built offline: "
+        + ", ".join(BUILT_IN_MODELS)
+        + " (default: the toy model shipped with seqwidgets)",
     )
     render.add_argument("--config", type=Path, help="a JSON file of settings (SequenceParams)")
     render.add_argument("--out", type=Path, default=Path("out"), help="output folder (default out)")
@@ -227,7 +229,7 @@ def check_paths(args: argparse.Namespace) -> None:
         >>> check_paths(args)
         Traceback (most recent call last):
         ...
-        ValueError: --model ./no_such_folder: no such folder (a model is a local diffusers folder, a hub id such as 'stable-diffusion-v1-5/stable-diffusion-v1-5', 'tiny-random', 'tiny-random-xl' or 'random-sd15')
+        ValueError: --model ./no_such_folder: no such folder (a model is a local diffusers folder, a hub id such as 'stable-diffusion-v1-5/stable-diffusion-v1-5', or one of the random pipelines built offline: tiny-random, tiny-random-xl, tiny-random-sd3, tiny-random-flux, tiny-random-flux-schnell, random-sd15, random-sd3)
     """
     model = getattr(args, "model", None)
     if model is not None and model not in BUILT_IN_MODELS:
@@ -254,9 +256,8 @@ def _check_model(model: str) -> None:
     elif not _HUB_ID.fullmatch(model):
         raise ValueError(
             f"--model {model}: no such folder (a model is a local diffusers folder, a hub id such "
-            "as 'stable-diffusion-v1-5/stable-diffusion-v1-5', "
-            + ", ".join(repr(name) for name in BUILT_IN_MODELS[:-1])
-            + f" or {BUILT_IN_MODELS[-1]!r})"
+            "as 'stable-diffusion-v1-5/stable-diffusion-v1-5', or one of the random pipelines "
+            f"built offline: {', '.join(BUILT_IN_MODELS)})"
         )
 
 

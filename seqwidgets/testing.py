@@ -278,7 +278,7 @@ def tiny_flow_pipeline(kind: str = "sd3", seed: int = 0):
         >>> type(pipe).__name__, pipe.transformer.config.guidance_embeds
         ('FluxPipeline', True)
     """
-    from .models import quiet_loading
+    from ._loading import quiet_loading
 
     with quiet_loading():
         from diffusers import (
@@ -437,7 +437,7 @@ def random_sd3_pipeline(seed: int = 0, device: str | torch.device = "cpu"):
         >>> round(sum(p.numel() for p in transformer.parameters()) / 1e9, 2)
         2.24
     """
-    from .models import quiet_loading
+    from ._loading import quiet_loading
 
     with quiet_loading():
         from diffusers import (

@@ -254,9 +254,9 @@ def test_a_hub_id_names_itself_and_is_left_to_the_loader(tmp_path, monkeypatch, 
 
 
 def test_the_cli_knows_every_model_name_load_pipeline_builds():
-    # cli.py cannot import seqwidgets.models (torch) to check --model, so it keeps the names.
+    # cli.py cannot import seqwidgets.models (torch) to check --model: the names live in choices.
     import seqwidgets.models
-    from seqwidgets.cli import BUILT_IN_MODELS
+    from seqwidgets.choices import BUILT_IN_MODELS
 
     names = {
         value

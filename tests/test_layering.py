@@ -25,11 +25,8 @@ PACKAGE = ROOT / "seqwidgets"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundations", ("_version", "_lazy", "_loading", "_io", "errors", "choices", "device")),
     ("settings", ("keyframes", "params", "comfy")),
-    ("numerics", ("interp", "schedules", "samplers", "plan")),
-    (
-        "model",
-        ("families", "conditioning", "denoiser", "decode", "metrics", "coherence", "engine"),
-    ),
+    ("numerics", ("interp", "schedules", "samplers", "families", "plan")),
+    ("model", ("conditioning", "denoiser", "decode", "metrics", "coherence", "engine")),
     ("pipelines", ("testing", "models", "models.*")),
     ("session", ("export", "session", "session_io", "plots")),
     ("widgets", ("widgets", "widgets.*")),
