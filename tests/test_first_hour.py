@@ -80,18 +80,25 @@ def test_ci_fails_when_the_tests_or_the_linters_fail_or_no_test_ran(
     done = subprocess.run(["bash", str(repo / ".ci" / "run")], env=env, capture_output=True)
     assert done.returncode == expected, done.stderr
     ran = log.read_text().splitlines()
-    assert _readme_commands()["Run every test"].replace('"', "") == " && ".join(ran[2:4])
+    # What the README's command runs after creating and activating its virtual environment.
+    steps = _readme_commands()["Run every test"].split(". .venv/bin/activate && ", 1)[1]
+    assert steps.replace('"', "") == " && ".join(ran[:3])
     if pytest_status != 5:  # (no test collected stops CI at once)
         assert ran[-2:] == ["ruff check .", "ruff format --check ."]
 
 
-def test_readme_gives_torch_for_the_cpu_and_for_a_gpu_before_the_commands():
+def test_readme_commands_do_the_whole_set_up_and_name_the_cpu_build():
     commands = _readme_commands()
-    torch_lines = commands["Install torch"].splitlines()
-    assert any("--index-url https://download.pytorch.org/whl/cpu" in line for line in torch_lines)
-    assert any(line.endswith("&& pip install torch") for line in torch_lines)  # the GPU line
     for label in ("Render a sequence", "Run every test"):
-        assert "torch" not in commands[label], f"{label}: torch comes from the line above"
+        steps = commands[label].split(" && ")
+        assert steps[:3] == [
+            "python3 -m venv .venv",
+            ". .venv/bin/activate",
+            "pip install torch==2.13.0",  # before the package: a bare torch pulls a CUDA build
+        ], label
+    # On a machine without an NVIDIA GPU: the CPU build from PyTorch's index, pinned the same.
+    cpu = commands["Which torch"]
+    assert "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" in cpu
 
 
 def _collected(*args: str) -> list[str]:
