@@ -23,6 +23,7 @@ from seqwidgets.params import in_range
 __all__ = [
     "EXPORT_FORMATS",
     "FPS_RANGE",
+    "check_fps",
     "contact_sheet",
     "save_contact_sheet",
     "save_gif",
@@ -76,7 +77,8 @@ def _write_atomic(path: Path, write, overwrite: bool) -> Path:
     return _io.write_file(path, write, overwrite=overwrite)
 
 
-def _check_fps(fps: float) -> float:
+def check_fps(fps: float) -> float:
+    """``fps`` as a float if it is within `FPS_RANGE`, else a `ValueError` naming ``fps``."""
     low, high = FPS_RANGE
     if not in_range(fps, low, high):
         raise ValueError(f"fps: {fps!r} is out of range; allowed: a number from {low} to {high}")
@@ -105,7 +107,7 @@ def save_gif(
     Each frame gets its own 256-colour palette.
     """
     frames = _as_images(images)
-    fps = _check_fps(fps)
+    fps = check_fps(fps)
     path = _check_target(path, overwrite)
 
     def write(tmp: Path) -> None:
@@ -141,7 +143,7 @@ def save_mp4(
         overwrite (`bool`, defaults to `False`): replace an existing file.
     """
     frames = _as_images(images)
-    fps = _check_fps(fps)
+    fps = check_fps(fps)
     path = _check_target(path, overwrite)
     try:
         import imageio_ffmpeg

@@ -183,6 +183,7 @@ def snapshot(branches, next_id: int, pipe) -> tuple[dict, dict[str, torch.Tensor
                 "frames": frames,
             }
         )
+    _unshare(tensors)
     manifest = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
@@ -192,6 +193,18 @@ def snapshot(branches, next_id: int, pipe) -> tuple[dict, dict[str, torch.Tensor
         "branches": entries,
     }
     return manifest, tensors
+
+
+def _unshare(tensors: dict[str, torch.Tensor]) -> None:
+    """Copy tensors that share memory with an earlier one: safetensors refuses to save those,
+    and a loop at denoise 0 returns its input latent itself."""
+    seen: set[int] = set()
+    for name, tensor in tensors.items():
+        pointer = tensor.untyped_storage().data_ptr()
+        if pointer in seen and tensor.numel():
+            tensors[name] = tensor.clone()
+        else:
+            seen.add(pointer)
 
 
 def _digest(manifest: dict, tensors: dict[str, torch.Tensor]) -> str:
