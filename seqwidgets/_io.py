@@ -10,8 +10,9 @@ guarantees:
   the complete new one under the target name, never a truncated or empty one.
 * **Nothing else is touched.** On any error the temporary file is removed and the previous file
   at the name is left as it was.
-* **Ordinary permissions.** Files and folders are created like any the user makes (``0o666`` /
-  ``0o777`` less the umask), not the ``0o600`` of `tempfile.mkstemp`.
+* **Ordinary permissions.** New files and folders get the permissions of any the user makes
+  (``0o666`` / ``0o777`` less the umask), not the ``0o600`` of `tempfile.mkstemp`; a replaced
+  one keeps its own, as when a file is written over in place.
 * **No surprise replacement.** With ``overwrite=False`` a file that appears under the name while
   we write is not replaced (`FileExistsError`).
 
@@ -39,6 +40,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -93,6 +95,15 @@ def _create(path: Path) -> None:
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
 
 
+def _keep_mode(previous: Path, new: Path) -> None:
+    """Give ``new`` the permissions of the ``previous`` file or folder it replaces, if any."""
+    try:
+        mode = stat.S_IMODE(os.stat(previous).st_mode)
+    except FileNotFoundError:
+        return
+    os.chmod(new, mode)
+
+
 def _exists_error(path: Path) -> FileExistsError:
     return FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
 
@@ -136,6 +147,7 @@ def write_file(
             # previous file rather than put an empty one under the name.
             raise OSError(errno.EIO, f"{path}: nothing was written; the previous file is kept")
         if overwrite:
+            _keep_mode(path, tmp)
             os.replace(tmp, path)
         else:
             _link_new(tmp, path)
@@ -223,6 +235,7 @@ def replace_folder(
                 os.fsync(file.fileno())
         _fsync_folder(tmp)
         if path.exists():
+            _keep_mode(path, tmp)
             old = _temp_name(path, "old")
             os.rename(path, old)
             _fsync_folder(path.parent)

@@ -491,7 +491,7 @@ class Session:
                 session. `ValueError`: a branch name that cannot be written (a lone surrogate).
         """
         with self._lock:
-            manifest, tensors = session_io.snapshot(self._branches, self._next_id, self.pipe)
+            manifest, tensors = session_io.snapshot(self._branches, self._next_id, self.sampler)
         return session_io.write(path, manifest, tensors, overwrite=overwrite)
 
     @classmethod
@@ -513,8 +513,8 @@ class Session:
         Raises:
             `ValueError`: saying what is wrong with the file. `FileNotFoundError`.
         """
-        saved, next_id = session_io.read(path, pipe)
         session = cls(pipe, **options)
+        saved, next_id = session_io.read(path, session.sampler)
         by_id: dict[int, Branch] = {}
         for b in saved:
             parent = None if b.parent is None else by_id[b.parent]

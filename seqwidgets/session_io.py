@@ -39,7 +39,7 @@ from typing import Any, NamedTuple
 import torch
 
 from . import _io
-from .engine import Frame
+from .engine import Frame, SequenceSampler
 from .params import SequenceParams, in_range, short_repr
 
 __all__ = [
@@ -85,14 +85,15 @@ def _denoiser(pipe):
     return getattr(pipe, "unet", None) or pipe.transformer
 
 
-def pipeline_record(pipe) -> dict[str, Any]:
-    """What a manifest records of the pipeline: its class, latent channels, dtype, VAE scale
-    factor, default image size and a cheap fingerprint of the denoiser's weights.
+def pipeline_record(sampler: SequenceSampler) -> dict[str, Any]:
+    """What a manifest records of the sampler's pipeline: its class, latent channels, dtype,
+    VAE scale factor, default image size and a cheap fingerprint of the denoiser's weights.
 
     The fingerprint hashes every weight's name, shape and first four values (one transfer from
     the device, milliseconds even for SDXL): another checkpoint of the same architecture, or a
     LoRA fused into it, almost surely changes it.
     """
+    pipe = sampler.pipe
     denoiser = _denoiser(pipe)
     h = hashlib.sha256()
     heads = []
@@ -101,14 +102,14 @@ def pipeline_record(pipe) -> dict[str, Any]:
         heads.append(weight.detach().reshape(-1)[:4].float())
     if heads:
         h.update(torch.cat(heads).cpu().numpy().tobytes())
-    factor = int(pipe.vae_scale_factor)
-    size = int(denoiser.config.sample_size) * factor
+    default = SequenceParams()  # width / height None: the pipeline's default size
+    channels = sampler.latent_shape(default)[1]
     return {
         "class": type(pipe).__name__,
-        "latent_channels": int(denoiser.config.in_channels),
+        "latent_channels": int(channels),
         "dtype": str(denoiser.dtype).removeprefix("torch."),
-        "vae_scale_factor": factor,
-        "image_size": [size, size],
+        "vae_scale_factor": int(pipe.vae_scale_factor),
+        "image_size": list(sampler.image_size(default)),
         "fingerprint": h.hexdigest()[:32],
     }
 
@@ -142,8 +143,11 @@ def check_text(value: Any, where: str) -> str:
     return value
 
 
-def snapshot(branches, next_id: int, pipe) -> tuple[dict, dict[str, torch.Tensor]]:
-    """The manifest (without checksum) and tensors of ``branches`` (`Branch` objects)."""
+def snapshot(
+    branches, next_id: int, sampler: SequenceSampler
+) -> tuple[dict, dict[str, torch.Tensor]]:
+    """The manifest (without checksum) and tensors of ``branches`` (`Branch` objects) made
+    with ``sampler``."""
     from . import __version__  # noqa: PLC0415 (the root imports this module)
 
     tensors: dict[str, torch.Tensor] = {}
@@ -188,7 +192,7 @@ def snapshot(branches, next_id: int, pipe) -> tuple[dict, dict[str, torch.Tensor
         "format": FORMAT,
         "version": FORMAT_VERSION,
         "written_by": f"seqwidgets {__version__}",
-        "pipeline": pipeline_record(pipe),
+        "pipeline": pipeline_record(sampler),
         "next_id": next_id,
         "branches": entries,
     }
@@ -400,8 +404,9 @@ def read_manifest(path: str | os.PathLike) -> dict:
     return _read_files(Path(path))[0]
 
 
-def read(path: str | os.PathLike, pipe) -> tuple[list[SavedBranch], int]:
-    """The branches of a saved session and the next free branch id, checked against ``pipe``.
+def read(path: str | os.PathLike, sampler: SequenceSampler) -> tuple[list[SavedBranch], int]:
+    """The branches of a saved session and the next free branch id, checked against the
+    sampler's pipeline (``pipe`` below).
 
     Raises:
         `ValueError`: naming the file and the field, for anything that is not a complete,
@@ -412,13 +417,13 @@ def read(path: str | os.PathLike, pipe) -> tuple[list[SavedBranch], int]:
     weights: it loads, but new loops will not continue the saved ones exactly.
     """
     manifest, tensors, where = _read_files(Path(path))
-    channels = _check_pipeline(manifest.get("pipeline"), pipe, where)
-    return _Builder(manifest, tensors, pipe, channels, where).build()
+    record = _check_pipeline(manifest.get("pipeline"), sampler, where)
+    return _Builder(manifest, tensors, sampler.pipe, record, where).build()
 
 
-def _check_pipeline(saved: Any, pipe, where: str) -> dict:
-    """The saved pipeline record, checked for shape and against ``pipe``."""
-    current = pipeline_record(pipe)
+def _check_pipeline(saved: Any, sampler: SequenceSampler, where: str) -> dict:
+    """The saved pipeline record, checked for shape and against the sampler's pipeline."""
+    current = pipeline_record(sampler)
     if saved is None:
         return current
     if not isinstance(saved, dict):

@@ -57,6 +57,18 @@ def test_files_and_folders_follow_the_umask(tmp_path, umask, mask):
     assert {mode(p) for p in folder.iterdir()} == {0o666 & ~mask}
 
 
+def test_a_replaced_file_or_folder_keeps_its_permissions(tmp_path, umask):
+    umask(0o022)
+    private = _io.write_bytes(tmp_path / "private.safetensors", b"old")
+    os.chmod(private, 0o600)
+    _io.write_bytes(private, b"new", overwrite=True)
+    assert mode(private) == 0o600 and private.read_bytes() == b"new"
+    folder = _io.replace_folder(tmp_path / "f", {"a": b"1"})
+    os.chmod(folder, 0o700)
+    _io.replace_folder(folder, {"a": b"2"}, overwrite=True)
+    assert mode(folder) == 0o700
+
+
 def test_a_failing_writer_leaves_the_previous_file_and_no_temporary(tmp_path):
     path = _io.write_bytes(tmp_path / "seq.gif", b"precious")
 
@@ -230,7 +242,7 @@ def test_every_header_length_saves_and_loads_back(tiny_pipe, tmp_path):
     for loops in range(1, 120):
         if loops > 1:
             session.extend(root, 1)
-        tensors = session_io.snapshot(session.branches, 2, tiny_pipe)[1]
+        tensors = session_io.snapshot(session.branches, 2, session.sampler)[1]
         from safetensors.torch import save
 
         low = struct.unpack("<Q", save(tensors)[:8])[0] % 256
@@ -363,3 +375,13 @@ def test_exports_clean_what_a_killed_export_left(sessions, tmp_path):
     orphan.write_bytes(b"half a gif")
     old.export(old.branches[0], tmp_path / "a.gif")
     assert names(tmp_path) == ["a.gif"]
+
+
+def test_a_rerun_of_loop_zero_at_another_size_saves_and_loads_back(tiny_pipe, tmp_path):
+    session = sw.Session(tiny_pipe)
+    root = session.run(sw.SequenceParams(**FAST, sequence_loop_count=2))
+    wide = session.rerun((root, 0), width=80)
+    assert wide.frames[0].latent.shape[-1] == 10
+    for name in ("s.safetensors", "s"):
+        loaded = sw.Session.load(session.save(tmp_path / name), tiny_pipe)
+        assert same(loaded, session)
