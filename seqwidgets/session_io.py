@@ -355,8 +355,13 @@ def _parse_json(raw: bytes | str, where: str) -> Any:
 
 def _read_files(path: Path) -> tuple[dict, dict[str, torch.Tensor], str]:
     """Manifest, tensors and the name to put in messages, checked against their checksum."""
-    _io.recover_folder(path)
-    if not path.exists():
+    try:
+        _io.recover_folder(path)
+        found = path.exists()
+    except (OSError, ValueError) as error:  # a name too long for a path, a NUL in it
+        reason = error.strerror if isinstance(error, OSError) else error
+        raise ValueError(f"{short_repr(str(path))}: not a usable session path ({reason})") from None
+    if not found:
         raise FileNotFoundError(f"{path}: no such session file or folder")
     if path.is_dir():
         manifest_path, latents = path / MANIFEST, path / LATENTS

@@ -294,6 +294,13 @@ def test_load_checks_what_it_promises(saved_folder, tmp_path, tiny_pipe, edit, m
         load_edited(saved_folder, tmp_path, tiny_pipe, edit)
 
 
+def test_a_path_that_cannot_be_one_is_a_value_error(tiny_pipe):
+    with pytest.raises(ValueError, match="not a usable session path"):
+        sw.Session.load("x" * 10_000, tiny_pipe)
+    with pytest.raises(FileNotFoundError):  # a NUL: no file can have that name
+        sw.Session.load("session\0.safetensors", tiny_pipe)
+
+
 def test_a_nan_latent_never_loads(saved_folder, tmp_path, tiny_pipe):
     def poison(tensors):
         latent = tensors["latent/1/1"].clone()
