@@ -141,8 +141,8 @@ def render(args: argparse.Namespace) -> int:
         shown = ", ".join(str(p) for p in existing[:4])
         more = f" and {len(existing) - 4} more" if len(existing) > 4 else ""
         raise FileExistsError(
-            f"{shown}{more} already exist; pass --overwrite to replace them, or choose "
-            "another --out"
+            f"{shown}{more} already exist{'s' if len(existing) == 1 else ''}; pass --overwrite "
+            "to replace them, or choose another --out"
         )
     init_image = Image.open(args.init_image).convert("RGB") if args.init_image else None
 
