@@ -154,20 +154,29 @@ def params_from_args(args: argparse.Namespace) -> SequenceParams:
 def render(args: argparse.Namespace) -> int:
     import torch
     from PIL import Image
-    from safetensors.torch import save_file
+    from safetensors.torch import save as safetensors_bytes
     from tqdm.auto import tqdm
 
+    from . import _io
     from .decode import decode_latents
     from .engine import SequenceSampler
-    from .export import save_contact_sheet, save_gif
+    from .export import check_fps, save_contact_sheet, save_gif
     from .models import load_pipeline
 
     params = params_from_args(args)
+    check_fps(args.fps)
     out = args.out
-    targets = [out / "sequence.gif", out / "contact_sheet.png", out / "params.json"]
-    existing = [str(p) for p in targets if p.exists()]
+    outputs = _render_outputs(out, params.sequence_loop_count)
+    # Every output is checked before a model loads: a run of minutes never ends in a refusal,
+    # and nothing is replaced without --overwrite.
+    existing = [path for path in outputs.values() if path.exists() or path.is_symlink()]
     if existing and not args.overwrite:
-        raise FileExistsError(f"{', '.join(existing)} exist; pass --overwrite to replace them")
+        shown = ", ".join(str(p) for p in existing[:4])
+        more = f" and {len(existing) - 4} more" if len(existing) > 4 else ""
+        raise FileExistsError(
+            f"{shown}{more} already exist{'s' if len(existing) == 1 else ''}; pass --overwrite "
+            "to replace them, or choose another --out"
+        )
     init_image = Image.open(args.init_image).convert("RGB") if args.init_image else None
 
     pipe = load_pipeline(args.model, device=args.device)
@@ -181,29 +190,46 @@ def render(args: argparse.Namespace) -> int:
         bar.update(1)
 
     out.mkdir(parents=True, exist_ok=True)
+    _io.remove_orphans(out)  # what a killed render left
     frames, images = [], []
     try:
         for frame in sampler.frames(params, init_image=init_image, callback=on_step):
             image = decode_latents(pipe.vae, frame.latent)[0]
-            image.save(out / f"loop_{frame.index:04d}.png")
+            _io.write_file(
+                outputs[frame.index],
+                lambda tmp, image=image: image.save(tmp, format="PNG"),
+                overwrite=args.overwrite,
+            )
             frames.append(frame)
             images.append(image)
     finally:
         bar.close()
     captions = [f"loop {f.index} · seed {f.seed}\n{f.prompt}" for f in frames]
-    save_gif(images, out / "sequence.gif", fps=args.fps, overwrite=args.overwrite)
-    save_contact_sheet(
-        images, out / "contact_sheet.png", captions=captions, overwrite=args.overwrite
-    )
-    (out / "params.json").write_text(json.dumps(params.to_dict(), indent=2), encoding="utf-8")
+    save_gif(images, outputs["gif"], fps=args.fps, overwrite=args.overwrite)
+    save_contact_sheet(images, outputs["sheet"], captions=captions, overwrite=args.overwrite)
+    settings = json.dumps(params.to_dict(), indent=2, ensure_ascii=False).encode("utf-8")
+    _io.write_bytes(outputs["params"], settings, overwrite=args.overwrite)
     latents = torch.stack([f.latent for f in frames]).float().contiguous()
-    save_file({"latents": latents}, str(out / "latents.safetensors"))
+    data = safetensors_bytes({"latents": latents})
+    _io.write_bytes(outputs["latents"], data, overwrite=args.overwrite)
     seconds = sum(f.timings["total"] for f in frames)
     print(
         f"{len(frames)} loops in {seconds:.1f} s -> {out}/ (loop_*.png, sequence.gif, "
         "contact_sheet.png, params.json, latents.safetensors)"
     )
     return 0
+
+
+def _render_outputs(out: Path, loops: int) -> dict:
+    """Every file `render` writes in ``out``: loop index -> its PNG, and the named outputs."""
+    outputs: dict = {i: out / f"loop_{i:04d}.png" for i in range(loops)}
+    outputs.update(
+        gif=out / "sequence.gif",
+        sheet=out / "contact_sheet.png",
+        params=out / "params.json",
+        latents=out / "latents.safetensors",
+    )
+    return outputs
 
 
 def studio(args: argparse.Namespace) -> int:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ParamWarning
-from .params import PARAM_SPECS, SequenceParams
+from .params import PARAM_SPECS, SequenceParams, short_repr
 
 __all__ = [
     "NODE_CLASS",
@@ -96,9 +96,7 @@ def params_from_workflow(
     values = graph.widgets(node, NODE_WIDGETS, seed_control=True)
     fields: dict[str, Any] = {}
     for name, value in values.items():
-        if PARAM_SPECS[name].kind == "int" and isinstance(value, float) and value.is_integer():
-            value = int(value)  # JavaScript numbers: 20.0 is 20
-        fields[name] = value
+        fields[name] = _js_int(value) if PARAM_SPECS[name].kind == "int" else value
     for name in ("positive_seq", "negative_seq"):
         fields[name] = graph.keyframe_text(node, name)
     fields.update(graph.latent_size(node))
@@ -108,19 +106,24 @@ def params_from_workflow(
         raise ValueError(f"{where}: {error}") from None
 
 
+def _js_int(value: Any) -> Any:
+    """JavaScript numbers: 20.0 is 20. Anything else is left for `SequenceParams` to judge."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 def _as_workflow(workflow: Any) -> dict:
     if isinstance(workflow, (str, os.PathLike)):
-        text = str(workflow)
-        if isinstance(workflow, str) and text.lstrip().startswith("{"):
-            source, where = text, "the workflow text"
+        if isinstance(workflow, str) and workflow.lstrip()[:1] in ("{", "["):
+            source, where = workflow, "the workflow text"
         else:
-            path = Path(workflow)
-            if not path.is_file():
-                raise FileNotFoundError(f"{path}: no such workflow file")
-            source, where = path.read_text(encoding="utf-8"), str(path)
+            source, where = _read_workflow_file(workflow), str(workflow)
         try:
             workflow = json.loads(source)
-        except json.JSONDecodeError as error:
+        except RecursionError:
+            raise ValueError(f"{where}: JSON nested too deeply to be a workflow") from None
+        except ValueError as error:  # JSONDecodeError, or an integer of too many digits
             raise ValueError(f"{where}: not JSON: {error}") from None
     if not isinstance(workflow, Mapping):
         raise ValueError(f"a ComfyUI workflow is a JSON object, got {type(workflow).__name__}")
@@ -129,6 +132,21 @@ def _as_workflow(workflow: Any) -> dict:
         if isinstance(inner, Mapping) and "nodes" not in workflow:
             return dict(inner)
     return dict(workflow)
+
+
+def _read_workflow_file(path: str | os.PathLike) -> str:
+    shown = short_repr(str(path))
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{shown}: no such workflow file") from None
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{shown}: not a workflow (not UTF-8 text: {error})") from None
+    except (OSError, ValueError) as error:  # a name too long for a path, a NUL, a folder
+        raise ValueError(
+            f"{shown}: neither JSON text (it does not start with '{{') nor a readable workflow "
+            f"file ({error.strerror if isinstance(error, OSError) else error})"
+        ) from None
 
 
 class _Node:
@@ -152,6 +170,11 @@ class _Graph:
                     raise ValueError(f"UI workflow: nodes[{n}] has no 'id' and 'type'")
                 node_id = str(raw["id"])
                 inputs = raw.get("inputs") or []
+                if not isinstance(inputs, list):
+                    raise ValueError(
+                        f"UI workflow: node {short_repr(node_id)} has inputs {short_repr(inputs)}; "
+                        "expected a list"
+                    )
                 self.nodes[node_id] = _Node(
                     node_id, str(raw["type"]), raw.get("widgets_values"), inputs
                 )
@@ -165,7 +188,7 @@ class _Graph:
                 elif isinstance(raw, list) and len(raw) >= 3:
                     link_id, origin, slot = raw[0], raw[1], raw[2]
                 else:
-                    raise ValueError(f"UI workflow: malformed link {raw!r}")
+                    raise ValueError(f"UI workflow: malformed link {short_repr(raw)}")
                 self.links[str(link_id)] = (str(origin), slot)
         elif workflow and all(
             isinstance(v, Mapping) and "class_type" in v for v in workflow.values()
@@ -174,7 +197,10 @@ class _Graph:
             for node_id, raw in workflow.items():
                 inputs = raw.get("inputs") or {}
                 if not isinstance(inputs, Mapping):
-                    raise ValueError(f"API workflow: node {node_id} has inputs {inputs!r}")
+                    raise ValueError(
+                        f"API workflow: node {short_repr(node_id)} has inputs {short_repr(inputs)}; "
+                        "expected an object"
+                    )
                 self.nodes[str(node_id)] = _Node(str(node_id), str(raw["class_type"]), None, inputs)
         else:
             raise ValueError(
@@ -231,7 +257,7 @@ class _Graph:
                 raise ValueError(f"{where}: widgets_values lacks {', '.join(missing)}")
             return {name: raw[name] for name in names}
         if not isinstance(raw, list):
-            raise ValueError(f"{where}: widgets_values missing or not a list: {raw!r}")
+            raise ValueError(f"{where}: widgets_values missing or not a list: {short_repr(raw)}")
         raw = list(raw)
         # The frontend's control_after_generate value follows the seed. Its values overlap
         # seed_mode_seq's, so tell the layouts apart by type: without it, [2] is a boolean.
@@ -244,7 +270,7 @@ class _Graph:
             if control not in CONTROL_VALUES:
                 raise ValueError(
                     f"{where}: widgets_values[1] should be the seed's control_after_generate "
-                    f"({', '.join(CONTROL_VALUES)}), got {control!r}"
+                    f"({', '.join(CONTROL_VALUES)}), got {short_repr(control)}"
                 )
         if len(raw) != len(names):
             expected = f"{len(names)}" + (
@@ -314,7 +340,7 @@ class _Graph:
         else:
             value = self.widgets(source, ("text",))["text"]
         if not isinstance(value, str):
-            raise ValueError(f"{TEXT_ENCODER_CLASS} node {source.id}: text is {value!r}")
+            raise ValueError(f"{TEXT_ENCODER_CLASS} node {source.id}: text is {short_repr(value)}")
         return _comfy_keyframes(value, f"{name} ({TEXT_ENCODER_CLASS} node {source.id})")
 
     def latent_size(self, node: _Node) -> dict[str, int]:
@@ -338,7 +364,12 @@ class _Graph:
                 UserWarning,
                 stacklevel=4,
             )
-        return {"width": int(size["width"]), "height": int(size["height"])}
+        for name in ("width", "height"):
+            if size[name] is None:  # None means "the pipeline's size" to seqwidgets, not here
+                raise ValueError(f"EmptyLatentImage node {source.id}: {name} is missing (None)")
+        # Left for SequenceParams to check (naming the field): 64.5, "64" or inf is an error
+        # there, not silently made an int here.
+        return {"width": _js_int(size["width"]), "height": _js_int(size["height"])}
 
 
 def _is_api_link(value: Any) -> bool:
@@ -360,7 +391,7 @@ def _comfy_keyframes(text: str, where: str) -> str:
             if stripped and not stripped.startswith("#"):
                 dropped.append(line)
             continue
-        index = int(match.group(1))
+        index = match.group(1).lstrip("0")  # as text: int() refuses thousands of digits
         if index in seen:
             dropped.append(line)
             continue

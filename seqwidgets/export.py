@@ -1,30 +1,41 @@
 """Export a sequence's images: animated GIF, MP4, numbered PNG frames, a captioned contact sheet.
 
-Every writer refuses to replace an existing file unless `overwrite=True`, and writes atomically:
-to a temporary file in the target folder, then renamed into place, so a crash or an error never
-leaves a half-written file under the target name.
+Every writer refuses to replace an existing file unless `overwrite=True`, and writes through
+`seqwidgets._io`: to a temporary file in the target folder, synced, then renamed into place, so a
+crash, a kill or a full disk never leaves a half-written or empty file under the target name.
+Files get the user's ordinary permissions (the umask), like any file they create.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from seqwidgets import _io
 from seqwidgets.decode import thumbnail
+from seqwidgets.params import in_range
 
 __all__ = [
+    "EXPORT_FORMATS",
+    "FPS_RANGE",
+    "check_fps",
     "contact_sheet",
     "save_contact_sheet",
     "save_gif",
     "save_mp4",
     "save_png_frames",
 ]
+
+#: What `Session.export` writes: the format names, in one place.
+EXPORT_FORMATS = ("gif", "mp4", "png", "contact_sheet")
+#: Frames per second a GIF or MP4 may play at. GIF stores each frame's duration in 10 ms units
+#: (at most 65,535 of them), so 100 fps is its fastest and 0.01 fps (100 s a frame) its slowest.
+FPS_RANGE = (0.01, 100.0)
 
 _VIDEO_HINT = 'MP4 export needs imageio-ffmpeg: pip install "seqwidgets[video]"'
 
@@ -61,42 +72,17 @@ def _check_target(path, overwrite: bool) -> Path:
     return path
 
 
-def _write_atomic(path: Path, write: Callable[[Path], None], overwrite: bool) -> Path:
-    """Call `write(tmp)` on a temporary file beside `path`, then move it to `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Keep the suffix: imageio and ffmpeg pick the format from it.
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent
-    )
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            # A hard link fails if `path` appeared meanwhile, so a file created by someone else
-            # after our check is never replaced. Where links are unsupported, rename instead.
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                raise FileExistsError(
-                    f"{path} already exists; pass overwrite=True to replace it"
-                ) from None
-            except OSError:
-                if path.exists():
-                    raise FileExistsError(
-                        f"{path} already exists; pass overwrite=True to replace it"
-                    ) from None
-                os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+def _write_atomic(path: Path, write, overwrite: bool) -> Path:
+    _io.remove_orphans(path.parent)
+    return _io.write_file(path, write, overwrite=overwrite)
 
 
-def _check_fps(fps: float) -> None:
-    if not fps > 0:
-        raise ValueError(f"fps must be > 0, got {fps}")
+def check_fps(fps: float) -> float:
+    """``fps`` as a float if it is within `FPS_RANGE`, else a `ValueError` naming ``fps``."""
+    low, high = FPS_RANGE
+    if not in_range(fps, low, high):
+        raise ValueError(f"fps: {fps!r} is out of range; allowed: a number from {low} to {high}")
+    return float(fps)
 
 
 def save_gif(
@@ -121,7 +107,7 @@ def save_gif(
     Each frame gets its own 256-colour palette.
     """
     frames = _as_images(images)
-    _check_fps(fps)
+    fps = check_fps(fps)
     path = _check_target(path, overwrite)
 
     def write(tmp: Path) -> None:
@@ -156,13 +142,13 @@ def save_mp4(
         fps (`float`, defaults to 8): frames per second.
         overwrite (`bool`, defaults to `False`): replace an existing file.
     """
+    frames = _as_images(images)
+    fps = check_fps(fps)
+    path = _check_target(path, overwrite)
     try:
         import imageio_ffmpeg
     except ImportError as error:
         raise ImportError(_VIDEO_HINT) from error
-    frames = _as_images(images)
-    _check_fps(fps)
-    path = _check_target(path, overwrite)
 
     width, height = frames[0].size
     pad = ((0, height % 2), (0, width % 2), (0, 0))
@@ -207,8 +193,12 @@ def save_png_frames(
     paths = [folder / f"{prefix}_{i:0{digits}d}.png" for i in range(len(frames))]
     for path in paths:
         _check_target(path, overwrite)
+    folder.mkdir(parents=True, exist_ok=True)
+    _io.remove_orphans(folder)
     for frame, path in zip(frames, paths, strict=True):
-        _write_atomic(path, lambda tmp, frame=frame: frame.save(tmp, format="PNG"), overwrite)
+        _io.write_file(
+            path, lambda tmp, frame=frame: frame.save(tmp, format="PNG"), overwrite=overwrite
+        )
     return paths
 
 
@@ -219,30 +209,62 @@ def _font_for_text(font, text: str) -> str:
     return text.encode("latin-1", "replace").decode("latin-1")
 
 
+def _longest_prefix(font, text: str, width: int, suffix: str = "") -> int:
+    """The length of the longest prefix ``p`` of ``text`` with ``p + suffix`` within ``width``
+    pixels: a binary search, so a 10,000-character word costs ~14 measures, not 10,000."""
+    low, high = 0, len(text)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if font.getlength(text[:middle].rstrip() + suffix) <= width:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
 def _fit(font, text: str, width: int) -> str:
     """`text` cut with "..." so it fits in `width` pixels."""
-    if font.getlength(text) <= width:
+    if len(text) <= _measurable(width) and font.getlength(text) <= width:
         return text
-    while text and font.getlength(text + "...") > width:
-        text = text[:-1]
-    return text.rstrip() + "..."
+    text = text[: _measurable(width)]
+    return text[: _longest_prefix(font, text, width, "...")].rstrip() + "..."
+
+
+def _measurable(width: int) -> int:
+    # No glyph a caption draws is narrower than 1/4 pixel: more characters than this can never
+    # fit, and measuring them only costs time (and Pillow refuses very long texts).
+    return 4 * max(width, 1) + 16
 
 
 def _wrap(font, caption: str, width: int, max_lines: int) -> list[str]:
-    """Word-wrap each line of `caption` to `width` pixels; at most `max_lines`, ellipsised."""
+    """Word-wrap each line of `caption` to `width` pixels; at most `max_lines`, ellipsised.
+
+    Linear in the caption's length: a word too long for a line is cut to what can fit, and
+    wrapping stops at the first line beyond `max_lines`.
+    """
     lines: list[str] = []
+    cap = _measurable(width)
     for paragraph in caption.splitlines() or [""]:
         line = ""
         for word in paragraph.split():
+            word = word[:cap]
             candidate = f"{line} {word}" if line else word
             if font.getlength(candidate) <= width:
                 line = candidate
-            elif line:
+                continue
+            if line:
                 lines.append(line)
-                line = word
-            else:
-                line = word
+            # A word wider than a line (a URL, text without spaces) is broken across lines.
+            while font.getlength(word) > width and len(lines) <= max_lines:
+                cut = max(1, _longest_prefix(font, word, width))
+                lines.append(word[:cut])
+                word = word[cut:]
+            line = word
+            if len(lines) > max_lines:
+                break
         lines.append(line)
+        if len(lines) > max_lines:
+            break
     if len(lines) > max_lines:
         lines = lines[:max_lines]
         lines[-1] = _fit(font, lines[-1] + " ...", width)

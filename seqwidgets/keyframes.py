@@ -56,7 +56,13 @@ def parse_keyframes(text: str, *, field: str = "keyframes") -> Keyframes:
                 f"{field}, line {lineno}: expected 'index: prompt' (e.g. '0: a red circle'), "
                 f"got {line!r}",
             )
-        index = int(match.group(1))
+        try:
+            index = int(match.group(1))
+        except ValueError:  # thousands of digits: more than int() converts
+            raise ParamError(
+                field,
+                f"{field}, line {lineno}: keyframe index too large ({len(match.group(1))} digits)",
+            ) from None
         if index in keyframes:
             raise ParamError(
                 field,

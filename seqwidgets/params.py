@@ -12,8 +12,8 @@ help text: validation reads it, and so do the widget panel and the README table.
 from __future__ import annotations
 
 import dataclasses
-import math
 import numbers
+import reprlib
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -118,26 +118,63 @@ class ParamSpec:
         if self.kind == "float":
             if not isinstance(value, numbers.Real) or _is_bool(value):
                 raise self._error(value, "wrong type")
-            number = float(value)
-            if math.isnan(number) or not self.min <= number <= self.max:
+            if not in_range(value, self.min, self.max):
                 raise self._error(value, "out of range")
-            return number
+            return float(value)
         if self.kind == "choice":
             if not isinstance(value, str) or not (value in self.choices or self._is_path(value)):
                 raise self._error(value, "unknown choice")
             return str(value)
         if not isinstance(value, str):
             raise self._error(value, "wrong type")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as error:
+            # A lone surrogate (text decoded with errors="surrogateescape"): no tokenizer or
+            # file can take it.
+            raise self._error(
+                value, f"not valid Unicode (a lone surrogate at {error.start})"
+            ) from None
         return str(value)
 
     def _is_path(self, value: str) -> bool:
         return bool(self.path_suffixes) and value.lower().endswith(self.path_suffixes)
 
     def _error(self, value: Any, problem: str) -> ParamError:
-        shown = f"{type(value).__name__} {value!r}" if problem == "wrong type" else repr(value)
+        # reprlib: a 1 MB prompt or a deeply nested list must not make a 1 MB message.
+        shown = short_repr(value)
+        if problem == "wrong type":
+            shown = f"{type(value).__name__} {shown}"
         return ParamError(
             self.name, f"{self.name}: {shown} is {problem}; allowed: {self.allowed()}"
         )
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 80
+_REPR.maxlong = 40
+
+
+def short_repr(value: Any) -> str:
+    """``repr(value)``, shortened for a message."""
+    return _REPR.repr(value)
+
+
+def in_range(value: Any, low: float, high: float) -> bool:
+    """Whether ``value`` is a real number (not a bool) in ``[low, high]``; NaN never is.
+
+    Compared as given, before any conversion: ``float(10**400)`` would raise `OverflowError`.
+
+    Example:
+        >>> in_range(10**400, 0.0, 100.0), in_range(float("nan"), 0.0, 1.0), in_range(1, 0, 1)
+        (False, False, True)
+    """
+    if not isinstance(value, numbers.Real) or _is_bool(value):
+        return False
+    try:
+        return bool(low <= value <= high)
+    except (TypeError, ValueError, ArithmeticError):  # e.g. a Decimal NaN
+        return False
 
 
 def _is_bool(value: Any) -> bool:

@@ -17,11 +17,9 @@ Runs are synchronous: a widget calls them from its own thread and draws each fra
 Memory: frames hold their latent on the CPU in the pipeline's dtype (64 KiB per 4x64x64 fp32
 frame); decoded images and thumbnails live in bounded LRU caches and are decoded again on demand.
 
-Files (``save`` / ``Session.load``): a JSON manifest (settings, tree, per-frame metadata, a
-format version and a SHA-256 checksum over manifest and tensors) plus safetensors for the
-latents; either one ``.safetensors`` file with the manifest in its metadata, or a folder holding
-``manifest.json`` and ``latents.safetensors``. Writes go to a temporary name and are renamed into
-place. Nothing is ever unpickled.
+Files (``save`` / ``Session.load``): the format is `seqwidgets.session_io`'s; a JSON manifest
+plus safetensors latents, in one ``.safetensors`` file or a folder. Saves are atomic and replace
+only a seqwidgets session; loads check everything first. Nothing is ever unpickled.
 
 Example:
     >>> import seqwidgets as sw
@@ -34,11 +32,7 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import shutil
-import tempfile
 import threading
 import warnings
 from collections.abc import Callable, Iterator
@@ -51,21 +45,15 @@ import torch
 from PIL import Image
 
 from . import export as _export
+from . import session_io
 from .decode import ImageCache, decode_latents, thumbnail
 from .engine import CancelToken, Frame, SequenceSampler, StepCallback
-from .families import detect_family
 from .params import SequenceParams
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "Branch", "Session"]
 
-#: The ``format`` field of a saved session's manifest.
-FORMAT = "seqwidgets.session"
-#: The manifest version this module writes and reads.
-FORMAT_VERSION = 1
-
-_MANIFEST = "manifest.json"
-_LATENTS = "latents.safetensors"
-_METADATA_KEY = "seqwidgets.session"
+FORMAT = session_io.FORMAT
+FORMAT_VERSION = session_io.FORMAT_VERSION
 
 FrameCallback = Callable[["Branch", Frame], None]
 FrameRef = Frame | tuple["Branch", int]
@@ -599,9 +587,17 @@ class Session:
 
         Returns the written path (a list of paths for ``"png"``).
         """
-        writers = ("gif", "mp4", "png", "contact_sheet")
-        if format not in writers:
-            raise ValueError(f"format: {format!r} is unknown; allowed: {', '.join(writers)}")
+        if format not in _export.EXPORT_FORMATS:
+            allowed = ", ".join(_export.EXPORT_FORMATS)
+            raise ValueError(f"format: {format!r} is unknown; allowed: {allowed}")
+        self._check(branch)
+        if upto is not None:
+            last = branch.indices[-1] if branch.indices else None
+            if type(upto) is not int or last is None or not 0 <= upto <= last:
+                shown = "none computed yet" if last is None else f"an int from 0 to {last}"
+                raise ValueError(
+                    f"upto: {upto!r} is not a loop of branch {branch.id}; allowed: {shown}"
+                )
         frames = self.path(branch, upto)
         if not frames:
             raise ValueError(f"branch {branch.id} ({branch.name}) has no frames to export")
@@ -629,40 +625,36 @@ class Session:
 
         The file (or ``latents.safetensors`` in the folder) holds every latent; the manifest
         (the safetensors metadata, or ``manifest.json``) holds the settings, the tree, each
-        frame's metadata, the format version and a SHA-256 checksum. The write is atomic: a
-        temporary name, then a rename. Refuses to replace an existing path unless ``overwrite``.
-        Decoded images are not saved (they are decoded again on demand).
-        """
-        path = Path(path)
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
-        with self._lock:
-            manifest, tensors = self._snapshot()
-        text = _seal(manifest, tensors)
-        from safetensors.torch import save as st_save
+        frame's metadata, the pipeline it was made with, the format version and a SHA-256
+        checksum. Decoded images are not saved (they are decoded again on demand).
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.suffix == ".safetensors":
-            if path.is_dir():
-                raise IsADirectoryError(f"{path} is a folder; save a file elsewhere")
-            data = st_save(tensors, metadata={_METADATA_KEY: text})
-            _atomic_file(path, data)
-        else:
-            if path.exists() and not path.is_dir():
-                raise NotADirectoryError(
-                    f"{path} is a file; name a .safetensors file or a folder to save into"
-                )
-            data = st_save(tensors)
-            _atomic_folder(path, {_MANIFEST: text.encode("utf-8"), _LATENTS: data})
-        return path
+        The write is atomic, even if the process is killed: the path then holds the previous
+        session or the new one (a folder moved aside is put back by the next `load` or `save`).
+
+        Args:
+            path: a ``.safetensors`` file or a folder.
+            overwrite (`bool`, defaults to `False`): replace an existing session. Anything that
+                is not a seqwidgets session (a model checkpoint, a folder of other files) is
+                never replaced.
+
+        Raises:
+            `FileExistsError`: ``path`` exists and ``overwrite`` is False, or it is not a
+                session. `ValueError`: a branch name that cannot be written (a lone surrogate).
+        """
+        with self._lock:
+            manifest, tensors = session_io.snapshot(self._branches, self._next_id, self.sampler)
+        return session_io.write(path, manifest, tensors, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | os.PathLike, pipe, **options: Any) -> Session:
         """Read a session written by `save` (a ``.safetensors`` file or a folder).
 
-        Everything is checked before a session is built: the format and its version, the
-        checksum (an edited or damaged file is refused), the tree and every frame's latent. A
-        pickle or ``torch.save`` file is refused without being unpickled.
+        Everything is checked before a session is built: the format and its exact version, the
+        checksum (an edited or damaged file is refused), the tree, and every latent (finite,
+        of the shape its settings give). A pickle or ``torch.save`` file is refused without
+        being unpickled. A session saved with another pipeline class or other weights loads
+        with a `UserWarning`; one whose latents have another channel count than ``pipe``'s is
+        refused.
 
         Args:
             path: the file or folder.
@@ -672,14 +664,14 @@ class Session:
         Raises:
             `ValueError`: saying what is wrong with the file. `FileNotFoundError`.
         """
-        manifest, tensors = _read(Path(path))
-        branches = _build(manifest, tensors, pipe, path)
         session = cls(pipe, **options)
-        session._branches = branches
-        next_id = manifest.get("next_id")
-        session._next_id = max(
-            [b.id + 1 for b in branches] + [next_id if isinstance(next_id, int) else 1]
-        )
+        saved, next_id = session_io.read(path, session.sampler)
+        by_id: dict[int, Branch] = {}
+        for b in saved:
+            parent = None if b.parent is None else by_id[b.parent]
+            by_id[b.id] = Branch(b.id, b.name, b.params, parent, b.fork, b.frames, b.initial)
+        session._branches = list(by_id.values())
+        session._next_id = next_id
         return session
 
     # -- internals -----------------------------------------------------------------------------
@@ -746,12 +738,14 @@ class Session:
         return branch
 
     def _new_branch(self, params, parent, fork, initial, name) -> Branch:
+        if name is not None:
+            name = session_io.check_text(str(name), "name")  # before an id is taken
         with self._lock:
             branch_id = self._next_id
             self._next_id += 1
             if name is None:
                 name = f"run {branch_id}"
-            branch = Branch(branch_id, str(name), params, parent, fork, {}, initial)
+            branch = Branch(branch_id, name, params, parent, fork, {}, initial)
             self._branches.append(branch)
         return branch
 
@@ -814,59 +808,6 @@ class Session:
         finally:
             self._stopped = self.sampler.stopped
 
-    def _snapshot(self) -> tuple[dict, dict[str, torch.Tensor]]:
-        tensors: dict[str, torch.Tensor] = {}
-        entries = []
-        for branch in self._branches:
-            sigma_keys: dict[int, str] = {}
-            frames = []
-            for index in branch.own_indices:
-                frame = branch.frames[index]
-                key = sigma_keys.get(id(frame.sigmas))
-                if key is None:
-                    key = sigma_keys[id(frame.sigmas)] = f"sigmas/{branch.id}/{len(sigma_keys)}"
-                    tensors[key] = frame.sigmas.detach().cpu().contiguous()
-                tensors[f"latent/{branch.id}/{index}"] = frame.latent.detach().cpu().contiguous()
-                frames.append(
-                    {
-                        "index": index,
-                        "seed": frame.seed,
-                        "denoise": frame.denoise,
-                        "positive": [list(item) for item in frame.positive],
-                        "negative": [list(item) for item in frame.negative],
-                        "sigmas": key,
-                        "timings": dict(frame.timings),
-                    }
-                )
-            if branch.initial is not None:
-                tensors[f"initial/{branch.id}"] = branch.initial.detach().cpu().contiguous()
-            entries.append(
-                {
-                    "id": branch.id,
-                    "name": branch.name,
-                    "parent": None if branch.parent is None else branch.parent.id,
-                    "fork": branch.fork,
-                    "params": branch.params.to_dict(),
-                    "initial": branch.initial is not None,
-                    "frames": frames,
-                }
-            )
-        from ._version import __version__
-
-        manifest = {
-            "format": FORMAT,
-            "version": FORMAT_VERSION,
-            "written_by": f"seqwidgets {__version__}",
-            "pipeline": {
-                "class": type(self.pipe).__name__,
-                "latent_channels": self.sampler.family.latent_channels(self.pipe),
-                "dtype": str(self.sampler.dtype).removeprefix("torch."),
-            },
-            "next_id": self._next_id,
-            "branches": entries,
-        }
-        return manifest, tensors
-
 
 # -- cache maintenance -----------------------------------------------------------------------
 
@@ -894,255 +835,3 @@ def _one_at_a_time(frames: Iterator[Frame]) -> Iterator[list[Frame]]:
 
 def _missing() -> Image.Image:
     raise KeyError("evicted")
-
-
-# -- files -----------------------------------------------------------------------------------
-
-
-def _digest(manifest: dict, tensors: dict[str, torch.Tensor]) -> str:
-    """SHA-256 over the canonical manifest (without its checksum) and every tensor."""
-    body = {k: v for k, v in manifest.items() if k != "checksum"}
-    h = hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode("utf-8"))
-    for name in sorted(tensors):
-        tensor = tensors[name].contiguous()
-        h.update(f"{name}|{tensor.dtype}|{list(tensor.shape)}|".encode())
-        h.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def _seal(manifest: dict, tensors: dict[str, torch.Tensor]) -> str:
-    manifest = dict(manifest, checksum=_digest(manifest, tensors))
-    return json.dumps(manifest, ensure_ascii=False, indent=1)
-
-
-def _fsync_write(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _atomic_file(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        _fsync_write(Path(tmp), data)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
-def _atomic_folder(path: Path, files: dict[str, bytes]) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    old = None
-    try:
-        for name, data in files.items():
-            _fsync_write(tmp / name, data)
-        if path.exists():
-            # A folder cannot be replaced in one step: move the old one aside first, so the
-            # target name always holds either the old session or the new one.
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-            os.rmdir(old)
-            os.rename(path, old)
-        os.rename(tmp, path)
-    except BaseException:
-        if old is not None and not path.exists():
-            os.rename(old, path)
-            old = None
-        raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-
-
-_PICKLE_HINT = (
-    "it looks like a pickle or torch.save file; seqwidgets sessions never use pickle, "
-    "so it is refused without being unpickled"
-)
-
-
-def _check_not_pickle(path: Path, head: bytes) -> None:
-    # Pickle protocol 2+ starts with 0x80; torch.save writes a zip archive of pickles.
-    if head[:1] == b"\x80" or head[:4] == b"PK\x03\x04":
-        raise ValueError(f"{path}: {_PICKLE_HINT}")
-
-
-def _open_safetensors(path: Path) -> tuple[dict[str, str] | None, dict[str, torch.Tensor]]:
-    from safetensors import safe_open
-
-    with open(path, "rb") as f:
-        head = f.read(8)
-    _check_not_pickle(path, head)
-    if len(head) < 8:
-        raise ValueError(f"{path}: not a safetensors file (only {len(head)} bytes: truncated?)")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata()
-            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
-    except Exception as error:  # SafetensorError and friends
-        raise ValueError(
-            f"{path}: not a valid safetensors file (truncated or damaged?): {error}"
-        ) from None
-    return metadata, tensors
-
-
-def _read(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    """Manifest and tensors of a saved session, checked against their checksum."""
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such session file or folder")
-    if path.is_dir():
-        manifest_path, latents = path / _MANIFEST, path / _LATENTS
-        for part in (manifest_path, latents):
-            if not part.is_file():
-                raise ValueError(f"{path}: not a seqwidgets session folder ({part.name} missing)")
-        raw = manifest_path.read_bytes()
-        _check_not_pickle(manifest_path, raw[:4])
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as error:
-            raise ValueError(f"{manifest_path}: not UTF-8 text: {error}") from None
-        _, tensors = _open_safetensors(latents)
-        where = str(manifest_path)
-    else:
-        metadata, tensors = _open_safetensors(path)
-        if not metadata or _METADATA_KEY not in metadata:
-            raise ValueError(
-                f"{path}: a safetensors file but not a seqwidgets session (no "
-                f"{_METADATA_KEY!r} metadata; a model checkpoint?)"
-            )
-        text = metadata[_METADATA_KEY]
-        where = str(path)
-    try:
-        manifest = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{where}: the manifest is not valid JSON: {error}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
-        raise ValueError(
-            f"{where}: not a seqwidgets session (format {found!r}, expected {FORMAT!r})"
-        )
-    version = manifest.get("version")
-    if version != FORMAT_VERSION:
-        raise ValueError(
-            f"{where}: session format version {version!r}; this seqwidgets reads version "
-            f"{FORMAT_VERSION}" + (" (saved by a newer seqwidgets?)" if _newer(version) else "")
-        )
-    if manifest.get("checksum") != _digest(manifest, tensors):
-        raise ValueError(
-            f"{where}: checksum mismatch: the session was modified or damaged after it was "
-            "saved (manifest or latents differ from what was written)"
-        )
-    return manifest, tensors
-
-
-def _newer(version: Any) -> bool:
-    return isinstance(version, int) and version > FORMAT_VERSION
-
-
-def _field(entry: dict, key: str, kind: type | tuple[type, ...], where: str) -> Any:
-    if not isinstance(entry, dict) or key not in entry:
-        raise ValueError(f"{where}: missing {key!r}")
-    value = entry[key]
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
-        raise ValueError(f"{where}.{key}: expected {kind}, got {value!r}")
-    return value
-
-
-def _chain(value: Any, where: str) -> tuple[tuple[str, float], ...]:
-    if not isinstance(value, list) or not value:
-        raise ValueError(f"{where}: expected a non-empty list of [prompt, weight]")
-    chain = []
-    for item in value:
-        if (
-            not isinstance(item, list)
-            or len(item) != 2
-            or not isinstance(item[0], str)
-            or not isinstance(item[1], (int, float))
-        ):
-            raise ValueError(f"{where}: expected [prompt, weight], got {item!r}")
-        chain.append((item[0], float(item[1])))
-    return tuple(chain)
-
-
-def _build(manifest: dict, tensors: dict[str, torch.Tensor], pipe, path) -> list[Branch]:
-    """Branches from a checked manifest; raises `ValueError` before anything is shared."""
-    family = detect_family(pipe)
-    channels = family.latent_channels(pipe)
-    dtype = family.denoiser_network(pipe).dtype
-    saved = manifest.get("pipeline", {})
-    if isinstance(saved, dict) and saved.get("latent_channels", channels) != channels:
-        raise ValueError(
-            f"{path}: the session has {saved['latent_channels']}-channel latents but this "
-            f"pipeline's ({family.label}) have {channels}: load it with a pipeline of the same family"
-        )
-    entries = _field(manifest, "branches", list, "manifest")
-    by_id: dict[int, Branch] = {}
-    used: set[str] = set()
-    shape = None
-    for n, entry in enumerate(entries):
-        where = f"branches[{n}]"
-        branch_id = _field(entry, "id", int, where)
-        if branch_id in by_id:
-            raise ValueError(f"{where}: duplicate branch id {branch_id}")
-        parent_id = entry.get("parent")
-        if parent_id is not None and parent_id not in by_id:
-            raise ValueError(f"{where}: parent {parent_id!r} is not an earlier branch")
-        parent = by_id.get(parent_id) if parent_id is not None else None
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)
-                params = SequenceParams.from_dict(_field(entry, "params", dict, where))
-        except ValueError as error:
-            raise ValueError(f"{where}.params: {error}") from None
-        fork = _field(entry, "fork", int, where)
-        if parent is None and fork != 0:
-            raise ValueError(f"{where}: a root branch must fork at 0, not {fork}")
-        if parent is not None and not 0 <= fork <= len(parent.indices):
-            raise ValueError(
-                f"{where}: fork {fork} is beyond its parent's {len(parent.indices)} loops"
-            )
-        initial = None
-        if _field(entry, "initial", bool, where):
-            key = f"initial/{branch_id}"
-            if key not in tensors:
-                raise ValueError(f"{where}: tensor {key!r} missing")
-            initial = tensors[key]
-            used.add(key)
-        frames: dict[int, Frame] = {}
-        for m, item in enumerate(_field(entry, "frames", list, where)):
-            fwhere = f"{where}.frames[{m}]"
-            index = _field(item, "index", int, fwhere)
-            if index != fork + m:
-                raise ValueError(f"{fwhere}: loop {index}, expected {fork + m} (frames in order)")
-            if index >= params.sequence_loop_count:
-                raise ValueError(f"{fwhere}: loop {index} beyond sequence_loop_count")
-            key = f"latent/{branch_id}/{index}"
-            sigmas_key = _field(item, "sigmas", str, fwhere)
-            for name in (key, sigmas_key):
-                if name not in tensors:
-                    raise ValueError(f"{fwhere}: tensor {name!r} missing")
-            latent = tensors[key]
-            if latent.ndim != 3 or latent.shape[0] != channels:
-                raise ValueError(f"{fwhere}: latent shape {list(latent.shape)} is not [C, h, w]")
-            if shape is not None and latent.shape != shape:
-                raise ValueError(f"{fwhere}: latent shape {list(latent.shape)} != {list(shape)}")
-            shape = latent.shape
-            used.update((key, sigmas_key))
-            timings = item.get("timings", {})
-            frames[index] = Frame(
-                index=index,
-                seed=_field(item, "seed", int, fwhere),
-                latent=latent.to(dtype),
-                denoise=float(_field(item, "denoise", (int, float), fwhere)),
-                positive=_chain(item.get("positive"), f"{fwhere}.positive"),
-                negative=_chain(item.get("negative"), f"{fwhere}.negative"),
-                sigmas=tensors[sigmas_key],
-                timings=dict(timings) if isinstance(timings, dict) else {},
-            )
-        name = _field(entry, "name", str, where)
-        by_id[branch_id] = Branch(branch_id, name, params, parent, fork, frames, initial)
-    extra = sorted(set(tensors) - used)
-    if extra:
-        raise ValueError(f"{path}: tensors not described by the manifest: {', '.join(extra[:5])}")
-    return list(by_id.values())

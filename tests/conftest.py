@@ -48,3 +48,25 @@ def record():
     yield start
     for recorder in recorders:
         recorder.remove()
+
+
+@pytest.fixture
+def full_disk(monkeypatch):
+    """Call ``full_disk()`` to make every file's fsync fail with ENOSPC from then on, as on a
+    disk that fills up while data is flushed (folders still sync); ``full_disk.undo()`` ends it."""
+    import errno
+    import os
+    import stat
+
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    def start():
+        monkeypatch.setattr(os, "fsync", fsync)
+
+    start.undo = monkeypatch.undo
+    return start

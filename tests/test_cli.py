@@ -284,3 +284,63 @@ def test_threads_flag_sets_torchs_thread_count(tmp_path, monkeypatch):
     with pytest.raises(AssertionError, match="a model was loaded"):
         main(["render", "--threads", "3", "--out", str(tmp_path), "--quiet"])
     assert applied == [3]
+
+
+RENDER = [
+    "render",
+    "--model",
+    "tiny-random",
+    "--device",
+    "cpu",
+    "--loops",
+    "2",
+    "--steps",
+    "1",
+    "--quiet",
+    "--positive",
+    "0: a red circle",
+]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "loop_0000.png",
+        "loop_0001.png",
+        "sequence.gif",
+        "contact_sheet.png",
+        "params.json",
+        "latents.safetensors",
+    ],
+)
+def test_render_refuses_to_replace_any_output_before_loading_a_model(
+    tmp_path, capsys, monkeypatch, name
+):
+    import seqwidgets.models
+
+    (tmp_path / name).write_bytes(b"precious")
+
+    def never(*args, **kwargs):
+        raise AssertionError("a model was loaded before the outputs were checked")
+
+    monkeypatch.setattr(seqwidgets.models, "load_pipeline", never)
+    assert main([*RENDER, "--out", str(tmp_path)]) == 2
+    assert name in capsys.readouterr().err
+    assert (tmp_path / name).read_bytes() == b"precious"
+    assert [p.name for p in tmp_path.iterdir()] == [name]
+
+
+def test_render_on_a_full_disk_keeps_the_previous_outputs_whole(tmp_path, capsys, full_disk):
+    out = tmp_path / "run"
+    assert main([*RENDER, "--out", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    full_disk()
+    assert main([*RENDER, "--out", str(out), "--seed", "9", "--overwrite"]) == 2
+    assert "No space" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no empty or partial file
+
+
+def test_render_checks_fps_before_loading_a_model(tmp_path, capsys):
+    assert main([*RENDER, "--out", str(tmp_path / "o"), "--fps", "0"]) == 2
+    assert "fps" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

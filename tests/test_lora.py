@@ -80,3 +80,19 @@ def test_two_adapters_and_bad_lora_arguments(lora_dirs, tmp_path):
         sw.load_pipeline(tiny_pipeline("sd"), device="cpu", lora=[(lora_dirs["sd"], "1")])
     with pytest.raises((OSError, ValueError), match=r"lora\[0\]"):
         sw.load_pipeline(tiny_pipeline("sd"), device="cpu", lora=[(tmp_path / "missing", 1.0)])
+
+
+def test_a_session_records_its_adapters_and_warns_when_loaded_without_them(lora_dirs, tmp_path):
+    pipe = sw.load_pipeline(tiny_pipeline("sd3"), device="cpu", lora=[(lora_dirs["sd3"], 0.8)])
+    session = sw.Session(pipe)
+    session.run(sw.SequenceParams(**PARAMS))
+    path = session.save(tmp_path / "with-lora.safetensors")
+    with pytest.warns(UserWarning, match=r"LoRA adapters \['.*lora-sd3.* @ 0.8'\]"):
+        sw.Session.load(path, tiny_pipeline("sd3"))
+    # Onto the same adapters: no warning about them.
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sw.Session.load(path, pipe)
+    assert not [w for w in caught if "LoRA" in str(w.message)]

@@ -3,8 +3,10 @@
 Every run uses the tiny random pipeline, 2 steps and at most 5 loops.
 """
 
+import errno
 import gc
 import json
+import os
 import pickle
 import sys
 import threading
@@ -15,7 +17,7 @@ import torch
 from PIL import Image
 
 import seqwidgets as sw
-from seqwidgets import session as session_module
+from seqwidgets import session_io
 from seqwidgets.session import Branch, Session
 
 STEPS = 2
@@ -395,11 +397,10 @@ def test_save_refuses_to_clobber_and_writes_atomically(saved_tree, tmp_path, mon
         before = sorted(p.name for p in tmp_path.rglob("*"))
         data = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
 
-        def crash(target, data):
-            target.write_bytes(data[: len(data) // 2])
-            raise OSError("disk full")
+        def crash(fd):
+            raise OSError(errno.ENOSPC, "disk full")
 
-        monkeypatch.setattr(session_module, "_fsync_write", crash)
+        monkeypatch.setattr(os, "fsync", crash)
         with pytest.raises(OSError, match="disk full"):
             saved_tree.save(path, overwrite=True)
         monkeypatch.undo()
@@ -416,7 +417,7 @@ def _rewrite_folder_manifest(folder, edit, reseal=False):
     if reseal:
         from safetensors.torch import load_file
 
-        text = session_module._seal(manifest, load_file(folder / "latents.safetensors"))
+        text = session_io.seal(manifest, load_file(folder / "latents.safetensors"))
     else:
         text = json.dumps(manifest)
     manifest_path.write_text(text)

@@ -7,12 +7,15 @@ an existing one is opened as it is, with whatever the user changed in it.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from .. import _io
 
 __all__ = ["launch", "studio_notebook", "voila_available", "write_notebook"]
 
@@ -73,8 +76,9 @@ def write_notebook(folder: str | Path = ".", model: str | None = None) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / NOTEBOOK_NAME
-    if not path.exists():
-        path.write_text(json.dumps(studio_notebook(model), indent=1) + "\n", encoding="utf-8")
+    text = json.dumps(studio_notebook(model), indent=1) + "\n"
+    with contextlib.suppress(FileExistsError):  # a user's notebook is kept as it is
+        _io.write_bytes(path, text.encode("utf-8"))
     return path
 
 
