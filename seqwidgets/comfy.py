@@ -442,17 +442,26 @@ def api_inputs(params: SequenceParams) -> dict[str, Any]:
     return {name: getattr(params, name) for name in NODE_WIDGETS}
 
 
+#: Our settings the node has no input for, with what their loss means in ComfyUI.
+_DROPPED = {
+    "color_coherence": "the node runs without colour coherence",
+    "flux_guidance": "set it with ComfyUI's FluxGuidance node on the positive conditioning",
+}
+
+
 def _drop_ours(params: SequenceParams) -> None:
-    """Warn that colour coherence, which the node lacks, is left out of its settings."""
-    if params.color_coherence != "none":
-        warnings.warn(
-            ParamWarning(
-                "color_coherence",
-                f"color_coherence={params.color_coherence!r} is a seqwidgets addition that "
-                "ComfyUI's node lacks: it is dropped, and the node runs without colour coherence",
-            ),
-            stacklevel=3,
-        )
+    """Warn about each of our settings, changed from its default, that the node's inputs lose."""
+    for name, consequence in _DROPPED.items():
+        value = getattr(params, name)
+        if value != PARAM_SPECS[name].default:
+            warnings.warn(
+                ParamWarning(
+                    name,
+                    f"{name}={value!r} is a seqwidgets addition that ComfyUI's node lacks: it "
+                    f"is dropped ({consequence})",
+                ),
+                stacklevel=3,
+            )
 
 
 def api_workflow(

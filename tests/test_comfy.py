@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 import seqwidgets as sw
 from seqwidgets import comfy
-from seqwidgets.params import PARAM_SPECS
+from seqwidgets.errors import ParamWarning
+from seqwidgets.params import PARAM_SPECS, SequenceParams
 
 DATA = Path(__file__).parent / "data"
 UI = DATA / "ksamplerseq_ui.json"
@@ -210,3 +211,21 @@ def test_a_latent_from_another_node_is_left_to_the_caller():
     with pytest.warns(UserWarning, match="latent_image comes from a VAEEncode node"):
         params = sw.SequenceParams.from_comfy(api)
     assert params == EXPECTED.replace(width=None, height=None)
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [({"color_coherence": "lab"}, "color_coherence"), ({"flux_guidance": 2.0}, "flux_guidance")],
+)
+def test_our_settings_the_node_lacks_are_dropped_with_a_warning_naming_them(changes, field):
+    params = SequenceParams(**changes)
+    with pytest.warns(ParamWarning) as caught:
+        values = params.to_comfy()
+    assert [w.message.field for w in caught] == [field]
+    assert values == SequenceParams().to_comfy()  # the node's inputs are untouched
+
+
+def test_default_settings_export_without_a_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        SequenceParams().to_comfy("api")
