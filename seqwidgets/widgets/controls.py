@@ -44,6 +44,8 @@ class Transport(W.VBox):
 
     Attributes:
         run_button, stop_button, branch_button, rerun_button, export_button (`Button`).
+        delete_button (`Button`): deletes the selected branch (the studio shows it beside the
+            timeline's branch menu).
         export_format (`Dropdown`): the format Export writes.
         progress_bar (`FloatProgress`), progress_text (`HTML`): how far the job is.
     """
@@ -75,6 +77,11 @@ class Transport(W.VBox):
         self.export_button = _button(
             "⤓ Export", "Write the selected branch up to the selected loop", "92px"
         )
+        self.delete_button = W.Button(
+            description="✕ Delete branch",
+            tooltip="Delete the selected branch (not the frames it shares with its parent)",
+            layout=W.Layout(width="auto"),
+        )
         self.progress_bar = W.FloatProgress(
             value=0, min=0, max=1, bar_style="info", layout=W.Layout(width="100%", height="10px")
         )
@@ -91,10 +98,14 @@ class Transport(W.VBox):
         self.children = [buttons, self.progress_bar, self.progress_text]
         card(self)
 
-    def enable(self, *, busy: bool, valid: bool, frame: bool, error: str = "") -> None:
+    def enable(
+        self, *, busy: bool, valid: bool, frame: bool, selected: bool, error: str = ""
+    ) -> None:
         """Enable what can be pressed: during a job only Stop; Branch, Re-run and Export need a
-        computed frame selected; Run and the forks need valid settings (``error`` says why not).
+        computed frame selected, Delete a selection; Run and the forks need valid settings
+        (``error`` says why not).
         """
+        self.delete_button.disabled = busy or not selected
         self.run_button.disabled = busy or not valid
         self.stop_button.disabled = not busy
         self.branch_button.disabled = self.rerun_button.disabled = busy or not valid or not frame
@@ -200,11 +211,11 @@ class FrameView(W.HBox):
         self.info.value = render.EMPTY_INFO_HTML
 
 
-def close_all(widget: W.Widget, *extra: W.Widget) -> None:
-    """Close every widget inside ``widget`` (not ``widget`` itself) and ``extra`` widgets, such as
-    hidden canvases that no box holds."""
+def close_all(widget: W.Widget) -> None:
+    """Close every widget inside ``widget`` (not ``widget`` itself), with the hidden canvases that
+    no box holds: a widget's ``sources`` (thumbnail pixels) and ``layers`` (canvas layers)."""
     for child in getattr(widget, "children", ()):
         close_all(child)
         child.close()
-    for other in extra:
-        other.close()
+    for hidden in (*getattr(widget, "sources", {}).values(), *getattr(widget, "layers", ())):
+        hidden.close()

@@ -6,9 +6,8 @@ scroll), so the value of loop ``i`` sits under its thumbnail. A dropdown picks t
 values are highlighted and read out. Rows come from `Session.metrics`, computed once per frame
 from the images the thumbnails already decode: the strip adds no VAE decode.
 
-Wiring into a studio (see `MetricsStrip`): call `refresh` from ``on_frame``, copy the timeline's
-``scroll`` and ``selected`` into the strip, and pass ``on_select`` to move the timeline when a
-point is clicked.
+Wiring into a studio: `MetricsStrip.follow` keeps the strip in step with a timeline (its
+columns, visible rows and selection; a click selects there); call `refresh` from ``on_frame``.
 
 Example:
     >>> import seqwidgets as sw
@@ -59,7 +58,8 @@ class MetricsStrip(W.VBox):
     """A compact per-loop plot of one measure, aligned with the timeline's columns.
 
     Args:
-        session (`Session`): where the branches and their metrics come from.
+        session (`Session` or `None`): where the branches and their metrics come from (``None``:
+            an empty strip until `session` is set, e.g. before a studio loads its model).
         on_select (*optional*): ``on_select(branch, loop)`` when a point is clicked (canvas
             renderer only); the studio moves the timeline's selection there.
         width, thumb (`int`): the timeline's canvas width and thumbnail size (its
@@ -74,12 +74,11 @@ class MetricsStrip(W.VBox):
         selected: ``(branch_id, loop)`` to highlight (the timeline's ``selected``), or None.
         branch_ids: the branches drawn, by id (empty: every branch of the session).
 
-    Wiring into the studio (in its ``on_frame`` / observers)::
+    Wiring into the studio::
 
-        strip = MetricsStrip(session, on_select=lambda b, i: timeline.select(b.id, i))
+        strip = MetricsStrip(session, width=width, thumb=thumb)
+        strip.follow(timeline)         # scroll, visible rows, selection; clicks select there
         # on_frame(branch, frame):     strip.refresh(branch)
-        # timeline scroll changes:     strip.scroll = timeline.scroll
-        # timeline.observe("selected"): strip.selected = timeline.selected
     """
 
     measure = traitlets.Unicode("drift_lab")
@@ -89,7 +88,7 @@ class MetricsStrip(W.VBox):
 
     def __init__(
         self,
-        session: Session,
+        session: Session | None,
         *,
         on_select: SelectCallback | None = None,
         width: int = 1040,
@@ -109,6 +108,8 @@ class MetricsStrip(W.VBox):
         self.rows: dict[int, MetricsTable] = {}
         self.hover: int | None = None
         self.error = ""
+        self._holding = False  # `sync_view` sets several traits at once: one redraw
+        self.timeline = None  # the timeline followed (see `follow`)
         self.menu = W.Dropdown(
             options=[(f"{m.label} ({m.unit})", name) for name, m in MEASURES.items()],
             value=self.measure,
@@ -141,25 +142,58 @@ class MetricsStrip(W.VBox):
             view,
             self.help,
         ]
-        self.observe(lambda _: self.redraw(), ["measure", "scroll", "selected", "branch_ids"])
+        self.observe(self._on_view, ["measure", "scroll", "selected", "branch_ids"])
         self.redraw()
+
+    def _on_view(self, _change) -> None:
+        if not self._holding:
+            self.redraw()
+
+    def follow(self, timeline) -> None:
+        """Stay in step with ``timeline`` (a studio's): its first column, the branches of its
+        visible rows and its selection; clicking a point selects that loop on it."""
+        self.timeline = timeline
+        self.on_select = lambda branch, loop: timeline.select(branch.id, loop)
+        timeline.observe(lambda _: self.sync_view(), ["viewport", "selected"])
+        self.sync_view()
+
+    def sync_view(self) -> None:
+        """Copy the followed timeline's view (call it when the timeline's rows changed)."""
+        t = self.timeline
+        view = (t.scroll, t.visible_keys(), t.selected) if t is not None else None
+        if view is not None and view != (self.scroll, self.branch_ids, self.selected):
+            self._holding = True
+            try:
+                self.scroll, self.branch_ids, self.selected = view
+            finally:
+                self._holding = False
+            self.redraw()
 
     # -- data ----------------------------------------------------------------------------------
 
     def branches(self) -> list[Branch]:
         """The branches drawn: ``branch_ids`` in that order, else all, in creation order."""
+        if self.session is None:
+            return []
         every = {b.id: b for b in self.session.branches}
         if self.branch_ids:
             return [every[i] for i in self.branch_ids if i in every]
         return list(every.values())
 
     def refresh(self, branch: Branch | None = None) -> None:
-        """Read the metrics of ``branch`` (default: every branch drawn) and redraw.
+        """Read the metrics of ``branch`` (default: every branch of the session with loops not
+        read yet) and redraw.
 
         Safe to call from the sampling thread on each new frame: only the new loops' rows are
         computed, the rest come from the session's cache.
         """
-        targets = [branch] if branch is not None else self.branches()
+        if branch is not None:
+            targets = [branch]
+        else:
+            every = self.session.branches if self.session is not None else []
+            targets = [b for b in every if len(self.rows.get(b.id, ())) != len(b.indices)]
+            if not targets:
+                return
         for b in targets:
             self.rows[b.id] = self.session.metrics(b)
         self.redraw()

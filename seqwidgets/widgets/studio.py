@@ -6,7 +6,9 @@ by a `JobRunner`: on a background thread (or the calling thread, for Colab), wit
 most 10 times a second, a latent-to-RGB estimate at most 4 times a second, each finished loop's
 thumbnail on the timeline, and the controls back however the job ends (an exception shows in
 the error area, traceback folded). Selecting a frame loads the settings of the branch that
-computed it into the panel, so Branch and Re-run start from what the user sees.
+computed it into the panel, so Branch and Re-run start from what the user sees. Under the timeline
+a `MetricsStrip` plots one per-loop measure; beside the preview a `CompareView` tab shows two
+branches side by side.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from seqwidgets.params import SequenceParams
 
 from . import render
 from .colab import choose_renderer, default_threaded
+from .compare import CompareView
 from .controls import ErrorArea, FrameView, Header, Transport, card, close_all
-from .jobs import Job, JobRunner, export_path
+from .jobs import Job, JobRunner, export_path, find_branch, fork_changes, loop_index
+from .metrics_strip import MetricsStrip
 from .panel import ControlPanel
 from .timeline import CanvasPreview, CanvasTimeline, ImagePreview, ImageTimeline
 
@@ -91,26 +95,20 @@ class Studio(W.VBox):
         self.jobs = JobRunner(self.threaded, self._finish, self._show_error)
         self._auto_select = False
 
-        # 1. The control panel, the transport bar, the status.
+        # The control panel, the transport bar, the status; preview | compare; the timeline
+        # and the metrics strip under it, in step with it.
         self.panel = ControlPanel(params)
         self.transport = t = Transport()
-        self.delete_button = W.Button(
-            description="✕ Delete branch",
-            tooltip="Delete the selected branch (not the frames it shares with its parent)",
-            layout=W.Layout(width="auto"),
-        )
         for button, action in (
             (t.run_button, self.run),
             (t.branch_button, self.branch),
             (t.rerun_button, self.rerun),
             (t.export_button, self.export),
-            (self.delete_button, self.delete),
+            (t.delete_button, self.delete),
         ):
             button.on_click(lambda _, action=action: self._click(action))
         t.stop_button.on_click(lambda _: self.stop())
         self.header = Header()
-
-        # 2. Preview and details, timeline, the error area.
         image = self.renderer != "canvas"
         self.view = FrameView((ImagePreview if image else CanvasPreview)(preview_size))
         self.timeline = (ImageTimeline if image else CanvasTimeline)(
@@ -119,14 +117,21 @@ class Studio(W.VBox):
         if not image:  # after a page reload the preview asks for its frame again
             self.view.preview.redisplay = lambda _key: self._show_selected()
         self.timeline.on_error = self.view.preview.on_error = self._show_error
-        self.timeline.toolbar.children = (*self.timeline.toolbar.children, self.delete_button)
+        self.timeline.toolbar.children = (*self.timeline.toolbar.children, t.delete_button)
+        self.strip = MetricsStrip(session, width=width, thumb=thumb_size, renderer=self.renderer)
+        self.strip.follow(self.timeline)
+        self.compare = CompareView(session, size=preview_size * 3 // 4, active=False)
+        self.compare.follow(self.timeline)
+        self.tabs = W.Tab([self.view, self.compare], titles=("Preview", "Compare"))
+        self.tabs.observe(
+            lambda c: setattr(self.compare, "active", c["new"] == 1), "selected_index"
+        )
         self.error_area = ErrorArea()
         self.timeline.observe(self._on_selected, "selected")
         self.panel.observe(lambda _: self._update_buttons(), "params")
 
-        # 3. Layout: header; settings | (preview + details, transport, errors); the timeline.
         right = W.VBox(
-            [self.view, self.transport, self.error_area],
+            [self.tabs, self.transport, self.error_area],
             layout=W.Layout(flex="1 1 auto", gap="8px", min_width="0"),
         )
         left = card(W.VBox([self.panel], layout=W.Layout(width="410px", min_width="410px")))
@@ -134,7 +139,7 @@ class Studio(W.VBox):
             W.HTML(f"<style>{_CSS}</style>"),
             self.header,
             W.HBox([left, right], layout=W.Layout(gap="10px", align_items="flex-start")),
-            card(W.VBox([self.timeline], layout=W.Layout(margin="8px 0 0 0"))),
+            card(W.VBox([self.timeline, self.strip], layout=W.Layout(margin="8px 0 0 0"))),
         ]
         self._render_header()
         self._sync_rows()
@@ -151,7 +156,7 @@ class Studio(W.VBox):
 
             if self._pipe is None:
                 self._pipe = load_pipeline()
-            self._session = Session(self._pipe)
+            self._session = self.strip.session = self.compare.session = Session(self._pipe)
             self._render_header()
         return self._session
 
@@ -197,15 +202,9 @@ class Studio(W.VBox):
 
         ``branch`` is a `Branch`, its id or its name.
         """
-        branch = self._resolve_branch(branch)
+        branch = find_branch(self.session.branches, branch)
         self._sync_rows()  # branches run on the session directly show up too
-        if index < 0:
-            index = len(branch.indices) + index
-        if not 0 <= index < branch.params.sequence_loop_count:
-            raise IndexError(
-                f"branch {branch.id} ({branch.name}) has loops 0..{len(branch.indices) - 1}; "
-                f"got index {index}"
-            )
+        index = loop_index(branch, index)
         self.timeline.follow_scroll = True
         self.timeline.select(branch.id, index)
 
@@ -273,9 +272,11 @@ class Studio(W.VBox):
             raise RuntimeError("a job is in progress; Stop it or wait() for it first")
         if branch is None and self.selected is None:
             raise ValueError("select a frame of the branch to delete first")
-        branch = self._resolve_branch(self.selected[0] if branch is None else branch)
+        branch = find_branch(self.session.branches, self.selected[0] if branch is None else branch)
         self.session.delete(branch)
         self.timeline.remove_row(branch.id)
+        self.strip.sync_view()
+        self.compare.refresh()
         self.view.clear()
         remaining = [b for b in self.session.branches if b.indices]
         if remaining:
@@ -287,12 +288,7 @@ class Studio(W.VBox):
         """Stop any job and close every widget of the studio (hidden canvases included)."""
         self.stop()
         self.wait(30)
-        close_all(
-            self,
-            *getattr(self.timeline, "sources", {}).values(),
-            *getattr(self.view.preview, "sources", {}).values(),
-            *getattr(self.timeline, "layers", ()),
-        )
+        close_all(self)
         super().close()
 
     def clear_error(self) -> None:
@@ -310,8 +306,7 @@ class Studio(W.VBox):
         branch = branch.owner(index)
         if changes:
             self.panel.set_values(**changes)
-        theirs = branch.params.to_dict()
-        changes = {k: v for k, v in self.params.to_dict().items() if v != theirs[k]}
+        changes = fork_changes(branch.params, self.params)
         method = self.session.branch if kind == "branch" else self.session.rerun
         params = branch.params.replace(**changes)
         return self._start(kind, params, wait, lambda cb: method((branch, index), **cb, **changes))
@@ -382,6 +377,9 @@ class Studio(W.VBox):
             self.timeline.add_thumbnail(branch.id, frame.index, thumb)
             following = frame.index + 1 < branch.params.sequence_loop_count
             self.timeline.set_running(branch.id, frame.index + 1 if following else None)
+            self.strip.refresh(branch)  # its new loop's measures, from the decoded thumbnail
+            self.strip.sync_view()  # a new row may show
+            self.compare.refresh()  # nothing while its tab is hidden
             if job.follow:
                 self._select_auto(branch.id, frame.index)
             self.transport.show(job)
@@ -403,13 +401,7 @@ class Studio(W.VBox):
     def _on_selected(self, change) -> None:
         job = self.jobs.job
         if not self._auto_select and self.running and job is not None:
-            # The user picked a frame: stop following the run, unless it is the newest frame.
-            new, branch = change["new"], job.branch
-            job.follow = (
-                new is not None
-                and branch is not None
-                and new == (branch.id, self.timeline.last_index(branch.id))
-            )
+            job.picked(change["new"], self.timeline.last_index)  # a user's pick stops following
         selected = self.selected
         self.panel.follow(None if selected is None else selected[0].owner(selected[1]))
         self._show_selected()
@@ -426,17 +418,14 @@ class Studio(W.VBox):
 
     # -- rows ------------------------------------------------------------------------------------
 
-    def _resolve_branch(self, branch):
-        for candidate in self.session.branches:
-            if branch is candidate or branch in (candidate.id, candidate.name):
-                return candidate
-        raise ValueError(f"no branch {branch!r} in this session")
-
     def _sync_rows(self) -> None:
         """Rows for every branch of the session (e.g. one stopped before its first frame)."""
         if self._session is not None:
             session, size = self._session, self.thumb_size
             self.timeline.sync(session.branches, lambda b, i: session.thumbnail(b, i, size))
+            self.strip.refresh()
+            self.strip.sync_view()
+            self.compare.refresh()
 
     # -- what the widgets show -------------------------------------------------------------------
 
@@ -460,7 +449,7 @@ class Studio(W.VBox):
             busy=busy,
             valid=self.panel.params is not None,
             frame=self.selected_frame is not None,
+            selected=self.selected is not None,
             error=self.panel.error,
         )
-        self.delete_button.disabled = busy or self.selected is None
         self.panel.set_enabled(not busy)

@@ -290,6 +290,9 @@ class _Timeline(W.VBox):
     """
 
     selected = traitlets.Any(None, allow_none=True)
+    #: ``(scroll, row_scroll)``: the first loop column and the first row shown; it changes
+    #: whenever the view scrolls, so a widget drawn in step (the metrics strip) can follow.
+    viewport = traitlets.Tuple((0, 0))
 
     def __init__(self, *, width: int = 1040, thumb: int = 56, max_rows: int = 5):
         super().__init__()
@@ -445,6 +448,10 @@ class _Timeline(W.VBox):
             return None if row is None else row.key
         return row.branch.owner(max(index, 0)).id
 
+    def visible_keys(self) -> list:
+        """The keys of the rows shown now, top to bottom."""
+        return [row.key for _, row in self._visible_rows()]
+
     def last_index(self, key) -> int:
         """The last loop shown along branch ``key``'s path (-1 when none)."""
         row = self.row(key)
@@ -529,6 +536,7 @@ class _Timeline(W.VBox):
             self.scrollbar.layout.display = None if top > 0 else "none"
         finally:
             self._syncing = False
+        self.viewport = (self.scroll, self.row_scroll)
 
     def _sync_menu(self) -> None:
         self._syncing = True
