@@ -166,6 +166,19 @@ class CompareView(W.VBox):
         self.on_select = lambda branch, loop: timeline.select(branch.id, loop)
         timeline.observe(lambda _: self._to_selection(), "selected")
 
+    def tab_beside(self, preview: W.Widget) -> W.Tab:
+        """Tabs "Preview" (``preview``) and "Compare" (this view, `active` while its tab shows).
+
+        >>> view = CompareView(None, active=False)
+        >>> tabs = view.tab_beside(W.HTML())
+        >>> tabs.selected_index = 1
+        >>> view.active
+        True
+        """
+        tabs = W.Tab([preview, self], titles=("Preview", "Compare"))
+        tabs.observe(lambda change: setattr(self, "active", change["new"] == 1), "selected_index")
+        return tabs
+
     def _to_selection(self) -> None:
         selected = self.timeline.selected if self.timeline is not None else None
         if self.active and selected is not None and selected[1] in self.loop.options:

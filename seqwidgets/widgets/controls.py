@@ -6,6 +6,8 @@ wires them to the session.
 from __future__ import annotations
 
 import time
+import traceback
+from collections.abc import Callable
 
 import ipywidgets as W
 
@@ -13,7 +15,16 @@ from . import render
 from .jobs import Job
 from .timeline import live_factors
 
-__all__ = ["EXPORT_FORMATS", "ErrorArea", "FrameView", "Header", "Transport", "card", "close_all"]
+__all__ = [
+    "EXPORT_FORMATS",
+    "ErrorArea",
+    "FrameView",
+    "Header",
+    "Transport",
+    "card",
+    "close_all",
+    "studio_layout",
+]
 
 #: Export formats, as the menu shows them.
 EXPORT_FORMATS = [
@@ -97,6 +108,25 @@ class Transport(W.VBox):
         )
         self.children = [buttons, self.progress_bar, self.progress_text]
         card(self)
+
+    def connect(self, on_error: Callable[[BaseException, str], None], **actions) -> None:
+        """Call ``actions["run"](wait=False)`` on a click of Run, and so on for ``branch``,
+        ``rerun``, ``export`` and ``delete``; ``stop()`` on Stop. A button callback never raises
+        into the front end: what went wrong goes to ``on_error(exc, traceback_text)``.
+        """
+
+        def click(action: Callable) -> None:
+            try:
+                action(wait=False)
+            except Exception as exc:
+                on_error(exc, traceback.format_exc())
+
+        for name, action in actions.items():
+            if name == "stop":
+                self.stop_button.on_click(lambda _, action=action: action())
+            else:
+                button = getattr(self, f"{name}_button")
+                button.on_click(lambda _, action=action: click(action))
 
     def enable(
         self, *, busy: bool, valid: bool, frame: bool, selected: bool, error: str = ""
@@ -209,6 +239,22 @@ class FrameView(W.HBox):
         """Nothing selected: an empty preview and a word on what to do."""
         self.preview.clear()
         self.info.value = render.EMPTY_INFO_HTML
+
+
+def studio_layout(css: str, header, panel, views, transport, errors, timeline, strip) -> list:
+    """The studio's children: the style and the header; the settings card beside the preview
+    (or compare) tabs, the transport bar and the error area; the timeline with the metrics strip
+    under it, in one card so that their columns line up."""
+    right = W.VBox(
+        [views, transport, errors], layout=W.Layout(flex="1 1 auto", gap="8px", min_width="0")
+    )
+    left = card(W.VBox([panel], layout=W.Layout(width="410px", min_width="410px")))
+    return [
+        W.HTML(f"<style>{css}</style>"),
+        header,
+        W.HBox([left, right], layout=W.Layout(gap="10px", align_items="flex-start")),
+        card(W.VBox([timeline, strip], layout=W.Layout(margin="8px 0 0 0"))),
+    ]
 
 
 def close_all(widget: W.Widget) -> None:

@@ -207,6 +207,29 @@ class JobRunner:
             return not thread.is_alive()
         return True
 
+    def guarded(self, callback: Callable[..., None]) -> Callable[..., None]:
+        """``callback`` made safe for the job's thread: an exception in it is reported to
+        ``on_error`` once per job (a drawing failure must not flood the error area once per
+        step) and never reaches the sampler.
+
+        >>> shown = []
+        >>> runner = JobRunner(False, lambda job: None, lambda exc, text: shown.append(exc))
+        >>> runner.job = Job("run", None, started=0.0)
+        >>> failing = runner.guarded(lambda loop: 1 / 0)
+        >>> failing(0), failing(1), len(shown)
+        (None, None, 1)
+        """
+
+        def call(*args: Any) -> None:
+            try:
+                callback(*args)
+            except Exception as exc:
+                job = self.job
+                if job is not None and job.first_error() and self.on_error is not None:
+                    self.on_error(exc, traceback.format_exc())
+
+        return call
+
     def _work(self, job: Job, work: Callable[[Job], Any]) -> None:
         try:
             job.result = work(job)

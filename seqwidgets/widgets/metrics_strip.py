@@ -124,9 +124,12 @@ class MetricsStrip(W.VBox):
             renderer = "canvas" if ipycanvas_available() else "image"
         self.renderer = renderer
         if renderer == "canvas":
-            from ipycanvas import Canvas
+            from ipycanvas import MultiCanvas
 
-            self.canvas = Canvas(width=width, height=height)
+            # The lines on one layer, the highlight on another: selecting or hovering a loop
+            # (every click and key on the timeline) repaints only the highlight.
+            self.canvas = MultiCanvas(2, width=width, height=height)
+            self.layers = (self.canvas[0], self.canvas[1])
             self.canvas.layout.width = f"{width}px"
             self.canvas.layout.height = f"{height}px"
             self.canvas.on_mouse_down(self._on_click)
@@ -142,12 +145,13 @@ class MetricsStrip(W.VBox):
             view,
             self.help,
         ]
+        self._range = (0.0, 1.0)  # the values' span on the y axis, set by `paint_lines`
         self.observe(self._on_view, ["measure", "scroll", "selected", "branch_ids"])
         self.redraw()
 
-    def _on_view(self, _change) -> None:
+    def _on_view(self, change) -> None:
         if not self._holding:
-            self.redraw()
+            self.redraw(lines=change["name"] != "selected")
 
     def follow(self, timeline) -> None:
         """Stay in step with ``timeline`` (a studio's): its first column, the branches of its
@@ -157,17 +161,22 @@ class MetricsStrip(W.VBox):
         timeline.observe(lambda _: self.sync_view(), ["viewport", "selected"])
         self.sync_view()
 
-    def sync_view(self) -> None:
-        """Copy the followed timeline's view (call it when the timeline's rows changed)."""
+    def sync_view(self, redraw: bool = True) -> bool:
+        """Copy the followed timeline's view; return whether it changed (then redraw, if asked).
+        `refresh` calls it: the rows of the timeline may have changed with the new frames."""
         t = self.timeline
         view = (t.scroll, t.visible_keys(), t.selected) if t is not None else None
-        if view is not None and view != (self.scroll, self.branch_ids, self.selected):
-            self._holding = True
-            try:
-                self.scroll, self.branch_ids, self.selected = view
-            finally:
-                self._holding = False
-            self.redraw()
+        if view is None or view == (self.scroll, self.branch_ids, self.selected):
+            return False
+        lines = view[:2] != (self.scroll, self.branch_ids)
+        self._holding = True
+        try:
+            self.scroll, self.branch_ids, self.selected = view
+        finally:
+            self._holding = False
+        if redraw:
+            self.redraw(lines=lines)
+        return True
 
     # -- data ----------------------------------------------------------------------------------
 
@@ -182,7 +191,7 @@ class MetricsStrip(W.VBox):
 
     def refresh(self, branch: Branch | None = None) -> None:
         """Read the metrics of ``branch`` (default: every branch of the session with loops not
-        read yet) and redraw.
+        read yet), follow the timeline's view (`sync_view`) and redraw when anything changed.
 
         Safe to call from the sampling thread on each new frame: only the new loops' rows are
         computed, the rest come from the session's cache.
@@ -192,11 +201,10 @@ class MetricsStrip(W.VBox):
         else:
             every = self.session.branches if self.session is not None else []
             targets = [b for b in every if len(self.rows.get(b.id, ())) != len(b.indices)]
-            if not targets:
-                return
         for b in targets:
             self.rows[b.id] = self.session.metrics(b)
-        self.redraw()
+        if self.sync_view(redraw=False) or targets:  # one redraw for both
+            self.redraw()
 
     def series(self) -> dict[int, list[tuple[int, float]]]:
         """``{branch_id: [(loop, value), ...]}`` for the visible columns (NaN values left out)."""
@@ -230,18 +238,25 @@ class MetricsStrip(W.VBox):
     def _x(self, loop: int) -> float:
         return self.geometry.x(loop, self.scroll) + self.geometry.thumb / 2
 
+    def _y(self, value: float) -> float:
+        low, high = self._range
+        top, bottom = 14, self.height - 8
+        return bottom - (value - low) / (high - low) * (bottom - top)
+
     def paint(self, p) -> None:
         """Draw the strip with a painter (the timeline's drawing vocabulary)."""
+        self.paint_lines(p)
+        self.paint_highlight(p)
+
+    def paint_lines(self, p) -> None:
+        """The background, the axis, the keyframe ticks and each branch's line of points."""
         g, h = self.geometry, self.height
         top, bottom = 14, h - 8
         p.rect(0, 0, g.width, h, fill=BACKGROUND)
         p.rect(g.gutter - 4, 0, g.width - g.gutter + 4, h, fill=LANE)
         series = self.series()
-        low, high = self._y_range(series)
-
-        def y(value: float) -> float:
-            return bottom - (value - low) / (high - low) * (bottom - top)
-
+        low, high = self._range = self._y_range(series)
+        y = self._y
         info = MEASURES[self.measure]
         p.text(info.unit, 6, 4, GRID_TEXT, size=10)
         p.text(f"{high:.3g}", g.gutter - 8, top - 6, GRID_TEXT, size=10, align="right")
@@ -258,13 +273,18 @@ class MetricsStrip(W.VBox):
                 p.line(xy, color, 1.5)
             for px, py in xy:  # one marker per loop: the point the thumbnail above shows
                 p.rect(px - 2, py - 2, 4, 4, fill=color)
+
+    def paint_highlight(self, p) -> None:
+        """The selected (or hovered) loop: a line down its column, a ring round each value."""
+        top, bottom = 14, self.height - 8
+        first, last = self.scroll, self.scroll + self.geometry.columns
         for loop, bid in self._highlights():
             value = self.value_at(bid, loop)
             if value is None or math.isnan(value) or not first <= loop < last:
                 continue
             px = self._x(loop)
             p.line([(px, top - 4), (px, bottom + 4)], ACCENT, 1)
-            p.rect(px - 4, y(value) - 4, 8, 8, stroke=ACCENT, width=2)
+            p.rect(px - 4, self._y(value) - 4, 8, 8, stroke=ACCENT, width=2)
 
     def _highlights(self) -> list[tuple[int, int]]:
         """``(loop, branch_id)`` pairs to highlight: the selection, or the hovered column."""
@@ -281,13 +301,17 @@ class MetricsStrip(W.VBox):
         self.paint(_PILPainter(im, {}))
         return im
 
-    def redraw(self) -> None:
-        """Repaint, and update the readout and the measure's one-line help."""
+    def redraw(self, lines: bool = True) -> None:
+        """Repaint (``lines=False``: only the highlight, on the canvas), and update the readout
+        and the measure's one-line help."""
         try:
             self._update_text()
             if self.renderer == "canvas":
                 with drawing(self._report):
-                    self.paint(_CanvasPainter(self.canvas, {}))
+                    if lines:
+                        self.paint_lines(_CanvasPainter(self.layers[0], {}))
+                    self.layers[1].clear()
+                    self.paint_highlight(_CanvasPainter(self.layers[1], {}))
             else:
                 buffer = io.BytesIO()
                 self.render().save(buffer, format="png")
@@ -325,7 +349,7 @@ class MetricsStrip(W.VBox):
     def _set_hover(self, loop: int | None) -> None:
         if loop != self.hover:
             self.hover = loop
-            self.redraw()
+            self.redraw(lines=False)
 
     def _on_move(self, x: float, y: float) -> None:
         self._set_hover(self.loop_at(x))
@@ -339,10 +363,5 @@ class MetricsStrip(W.VBox):
         if not g_y:
             return
         branches = {b.id: b for b in self.branches()}
-        low, high = self._y_range(self.series())
-        top, bottom = 14, self.height - 8
-
-        def distance(bid: int) -> float:
-            return abs(bottom - (g_y[bid] - low) / (high - low) * (bottom - top) - y)
-
-        self.on_select(branches[min(g_y, key=distance)], loop)
+        nearest = min(g_y, key=lambda bid: abs(self._y(g_y[bid]) - y))  # as drawn last
+        self.on_select(branches[nearest], loop)
