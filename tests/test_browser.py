@@ -3,8 +3,9 @@
 Opens ``notebooks/01_quickstart.ipynb`` on the tiny random pipeline, runs it, clicks Run, waits
 for the thumbnails on the canvas (reading its pixels), clicks a frame, steps with the arrow keys,
 branches with other keyframes, clicks frames of each row and reads the keyframe text the panel
-shows, edits a field and sees it highlighted, reloads the page (Python redraws the canvases: the
-browser keeps no pixels), and keeps a screenshot (``$SEQWIDGETS_ARTIFACTS`` or pytest's
+shows, reads the metrics strip's pixels (a line per row, in the row's colour), opens the Compare
+tab and reads the settings that differ, edits a field and sees it highlighted, reloads the page
+(Python redraws the canvases: the browser keeps no pixels), and keeps a screenshot (``$SEQWIDGETS_ARTIFACTS`` or pytest's
 ``tmp_path``).
 
 Needs ``/usr/bin/chromium``, the ``playwright`` wheel (never ``playwright install``: the system
@@ -144,6 +145,27 @@ _CELL_COLORS = """([x, y, w, h]) => {
   for (let i = 0; i < data.length; i += 4) colors.add((data[i] << 16) | (data[i+1] << 8) | data[i+2]);
   return colors.size;
 }"""
+
+
+# The colours on the metrics strip's lines layer, as "#rrggbb".
+_STRIP_COLORS = """() => {
+  const canvas = document.querySelector('.sw-metrics-strip canvas');
+  if (!canvas || !canvas.width) return [];
+  const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+  const colors = new Set();
+  for (let i = 0; i < data.length; i += 4)
+    colors.add('#' + ((1 << 24) | (data[i] << 16) | (data[i+1] << 8) | data[i+2]).toString(16).slice(1));
+  return [...colors];
+}"""
+
+# How many of the Compare tab's images show a picture.
+_COMPARE_IMAGES = """() => [...document.querySelectorAll('.sw-compare img')]
+  .filter(img => img.naturalWidth > 0).length"""
+
+
+def _tab(page, title: str):
+    """The studio's tab titled ``title`` ("Preview" or "Compare")."""
+    return page.locator(".sw-studio .lm-TabBar-tab", has_text=title).first
 
 
 _KERNEL_READY = """() => {
@@ -390,6 +412,23 @@ def drive_studio(
             result["source"] = _text(page, ".sw-editbar")
             result["branch_info"] = _info(page)
             step("the panel followed the selection")
+
+            # 5. The metrics strip under the timeline: a line of points per row, and Compare.
+            result["strip_colors"] = _wait_for(
+                page, lambda: page.evaluate(_STRIP_COLORS), 30, "the metrics strip drawn"
+            )
+            _tab(page, "Compare").click()
+            result["compare_settings"] = _wait_for(
+                page,
+                lambda: "differ" in _text(page, ".sw-compare") and _text(page, ".sw-compare"),
+                60,
+                "the Compare tab to list the settings that differ",
+            )
+            _wait_for(page, lambda: page.evaluate(_COMPARE_IMAGES) == 3, 60, "both frames, heat")
+            result["compare_images"] = page.evaluate(_COMPARE_IMAGES)
+            _tab(page, "Preview").click()
+            _wait_for(page, lambda: page.locator(".sw-info").first.is_visible(), 30, "the preview")
+            step("strip and compare shown")
             # An edit left in place for the screenshot: highlighted, summed up above the prompts.
             numbers.nth(2).fill("5")
             numbers.nth(2).press("Enter")
@@ -397,7 +436,7 @@ def drive_studio(
             page.wait_for_timeout(800)
             result["errors"] = page.locator(".sw-errorbox").count()
 
-            # 5. Reload the page: the browser kept no pixels; Python redraws every canvas.
+            # 6. Reload the page: the browser kept no pixels; Python redraws every canvas.
             page.evaluate("void window.jupyterapp.commands.execute('docmanager:save')")
             page.wait_for_timeout(1500)
             page.reload()
@@ -469,6 +508,13 @@ def test_studio_in_jupyterlab(tmp_path):
     assert "run 1 > from loop 4" in result["branch_info"]
     assert result["errors"] == 0
     assert result["reload_colors"] > 16
+    # The strip draws both rows' points in their colours; Compare lists what the branch changed.
+    from seqwidgets.widgets.metrics_strip import BRANCH_COLORS
+
+    for branch_id in (1, 2):
+        assert BRANCH_COLORS[branch_id % len(BRANCH_COLORS)] in result["strip_colors"]
+    assert "cfg" in result["compare_settings"] and "positive_seq" in result["compare_settings"]
+    assert result["compare_images"] == 3
     assert shot.stat().st_size > 10_000
 
 
