@@ -27,6 +27,7 @@ from PIL import Image
 
 from seqwidgets.metrics import BranchDiff, FramePair
 from seqwidgets.session import Branch, Session
+from seqwidgets.widgets.render import format_value
 
 __all__ = ["HEAT_SCALE", "CompareView", "heatmap"]
 
@@ -264,7 +265,7 @@ class CompareView(W.VBox):
             return
         cells = "".join(
             f"<tr><td><code>{html.escape(name)}</code></td>"
-            f"<td>{html.escape(repr(va))}</td><td>{html.escape(repr(vb))}</td></tr>"
+            f"<td>{html.escape(format_value(va))}</td><td>{html.escape(format_value(vb))}</td></tr>"
             for name, (va, vb) in self.diff.settings.items()
         )
         parted = self.diff.parted_at

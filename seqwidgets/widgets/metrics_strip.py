@@ -266,7 +266,9 @@ class MetricsStrip(W.VBox):
             for k, _ in b.params.positive_keyframes:
                 if first <= k < last and k > 0:
                     p.line([(self._x(k), 0), (self._x(k), 6)], KEYFRAME, 2)
-        for bid, points in series.items():
+        # The first branches last: on the loops a branch shares with the run it forks from the
+        # values are equal, and the parent's colour stays visible there.
+        for bid, points in reversed(series.items()):
             color = BRANCH_COLORS[bid % len(BRANCH_COLORS)]
             xy = [(self._x(loop), y(v)) for loop, v in points]
             if len(xy) > 1:
