@@ -141,3 +141,10 @@ def test_compare_tab_shows_the_differing_settings_and_scrubs_with_the_timeline(s
     studio.tabs.selected_index = 0
     studio.select(run, 5)
     assert compare.index == 1
+
+    # Open again: A is the selected frame's branch; a branch run meanwhile joins the menus.
+    studio.tabs.selected_index = 1
+    assert (compare.branch_a, compare.branch_b) == (run, child) and compare.index == 5
+    third = studio.branch(seed=7)
+    assert [value for _, value in compare.menu_b.options] == [run.id, child.id, third.id]
+    assert (compare.branch_a, compare.branch_b) == (run, child)  # the user's choice stays

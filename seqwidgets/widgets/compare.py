@@ -211,8 +211,11 @@ class CompareView(W.VBox):
             current_b = next((i for i in ids if i != current_a), current_a)
         self._syncing = True
         try:
-            self.menu_a.options = options
-            self.menu_b.options = options
+            for menu in (self.menu_a, self.menu_b):
+                # Only when a branch came or went: a browser echoes a menu's value back after
+                # its options change, and a refresh comes with every new frame.
+                if list(menu.options) != options:
+                    menu.options = options
             self.menu_a.value = current_a
             self.menu_b.value = current_b
         finally:
@@ -227,7 +230,8 @@ class CompareView(W.VBox):
         loops = [p.index for p in self.diff.pairs] if self.diff else []
         self._syncing = True
         try:
-            self.loop.options = loops or [0]
+            if list(self.loop.options) != (loops or [0]):
+                self.loop.options = loops or [0]
             pair = (self.menu_a.value, self.menu_b.value)
             if pair != self._shown:  # a new pair opens where its frames part
                 self._shown = pair
