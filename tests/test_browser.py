@@ -147,15 +147,18 @@ _CELL_COLORS = """([x, y, w, h]) => {
 }"""
 
 
-# The colours on the metrics strip's lines layer, as "#rrggbb".
+# The colours that fill 12 pixels or more of the metrics strip's lines layer, as "#rrggbb"
+# (a point is a 4x4 square: the anti-aliased shades of the lines stay out).
 _STRIP_COLORS = """() => {
   const canvas = document.querySelector('.sw-metrics-strip canvas');
   if (!canvas || !canvas.width) return [];
   const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
-  const colors = new Set();
-  for (let i = 0; i < data.length; i += 4)
-    colors.add('#' + ((1 << 24) | (data[i] << 16) | (data[i+1] << 8) | data[i+2]).toString(16).slice(1));
-  return [...colors];
+  const counts = new Map();
+  for (let i = 0; i < data.length; i += 4) {
+    const c = '#' + ((1 << 24) | (data[i] << 16) | (data[i+1] << 8) | data[i+2]).toString(16).slice(1);
+    counts.set(c, (counts.get(c) || 0) + 1);
+  }
+  return [...counts].filter(([c, n]) => n >= 12).map(([c, n]) => c);
 }"""
 
 # How many of the Compare tab's images show a picture.
@@ -247,8 +250,10 @@ def drive_studio(
     model: str | None = "tiny-random",
     loops: int = 12,
     branch_positive: str = BRANCH_PROMPTS,
+    compare_screenshot: Path | None = None,
 ) -> dict:
-    """Open the quickstart notebook in JupyterLab, run, click, branch; save a screenshot."""
+    """Open the quickstart notebook in JupyterLab, run, click, branch; save a screenshot (and
+    one of the Compare tab, when ``compare_screenshot`` is given)."""
     from playwright.sync_api import sync_playwright
 
     shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
@@ -426,6 +431,9 @@ def drive_studio(
             )
             _wait_for(page, lambda: page.evaluate(_COMPARE_IMAGES) == 3, 60, "both frames, heat")
             result["compare_images"] = page.evaluate(_COMPARE_IMAGES)
+            if compare_screenshot is not None:
+                compare_screenshot.parent.mkdir(parents=True, exist_ok=True)
+                page.locator(".sw-studio").first.screenshot(path=str(compare_screenshot))
             _tab(page, "Preview").click()
             _wait_for(page, lambda: page.locator(".sw-info").first.is_visible(), 30, "the preview")
             step("strip and compare shown")
@@ -475,6 +483,7 @@ def test_studio_in_jupyterlab(tmp_path):
     # In a child process of its own session: a browser or a kernel that hangs is killed with
     # everything it started, instead of hanging the test run.
     command = [sys.executable, __file__, "--out", str(shot), "--root", str(tmp_path)]
+    command += ["--compare-out", str(artifacts / "studio-browser-compare.png")]
     child = subprocess.Popen(
         command,
         stdout=subprocess.PIPE,
@@ -516,6 +525,7 @@ def test_studio_in_jupyterlab(tmp_path):
     assert "cfg" in result["compare_settings"] and "positive_seq" in result["compare_settings"]
     assert result["compare_images"] == 3
     assert shot.stat().st_size > 10_000
+    assert (artifacts / "studio-browser-compare.png").stat().st_size > 10_000
 
 
 if __name__ == "__main__":
@@ -527,13 +537,15 @@ if __name__ == "__main__":
     parser.add_argument("--out", default="studio.png")
     parser.add_argument("--loops", type=int, default=12)
     parser.add_argument("--root", default=None, help="a folder for the server's files")
+    parser.add_argument("--compare-out", default=None, help="a screenshot of the Compare tab")
     parser.add_argument(
         "--branch-positive", default=BRANCH_PROMPTS, help="the branch's positive_seq"
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.root) as folder:
         model = None if args.model == "toy" else args.model
+        compare = Path(args.compare_out).resolve() if args.compare_out else None
         result = drive_studio(
-            Path(folder), Path(args.out).resolve(), model, args.loops, args.branch_positive
+            Path(folder), Path(args.out).resolve(), model, args.loops, args.branch_positive, compare
         )
     print(json.dumps(result, default=str))
