@@ -3,8 +3,9 @@
 Opens ``notebooks/01_quickstart.ipynb`` on the tiny random pipeline, runs it, clicks Run, waits
 for the thumbnails on the canvas (reading its pixels), clicks a frame, steps with the arrow keys,
 branches with other keyframes, clicks frames of each row and reads the keyframe text the panel
-shows, edits a field and sees it highlighted, reloads the page (Python redraws the canvases: the
-browser keeps no pixels), and keeps a screenshot (``$SEQWIDGETS_ARTIFACTS`` or pytest's
+shows, reads the metrics strip's pixels (a line per row, in the row's colour), opens the Compare
+tab and reads the settings that differ, edits a field and sees it highlighted, reloads the page
+(Python redraws the canvases: the browser keeps no pixels), and keeps a screenshot (``$SEQWIDGETS_ARTIFACTS`` or pytest's
 ``tmp_path``).
 
 Needs ``/usr/bin/chromium``, the ``playwright`` wheel (never ``playwright install``: the system
@@ -146,6 +147,30 @@ _CELL_COLORS = """([x, y, w, h]) => {
 }"""
 
 
+# The colours that fill 12 pixels or more of the metrics strip's lines layer, as "#rrggbb"
+# (a point is a 4x4 square: the anti-aliased shades of the lines stay out).
+_STRIP_COLORS = """() => {
+  const canvas = document.querySelector('.sw-metrics-strip canvas');
+  if (!canvas || !canvas.width) return [];
+  const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+  const counts = new Map();
+  for (let i = 0; i < data.length; i += 4) {
+    const c = '#' + ((1 << 24) | (data[i] << 16) | (data[i+1] << 8) | data[i+2]).toString(16).slice(1);
+    counts.set(c, (counts.get(c) || 0) + 1);
+  }
+  return [...counts].filter(([c, n]) => n >= 12).map(([c, n]) => c);
+}"""
+
+# How many of the Compare tab's images show a picture.
+_COMPARE_IMAGES = """() => [...document.querySelectorAll('.sw-compare img')]
+  .filter(img => img.naturalWidth > 0).length"""
+
+
+def _tab(page, title: str):
+    """The studio's tab titled ``title`` ("Preview" or "Compare")."""
+    return page.locator(".sw-studio .lm-TabBar-tab", has_text=title).first
+
+
 _KERNEL_READY = """() => {
   const widget = window.jupyterapp && window.jupyterapp.shell.currentWidget;
   const kernel = widget && widget.sessionContext && widget.sessionContext.session &&
@@ -225,8 +250,10 @@ def drive_studio(
     model: str | None = "tiny-random",
     loops: int = 12,
     branch_positive: str = BRANCH_PROMPTS,
+    compare_screenshot: Path | None = None,
 ) -> dict:
-    """Open the quickstart notebook in JupyterLab, run, click, branch; save a screenshot."""
+    """Open the quickstart notebook in JupyterLab, run, click, branch; save a screenshot (and
+    one of the Compare tab, when ``compare_screenshot`` is given)."""
     from playwright.sync_api import sync_playwright
 
     shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
@@ -390,6 +417,26 @@ def drive_studio(
             result["source"] = _text(page, ".sw-editbar")
             result["branch_info"] = _info(page)
             step("the panel followed the selection")
+
+            # 5. The metrics strip under the timeline: a line of points per row, and Compare.
+            result["strip_colors"] = _wait_for(
+                page, lambda: page.evaluate(_STRIP_COLORS), 30, "the metrics strip drawn"
+            )
+            _tab(page, "Compare").click()
+            result["compare_settings"] = _wait_for(
+                page,
+                lambda: "differ" in _text(page, ".sw-compare") and _text(page, ".sw-compare"),
+                60,
+                "the Compare tab to list the settings that differ",
+            )
+            _wait_for(page, lambda: page.evaluate(_COMPARE_IMAGES) == 3, 60, "both frames, heat")
+            result["compare_images"] = page.evaluate(_COMPARE_IMAGES)
+            if compare_screenshot is not None:
+                compare_screenshot.parent.mkdir(parents=True, exist_ok=True)
+                page.locator(".sw-studio").first.screenshot(path=str(compare_screenshot))
+            _tab(page, "Preview").click()
+            _wait_for(page, lambda: page.locator(".sw-info").first.is_visible(), 30, "the preview")
+            step("strip and compare shown")
             # An edit left in place for the screenshot: highlighted, summed up above the prompts.
             numbers.nth(2).fill("5")
             numbers.nth(2).press("Enter")
@@ -397,7 +444,7 @@ def drive_studio(
             page.wait_for_timeout(800)
             result["errors"] = page.locator(".sw-errorbox").count()
 
-            # 5. Reload the page: the browser kept no pixels; Python redraws every canvas.
+            # 6. Reload the page: the browser kept no pixels; Python redraws every canvas.
             page.evaluate("void window.jupyterapp.commands.execute('docmanager:save')")
             page.wait_for_timeout(1500)
             page.reload()
@@ -437,6 +484,7 @@ def test_studio_in_jupyterlab(tmp_path):
     # In a child process of its own session: a browser or a kernel that hangs is killed with
     # everything it started, instead of hanging the test run.
     command = [sys.executable, __file__, "--out", str(shot), "--root", str(tmp_path)]
+    command += ["--compare-out", str(artifacts / "studio-browser-compare.png")]
     child = subprocess.Popen(
         command,
         stdout=subprocess.PIPE,
@@ -470,7 +518,15 @@ def test_studio_in_jupyterlab(tmp_path):
     assert "run 1 > from loop 4" in result["branch_info"]
     assert result["errors"] == 0
     assert result["reload_colors"] > 16
+    # The strip draws both rows' points in their colours; Compare lists what the branch changed.
+    from seqwidgets.widgets.metrics_strip import BRANCH_COLORS
+
+    for branch_id in (1, 2):
+        assert BRANCH_COLORS[branch_id % len(BRANCH_COLORS)] in result["strip_colors"]
+    assert "cfg" in result["compare_settings"] and "positive_seq" in result["compare_settings"]
+    assert result["compare_images"] == 3
     assert shot.stat().st_size > 10_000
+    assert (artifacts / "studio-browser-compare.png").stat().st_size > 10_000
 
 
 if __name__ == "__main__":
@@ -482,13 +538,15 @@ if __name__ == "__main__":
     parser.add_argument("--out", default="studio.png")
     parser.add_argument("--loops", type=int, default=12)
     parser.add_argument("--root", default=None, help="a folder for the server's files")
+    parser.add_argument("--compare-out", default=None, help="a screenshot of the Compare tab")
     parser.add_argument(
         "--branch-positive", default=BRANCH_PROMPTS, help="the branch's positive_seq"
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.root) as folder:
         model = None if args.model == "toy" else args.model
+        compare = Path(args.compare_out).resolve() if args.compare_out else None
         result = drive_studio(
-            Path(folder), Path(args.out).resolve(), model, args.loops, args.branch_positive
+            Path(folder), Path(args.out).resolve(), model, args.loops, args.branch_positive, compare
         )
     print(json.dumps(result, default=str))

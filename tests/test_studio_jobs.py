@@ -7,12 +7,19 @@ import re
 import threading
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from seqwidgets.params import SequenceParams
 from seqwidgets.widgets import render
-from seqwidgets.widgets.jobs import Job, JobRunner, export_path
+from seqwidgets.widgets.jobs import (
+    Job,
+    JobRunner,
+    export_path,
+    find_branch,
+    fork_changes,
+    loop_index,
+)
 
 
 @given(
@@ -108,3 +115,57 @@ def test_texts_from_the_user_are_escaped(prompt):
     chain = render.chain_html([(prompt, 1.0)])
     inner = re.fullmatch(r"<span class='sw-prompt'>(.*)</span>", chain, re.S).group(1)
     assert "<" not in inner and html.unescape(inner) == (prompt or "(empty)")
+
+
+class _Branch:
+    """What the lookups read of a session's `Branch`."""
+
+    def __init__(self, id: int, name: str, done: int, loops: int):
+        self.id, self.name, self.indices = id, name, list(range(done))
+        self.params = SequenceParams(sequence_loop_count=loops, positive_seq="0: a")
+
+
+@given(st.integers(1, 30), st.data())
+def test_loop_index_counts_negatives_from_the_last_computed_loop(loops, data):
+    done = data.draw(st.integers(1, loops))
+    branch = _Branch(3, "run 3", done, loops)
+    index = data.draw(st.integers(-done, loops - 1))
+    assert loop_index(branch, index) == (index if index >= 0 else done + index)
+    outside = data.draw(st.one_of(st.integers(loops, loops + 5), st.integers(-50, -done - 1)))
+    with pytest.raises(IndexError, match=r"branch 3 \(run 3\) has loops 0\.\."):
+        loop_index(branch, outside)
+
+
+def test_find_branch_by_itself_its_id_or_its_name():
+    a, b = _Branch(1, "run 1", 2, 2), _Branch(2, "run 1 > from loop 1", 2, 2)
+    assert find_branch([a, b], b) is b
+    assert find_branch([a, b], 2) is b
+    assert find_branch([a, b], "run 1") is a
+    with pytest.raises(ValueError, match="no branch 'gentle'"):
+        find_branch([a, b], "gentle")
+
+
+@settings(max_examples=30)
+@given(st.floats(1.0, 15.0), st.floats(1.0, 15.0), st.integers(1, 40), st.integers(1, 40))
+def test_fork_changes_are_exactly_the_fields_that_differ(cfg_a, cfg_b, steps_a, steps_b):
+    a = SequenceParams(cfg=cfg_a, steps=steps_a)
+    b = SequenceParams(cfg=cfg_b, steps=steps_b)
+    expected = {}
+    if cfg_a != cfg_b:
+        expected["cfg"] = cfg_b
+    if steps_a != steps_b:
+        expected["steps"] = steps_b
+    assert fork_changes(a, b) == expected
+    assert a.replace(**fork_changes(a, b)) == b
+
+
+def test_a_pick_during_a_job_follows_only_the_newest_frame():
+    job = Job("run", None, started=0.0)
+    job.branch = _Branch(4, "run 4", 3, 8)
+    newest = {4: 2}.__getitem__
+    job.picked((4, 1), newest)
+    assert not job.follow, "an older frame: the selection stays there"
+    job.picked((4, 2), newest)
+    assert job.follow, "back on the newest frame: follow the run again"
+    job.picked(None, newest)
+    assert not job.follow

@@ -577,7 +577,7 @@ def test_delete_a_branch(studio, commands):
     with pytest.raises(ValueError, match="forked from it"):
         studio.delete(run)
     studio.select(child, 2)
-    studio.delete_button.click()
+    studio.transport.delete_button.click()
     assert studio.session.branches == [run]
     assert [r.key for r in studio.timeline.rows] == [run.id]
     assert not any(key[0] == child.id for key in studio.timeline.sources)

@@ -27,6 +27,7 @@ from PIL import Image
 
 from seqwidgets.metrics import BranchDiff, FramePair
 from seqwidgets.session import Branch, Session
+from seqwidgets.widgets.render import format_value
 
 __all__ = ["HEAT_SCALE", "CompareView", "heatmap"]
 
@@ -65,7 +66,8 @@ class CompareView(W.VBox):
     """Two branches' frames side by side with a difference heatmap, scrubbed together.
 
     Args:
-        session (`Session`): the session holding both branches.
+        session (`Session` or `None`): the session holding both branches (``None``: empty until
+            `session` is set).
         a, b (`Branch`, *optional*): the branches to compare (default: the first two).
         size (`int`, defaults to 256): displayed side of each image, in pixels.
         on_select (*optional*): ``on_select(branch_a, loop)`` when the slider moves, so the
@@ -73,19 +75,24 @@ class CompareView(W.VBox):
 
     Traits:
         index: the loop shown (the slider's value).
+        active: whether the view is shown; while it is not, nothing is decoded or drawn, and
+            showing it again refreshes it.
 
-    Wiring into the studio (a "Compare" tab or toggle beside the preview)::
+    Wiring into the studio (a "Compare" tab beside the preview)::
 
-        compare = CompareView(session, on_select=lambda b, i: timeline.select(b.id, i))
-        # on_frame / new branch:        compare.refresh()
-        # timeline.observe("selected"): compare.index = loop (when it is a shared loop)
+        compare = CompareView(session, active=False)
+        compare.follow(timeline)       # A is the selected branch; the slider and the timeline
+                                       # scrub together
+        # the tab is shown / hidden:   compare.active = True / False
+        # on_frame / new branch:       compare.refresh()
     """
 
     index = traitlets.Int(0)
+    active = traitlets.Bool(True)
 
     def __init__(
         self,
-        session: Session,
+        session: Session | None,
         a: Branch | None = None,
         b: Branch | None = None,
         *,
@@ -99,6 +106,7 @@ class CompareView(W.VBox):
         self.size = size
         self.on_select = on_select
         self.diff: BranchDiff | None = None
+        self.timeline = None  # the timeline followed (see `follow`)
         self.menu_a = W.Dropdown(description="A", layout=W.Layout(width="240px"))
         self.menu_b = W.Dropdown(description="B", layout=W.Layout(width="240px"))
         for menu in (self.menu_a, self.menu_b):
@@ -148,27 +156,66 @@ class CompareView(W.VBox):
         return next((p for p in self.diff.pairs if p.index == self.index), None)
 
     def _by_id(self, branch_id) -> Branch | None:
-        return next((b for b in self.session.branches if b.id == branch_id), None)
+        branches = self.session.branches if self.session is not None else []
+        return next((b for b in branches if b.id == branch_id), None)
+
+    def follow(self, timeline) -> None:
+        """Scrub together with ``timeline`` (a studio's): moving the slider selects that loop of
+        branch A there; selecting a loop there moves the slider when both branches have it; on
+        showing the view, A is the selected frame's branch."""
+        self.timeline = timeline
+        self.on_select = lambda branch, loop: timeline.select(branch.id, loop)
+        timeline.observe(lambda _: self._to_selection(), "selected")
+
+    def tab_beside(self, preview: W.Widget) -> W.Tab:
+        """Tabs "Preview" (``preview``) and "Compare" (this view, `active` while its tab shows).
+
+        >>> view = CompareView(None, active=False)
+        >>> tabs = view.tab_beside(W.HTML())
+        >>> tabs.selected_index = 1
+        >>> view.active
+        True
+        """
+        tabs = W.Tab([preview, self], titles=("Preview", "Compare"))
+        tabs.observe(lambda change: setattr(self, "active", change["new"] == 1), "selected_index")
+        return tabs
+
+    def _to_selection(self) -> None:
+        selected = self.timeline.selected if self.timeline is not None else None
+        if self.active and selected is not None and selected[1] in self.loop.options:
+            self.index = selected[1]
+
+    @traitlets.observe("active")
+    def _on_active(self, change) -> None:
+        if change["new"]:
+            selected = self.timeline.selected if self.timeline is not None else None
+            self.refresh(self._by_id(selected[0]) if selected is not None else None)
+            self._to_selection()
 
     def refresh(self, a: Branch | None = None, b: Branch | None = None) -> None:
         """Re-read the session's branches (new ones, new frames) and redraw.
 
         ``a`` / ``b`` choose the branches; by default the current choice stays (else the first
-        two branches).
+        two branches). Does nothing while the view is not `active`.
         """
-        branches = self.session.branches
+        if not self.active:
+            return
+        branches = self.session.branches if self.session is not None else []
         options = [(f"{x.id}: {x.name}", x.id) for x in branches]
         current_a = a.id if a is not None else self.menu_a.value
         current_b = b.id if b is not None else self.menu_b.value
         ids = [x.id for x in branches]
         if current_a not in ids:
             current_a = ids[0] if ids else None
-        if current_b not in ids:
+        if current_b not in ids or (current_b == current_a and b is None):
             current_b = next((i for i in ids if i != current_a), current_a)
         self._syncing = True
         try:
-            self.menu_a.options = options
-            self.menu_b.options = options
+            for menu in (self.menu_a, self.menu_b):
+                # Only when a branch came or went: a browser echoes a menu's value back after
+                # its options change, and a refresh comes with every new frame.
+                if list(menu.options) != options:
+                    menu.options = options
             self.menu_a.value = current_a
             self.menu_b.value = current_b
         finally:
@@ -183,7 +230,8 @@ class CompareView(W.VBox):
         loops = [p.index for p in self.diff.pairs] if self.diff else []
         self._syncing = True
         try:
-            self.loop.options = loops or [0]
+            if list(self.loop.options) != (loops or [0]):
+                self.loop.options = loops or [0]
             pair = (self.menu_a.value, self.menu_b.value)
             if pair != self._shown:  # a new pair opens where its frames part
                 self._shown = pair
@@ -221,7 +269,7 @@ class CompareView(W.VBox):
             return
         cells = "".join(
             f"<tr><td><code>{html.escape(name)}</code></td>"
-            f"<td>{html.escape(repr(va))}</td><td>{html.escape(repr(vb))}</td></tr>"
+            f"<td>{html.escape(format_value(va))}</td><td>{html.escape(format_value(vb))}</td></tr>"
             for name, (va, vb) in self.diff.settings.items()
         )
         parted = self.diff.parted_at
@@ -234,6 +282,8 @@ class CompareView(W.VBox):
 
     def draw(self) -> None:
         """Show the current loop's two frames and their difference heatmap."""
+        if not self.active:
+            return
         pair = self.pair
         if pair is None:
             for image in (self.image_a, self.image_b, self.image_diff):

@@ -6,6 +6,8 @@ wires them to the session.
 from __future__ import annotations
 
 import time
+import traceback
+from collections.abc import Callable
 
 import ipywidgets as W
 
@@ -13,7 +15,16 @@ from . import render
 from .jobs import Job
 from .timeline import live_factors
 
-__all__ = ["EXPORT_FORMATS", "ErrorArea", "FrameView", "Header", "Transport", "card", "close_all"]
+__all__ = [
+    "EXPORT_FORMATS",
+    "ErrorArea",
+    "FrameView",
+    "Header",
+    "Transport",
+    "card",
+    "close_all",
+    "studio_layout",
+]
 
 #: Export formats, as the menu shows them.
 EXPORT_FORMATS = [
@@ -44,6 +55,8 @@ class Transport(W.VBox):
 
     Attributes:
         run_button, stop_button, branch_button, rerun_button, export_button (`Button`).
+        delete_button (`Button`): deletes the selected branch (the studio shows it beside the
+            timeline's branch menu).
         export_format (`Dropdown`): the format Export writes.
         progress_bar (`FloatProgress`), progress_text (`HTML`): how far the job is.
     """
@@ -75,6 +88,11 @@ class Transport(W.VBox):
         self.export_button = _button(
             "⤓ Export", "Write the selected branch up to the selected loop", "92px"
         )
+        self.delete_button = W.Button(
+            description="✕ Delete branch",
+            tooltip="Delete the selected branch (not the frames it shares with its parent)",
+            layout=W.Layout(width="auto"),
+        )
         self.progress_bar = W.FloatProgress(
             value=0, min=0, max=1, bar_style="info", layout=W.Layout(width="100%", height="10px")
         )
@@ -91,10 +109,33 @@ class Transport(W.VBox):
         self.children = [buttons, self.progress_bar, self.progress_text]
         card(self)
 
-    def enable(self, *, busy: bool, valid: bool, frame: bool, error: str = "") -> None:
-        """Enable what can be pressed: during a job only Stop; Branch, Re-run and Export need a
-        computed frame selected; Run and the forks need valid settings (``error`` says why not).
+    def connect(self, on_error: Callable[[BaseException, str], None], **actions) -> None:
+        """Call ``actions["run"](wait=False)`` on a click of Run, and so on for ``branch``,
+        ``rerun``, ``export`` and ``delete``; ``stop()`` on Stop. A button callback never raises
+        into the front end: what went wrong goes to ``on_error(exc, traceback_text)``.
         """
+
+        def click(action: Callable) -> None:
+            try:
+                action(wait=False)
+            except Exception as exc:
+                on_error(exc, traceback.format_exc())
+
+        for name, action in actions.items():
+            if name == "stop":
+                self.stop_button.on_click(lambda _, action=action: action())
+            else:
+                button = getattr(self, f"{name}_button")
+                button.on_click(lambda _, action=action: click(action))
+
+    def enable(
+        self, *, busy: bool, valid: bool, frame: bool, selected: bool, error: str = ""
+    ) -> None:
+        """Enable what can be pressed: during a job only Stop; Branch, Re-run and Export need a
+        computed frame selected, Delete a selection; Run and the forks need valid settings
+        (``error`` says why not).
+        """
+        self.delete_button.disabled = busy or not selected
         self.run_button.disabled = busy or not valid
         self.stop_button.disabled = not busy
         self.branch_button.disabled = self.rerun_button.disabled = busy or not valid or not frame
@@ -200,11 +241,27 @@ class FrameView(W.HBox):
         self.info.value = render.EMPTY_INFO_HTML
 
 
-def close_all(widget: W.Widget, *extra: W.Widget) -> None:
-    """Close every widget inside ``widget`` (not ``widget`` itself) and ``extra`` widgets, such as
-    hidden canvases that no box holds."""
+def studio_layout(css: str, header, panel, views, transport, errors, timeline, strip) -> list:
+    """The studio's children: the style and the header; the settings card beside the preview
+    (or compare) tabs, the transport bar and the error area; the timeline with the metrics strip
+    under it, in one card so that their columns line up."""
+    right = W.VBox(
+        [views, transport, errors], layout=W.Layout(flex="1 1 auto", gap="8px", min_width="0")
+    )
+    left = card(W.VBox([panel], layout=W.Layout(width="410px", min_width="410px")))
+    return [
+        W.HTML(f"<style>{css}</style>"),
+        header,
+        W.HBox([left, right], layout=W.Layout(gap="10px", align_items="flex-start")),
+        card(W.VBox([timeline, strip], layout=W.Layout(margin="8px 0 0 0"))),
+    ]
+
+
+def close_all(widget: W.Widget) -> None:
+    """Close every widget inside ``widget`` (not ``widget`` itself), with the hidden canvases that
+    no box holds: a widget's ``sources`` (thumbnail pixels) and ``layers`` (canvas layers)."""
     for child in getattr(widget, "children", ()):
         close_all(child)
         child.close()
-    for other in extra:
-        other.close()
+    for hidden in (*getattr(widget, "sources", {}).values(), *getattr(widget, "layers", ())):
+        hidden.close()

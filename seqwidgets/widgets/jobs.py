@@ -24,7 +24,7 @@ from typing import Any
 
 from seqwidgets.params import SequenceParams
 
-__all__ = ["Job", "JobRunner", "export_path"]
+__all__ = ["Job", "JobRunner", "export_path", "find_branch", "fork_changes", "loop_index"]
 
 _EXTENSIONS = {"gif": ".gif", "mp4": ".mp4", "png": "", "contact_sheet": ".png"}
 
@@ -85,6 +85,16 @@ class Job:
         if self.fork is None:
             self.fork = index
         self.loop, self.step = index, (self.params.steps - 1 if self.params else 0)
+
+    def picked(self, selected, last_index: Callable[[Any], int]) -> None:
+        """The user selected ``selected`` (``(branch_id, loop)``) during the job: new frames are
+        followed only if it is the newest frame of the job's branch (``last_index(id)``)."""
+        branch = self.branch
+        self.follow = (
+            selected is not None
+            and branch is not None
+            and tuple(selected) == (branch.id, last_index(branch.id))
+        )
 
     def first_error(self) -> bool:
         """Whether no error of a callback was shown yet for this job (now one counts as shown):
@@ -197,6 +207,29 @@ class JobRunner:
             return not thread.is_alive()
         return True
 
+    def guarded(self, callback: Callable[..., None]) -> Callable[..., None]:
+        """``callback`` made safe for the job's thread: an exception in it is reported to
+        ``on_error`` once per job (a drawing failure must not flood the error area once per
+        step) and never reaches the sampler.
+
+        >>> shown = []
+        >>> runner = JobRunner(False, lambda job: None, lambda exc, text: shown.append(exc))
+        >>> runner.job = Job("run", None, started=0.0)
+        >>> failing = runner.guarded(lambda loop: 1 / 0)
+        >>> failing(0), failing(1), len(shown)
+        (None, None, 1)
+        """
+
+        def call(*args: Any) -> None:
+            try:
+                callback(*args)
+            except Exception as exc:
+                job = self.job
+                if job is not None and job.first_error() and self.on_error is not None:
+                    self.on_error(exc, traceback.format_exc())
+
+        return call
+
     def _work(self, job: Job, work: Callable[[Job], Any]) -> None:
         try:
             job.result = work(job)
@@ -226,3 +259,43 @@ def export_path(folder: str | Path, branch_id: int, index: int, format: str) -> 
     while path.exists():
         path, n = folder / f"{stem}-{n}{suffix}", n + 1
     return path
+
+
+def find_branch(branches, branch):
+    """The branch among ``branches`` that ``branch`` names: itself, its id or its name.
+
+    Raises:
+        `ValueError`: no such branch.
+    """
+    for candidate in branches:
+        if branch is candidate or branch in (candidate.id, candidate.name):
+            return candidate
+    raise ValueError(f"no branch {branch!r} in this session")
+
+
+def loop_index(branch, index: int) -> int:
+    """Loop ``index`` of ``branch`` as a loop number; a negative ``index`` counts from the end of
+    the computed loops.
+
+    Raises:
+        `IndexError`: outside the branch's loops.
+    """
+    if index < 0:
+        index = len(branch.indices) + index
+    if not 0 <= index < branch.params.sequence_loop_count:
+        raise IndexError(
+            f"branch {branch.id} ({branch.name}) has loops 0..{len(branch.indices) - 1}; "
+            f"got index {index}"
+        )
+    return index
+
+
+def fork_changes(base: SequenceParams, params: SequenceParams) -> dict[str, Any]:
+    """The fields of ``params`` that differ from ``base``, with their new values: what a Branch
+    or Re-run from a frame computed with ``base`` changes.
+
+    >>> fork_changes(SequenceParams(cfg=8.0), SequenceParams(cfg=3.0, steps=20))
+    {'cfg': 3.0}
+    """
+    theirs = base.to_dict()
+    return {k: v for k, v in params.to_dict().items() if v != theirs[k]}

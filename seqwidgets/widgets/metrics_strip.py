@@ -6,9 +6,8 @@ scroll), so the value of loop ``i`` sits under its thumbnail. A dropdown picks t
 values are highlighted and read out. Rows come from `Session.metrics`, computed once per frame
 from the images the thumbnails already decode: the strip adds no VAE decode.
 
-Wiring into a studio (see `MetricsStrip`): call `refresh` from ``on_frame``, copy the timeline's
-``scroll`` and ``selected`` into the strip, and pass ``on_select`` to move the timeline when a
-point is clicked.
+Wiring into a studio: `MetricsStrip.follow` keeps the strip in step with a timeline (its
+columns, visible rows and selection; a click selects there); call `refresh` from ``on_frame``.
 
 Example:
     >>> import seqwidgets as sw
@@ -59,7 +58,8 @@ class MetricsStrip(W.VBox):
     """A compact per-loop plot of one measure, aligned with the timeline's columns.
 
     Args:
-        session (`Session`): where the branches and their metrics come from.
+        session (`Session` or `None`): where the branches and their metrics come from (``None``:
+            an empty strip until `session` is set, e.g. before a studio loads its model).
         on_select (*optional*): ``on_select(branch, loop)`` when a point is clicked (canvas
             renderer only); the studio moves the timeline's selection there.
         width, thumb (`int`): the timeline's canvas width and thumbnail size (its
@@ -74,12 +74,11 @@ class MetricsStrip(W.VBox):
         selected: ``(branch_id, loop)`` to highlight (the timeline's ``selected``), or None.
         branch_ids: the branches drawn, by id (empty: every branch of the session).
 
-    Wiring into the studio (in its ``on_frame`` / observers)::
+    Wiring into the studio::
 
-        strip = MetricsStrip(session, on_select=lambda b, i: timeline.select(b.id, i))
+        strip = MetricsStrip(session, width=width, thumb=thumb)
+        strip.follow(timeline)         # scroll, visible rows, selection; clicks select there
         # on_frame(branch, frame):     strip.refresh(branch)
-        # timeline scroll changes:     strip.scroll = timeline.scroll
-        # timeline.observe("selected"): strip.selected = timeline.selected
     """
 
     measure = traitlets.Unicode("drift_lab")
@@ -89,7 +88,7 @@ class MetricsStrip(W.VBox):
 
     def __init__(
         self,
-        session: Session,
+        session: Session | None,
         *,
         on_select: SelectCallback | None = None,
         width: int = 1040,
@@ -109,6 +108,8 @@ class MetricsStrip(W.VBox):
         self.rows: dict[int, MetricsTable] = {}
         self.hover: int | None = None
         self.error = ""
+        self._holding = False  # `sync_view` sets several traits at once: one redraw
+        self.timeline = None  # the timeline followed (see `follow`)
         self.menu = W.Dropdown(
             options=[(f"{m.label} ({m.unit})", name) for name, m in MEASURES.items()],
             value=self.measure,
@@ -123,9 +124,12 @@ class MetricsStrip(W.VBox):
             renderer = "canvas" if ipycanvas_available() else "image"
         self.renderer = renderer
         if renderer == "canvas":
-            from ipycanvas import Canvas
+            from ipycanvas import MultiCanvas
 
-            self.canvas = Canvas(width=width, height=height)
+            # The lines on one layer, the highlight on another: selecting or hovering a loop
+            # (every click and key on the timeline) repaints only the highlight.
+            self.canvas = MultiCanvas(2, width=width, height=height)
+            self.layers = (self.canvas[0], self.canvas[1])
             self.canvas.layout.width = f"{width}px"
             self.canvas.layout.height = f"{height}px"
             self.canvas.on_mouse_down(self._on_click)
@@ -141,28 +145,66 @@ class MetricsStrip(W.VBox):
             view,
             self.help,
         ]
-        self.observe(lambda _: self.redraw(), ["measure", "scroll", "selected", "branch_ids"])
+        self._range = (0.0, 1.0)  # the values' span on the y axis, set by `paint_lines`
+        self.observe(self._on_view, ["measure", "scroll", "selected", "branch_ids"])
         self.redraw()
+
+    def _on_view(self, change) -> None:
+        if not self._holding:
+            self.redraw(lines=change["name"] != "selected")
+
+    def follow(self, timeline) -> None:
+        """Stay in step with ``timeline`` (a studio's): its first column, the branches of its
+        visible rows and its selection; clicking a point selects that loop on it."""
+        self.timeline = timeline
+        self.on_select = lambda branch, loop: timeline.select(branch.id, loop)
+        timeline.observe(lambda _: self.sync_view(), ["viewport", "selected"])
+        self.sync_view()
+
+    def sync_view(self, redraw: bool = True) -> bool:
+        """Copy the followed timeline's view; return whether it changed (then redraw, if asked).
+        `refresh` calls it: the rows of the timeline may have changed with the new frames."""
+        t = self.timeline
+        view = (t.scroll, t.visible_keys(), t.selected) if t is not None else None
+        if view is None or view == (self.scroll, self.branch_ids, self.selected):
+            return False
+        lines = view[:2] != (self.scroll, self.branch_ids)
+        self._holding = True
+        try:
+            self.scroll, self.branch_ids, self.selected = view
+        finally:
+            self._holding = False
+        if redraw:
+            self.redraw(lines=lines)
+        return True
 
     # -- data ----------------------------------------------------------------------------------
 
     def branches(self) -> list[Branch]:
         """The branches drawn: ``branch_ids`` in that order, else all, in creation order."""
+        if self.session is None:
+            return []
         every = {b.id: b for b in self.session.branches}
         if self.branch_ids:
             return [every[i] for i in self.branch_ids if i in every]
         return list(every.values())
 
     def refresh(self, branch: Branch | None = None) -> None:
-        """Read the metrics of ``branch`` (default: every branch drawn) and redraw.
+        """Read the metrics of ``branch`` (default: every branch of the session with loops not
+        read yet), follow the timeline's view (`sync_view`) and redraw when anything changed.
 
         Safe to call from the sampling thread on each new frame: only the new loops' rows are
         computed, the rest come from the session's cache.
         """
-        targets = [branch] if branch is not None else self.branches()
+        if branch is not None:
+            targets = [branch]
+        else:
+            every = self.session.branches if self.session is not None else []
+            targets = [b for b in every if len(self.rows.get(b.id, ())) != len(b.indices)]
         for b in targets:
             self.rows[b.id] = self.session.metrics(b)
-        self.redraw()
+        if self.sync_view(redraw=False) or targets:  # one redraw for both
+            self.redraw()
 
     def series(self) -> dict[int, list[tuple[int, float]]]:
         """``{branch_id: [(loop, value), ...]}`` for the visible columns (NaN values left out)."""
@@ -196,18 +238,25 @@ class MetricsStrip(W.VBox):
     def _x(self, loop: int) -> float:
         return self.geometry.x(loop, self.scroll) + self.geometry.thumb / 2
 
+    def _y(self, value: float) -> float:
+        low, high = self._range
+        top, bottom = 14, self.height - 8
+        return bottom - (value - low) / (high - low) * (bottom - top)
+
     def paint(self, p) -> None:
         """Draw the strip with a painter (the timeline's drawing vocabulary)."""
+        self.paint_lines(p)
+        self.paint_highlight(p)
+
+    def paint_lines(self, p) -> None:
+        """The background, the axis, the keyframe ticks and each branch's line of points."""
         g, h = self.geometry, self.height
         top, bottom = 14, h - 8
         p.rect(0, 0, g.width, h, fill=BACKGROUND)
         p.rect(g.gutter - 4, 0, g.width - g.gutter + 4, h, fill=LANE)
         series = self.series()
-        low, high = self._y_range(series)
-
-        def y(value: float) -> float:
-            return bottom - (value - low) / (high - low) * (bottom - top)
-
+        low, high = self._range = self._y_range(series)
+        y = self._y
         info = MEASURES[self.measure]
         p.text(info.unit, 6, 4, GRID_TEXT, size=10)
         p.text(f"{high:.3g}", g.gutter - 8, top - 6, GRID_TEXT, size=10, align="right")
@@ -217,20 +266,27 @@ class MetricsStrip(W.VBox):
             for k, _ in b.params.positive_keyframes:
                 if first <= k < last and k > 0:
                     p.line([(self._x(k), 0), (self._x(k), 6)], KEYFRAME, 2)
-        for bid, points in series.items():
+        # The first branches last: on the loops a branch shares with the run it forks from the
+        # values are equal, and the parent's colour stays visible there.
+        for bid, points in reversed(series.items()):
             color = BRANCH_COLORS[bid % len(BRANCH_COLORS)]
             xy = [(self._x(loop), y(v)) for loop, v in points]
             if len(xy) > 1:
                 p.line(xy, color, 1.5)
             for px, py in xy:  # one marker per loop: the point the thumbnail above shows
                 p.rect(px - 2, py - 2, 4, 4, fill=color)
+
+    def paint_highlight(self, p) -> None:
+        """The selected (or hovered) loop: a line down its column, a ring round each value."""
+        top, bottom = 14, self.height - 8
+        first, last = self.scroll, self.scroll + self.geometry.columns
         for loop, bid in self._highlights():
             value = self.value_at(bid, loop)
             if value is None or math.isnan(value) or not first <= loop < last:
                 continue
             px = self._x(loop)
             p.line([(px, top - 4), (px, bottom + 4)], ACCENT, 1)
-            p.rect(px - 4, y(value) - 4, 8, 8, stroke=ACCENT, width=2)
+            p.rect(px - 4, self._y(value) - 4, 8, 8, stroke=ACCENT, width=2)
 
     def _highlights(self) -> list[tuple[int, int]]:
         """``(loop, branch_id)`` pairs to highlight: the selection, or the hovered column."""
@@ -247,13 +303,17 @@ class MetricsStrip(W.VBox):
         self.paint(_PILPainter(im, {}))
         return im
 
-    def redraw(self) -> None:
-        """Repaint, and update the readout and the measure's one-line help."""
+    def redraw(self, lines: bool = True) -> None:
+        """Repaint (``lines=False``: only the highlight, on the canvas), and update the readout
+        and the measure's one-line help."""
         try:
             self._update_text()
             if self.renderer == "canvas":
                 with drawing(self._report):
-                    self.paint(_CanvasPainter(self.canvas, {}))
+                    if lines:
+                        self.paint_lines(_CanvasPainter(self.layers[0], {}))
+                    self.layers[1].clear()
+                    self.paint_highlight(_CanvasPainter(self.layers[1], {}))
             else:
                 buffer = io.BytesIO()
                 self.render().save(buffer, format="png")
@@ -291,7 +351,7 @@ class MetricsStrip(W.VBox):
     def _set_hover(self, loop: int | None) -> None:
         if loop != self.hover:
             self.hover = loop
-            self.redraw()
+            self.redraw(lines=False)
 
     def _on_move(self, x: float, y: float) -> None:
         self._set_hover(self.loop_at(x))
@@ -305,10 +365,5 @@ class MetricsStrip(W.VBox):
         if not g_y:
             return
         branches = {b.id: b for b in self.branches()}
-        low, high = self._y_range(self.series())
-        top, bottom = 14, self.height - 8
-
-        def distance(bid: int) -> float:
-            return abs(bottom - (g_y[bid] - low) / (high - low) * (bottom - top) - y)
-
-        self.on_select(branches[min(g_y, key=distance)], loop)
+        nearest = min(g_y, key=lambda bid: abs(self._y(g_y[bid]) - y))  # as drawn last
+        self.on_select(branches[nearest], loop)

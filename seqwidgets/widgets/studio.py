@@ -6,7 +6,9 @@ by a `JobRunner`: on a background thread (or the calling thread, for Colab), wit
 most 10 times a second, a latent-to-RGB estimate at most 4 times a second, each finished loop's
 thumbnail on the timeline, and the controls back however the job ends (an exception shows in
 the error area, traceback folded). Selecting a frame loads the settings of the branch that
-computed it into the panel, so Branch and Re-run start from what the user sees.
+computed it into the panel, so Branch and Re-run start from what the user sees. Under the timeline
+a `MetricsStrip` plots one per-loop measure; beside the preview a `CompareView` tab shows two
+branches side by side.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from seqwidgets.params import SequenceParams
 
 from . import render
 from .colab import choose_renderer, default_threaded
-from .controls import ErrorArea, FrameView, Header, Transport, card, close_all
-from .jobs import Job, JobRunner, export_path
+from .compare import CompareView
+from .controls import ErrorArea, FrameView, Header, Transport, close_all, studio_layout
+from .jobs import Job, JobRunner, export_path, find_branch, fork_changes, loop_index
+from .metrics_strip import MetricsStrip
 from .panel import ControlPanel
 from .timeline import CanvasPreview, CanvasTimeline, ImagePreview, ImageTimeline
 
@@ -89,28 +93,14 @@ class Studio(W.VBox):
         self.live_preview = live_preview
         self.last_error: BaseException | None = None
         self.jobs = JobRunner(self.threaded, self._finish, self._show_error)
-        self._auto_select = False
 
-        # 1. The control panel, the transport bar, the status.
+        # The control panel, the transport bar, the status; preview | compare; the timeline
+        # and the metrics strip under it, in step with it.
         self.panel = ControlPanel(params)
         self.transport = t = Transport()
-        self.delete_button = W.Button(
-            description="✕ Delete branch",
-            tooltip="Delete the selected branch (not the frames it shares with its parent)",
-            layout=W.Layout(width="auto"),
-        )
-        for button, action in (
-            (t.run_button, self.run),
-            (t.branch_button, self.branch),
-            (t.rerun_button, self.rerun),
-            (t.export_button, self.export),
-            (self.delete_button, self.delete),
-        ):
-            button.on_click(lambda _, action=action: self._click(action))
-        t.stop_button.on_click(lambda _: self.stop())
+        t.connect(self._show_error, run=self.run, stop=self.stop, branch=self.branch)
+        t.connect(self._show_error, rerun=self.rerun, export=self.export, delete=self.delete)
         self.header = Header()
-
-        # 2. Preview and details, timeline, the error area.
         image = self.renderer != "canvas"
         self.view = FrameView((ImagePreview if image else CanvasPreview)(preview_size))
         self.timeline = (ImageTimeline if image else CanvasTimeline)(
@@ -119,24 +109,20 @@ class Studio(W.VBox):
         if not image:  # after a page reload the preview asks for its frame again
             self.view.preview.redisplay = lambda _key: self._show_selected()
         self.timeline.on_error = self.view.preview.on_error = self._show_error
-        self.timeline.toolbar.children = (*self.timeline.toolbar.children, self.delete_button)
+        self.timeline.toolbar.children = (*self.timeline.toolbar.children, t.delete_button)
+        self.strip = MetricsStrip(session, width=width, thumb=thumb_size, renderer=self.renderer)
+        self.strip.follow(self.timeline)
+        self.compare = CompareView(session, size=preview_size * 3 // 4, active=False)
+        self.compare.follow(self.timeline)
+        self.tabs = self.compare.tab_beside(self.view)
         self.error_area = ErrorArea()
         self.timeline.observe(self._on_selected, "selected")
         self.panel.observe(lambda _: self._update_buttons(), "params")
 
-        # 3. Layout: header; settings | (preview + details, transport, errors); the timeline.
-        right = W.VBox(
-            [self.view, self.transport, self.error_area],
-            layout=W.Layout(flex="1 1 auto", gap="8px", min_width="0"),
+        self.children = studio_layout(
+            _CSS, self.header, self.panel, self.tabs, t, self.error_area, self.timeline, self.strip
         )
-        left = card(W.VBox([self.panel], layout=W.Layout(width="410px", min_width="410px")))
-        self.children = [
-            W.HTML(f"<style>{_CSS}</style>"),
-            self.header,
-            W.HBox([left, right], layout=W.Layout(gap="10px", align_items="flex-start")),
-            card(W.VBox([self.timeline], layout=W.Layout(margin="8px 0 0 0"))),
-        ]
-        self._render_header()
+        self.header.describe(self._pipe, self.threaded, self.renderer)
         self._sync_rows()
         self._update_buttons()
 
@@ -151,8 +137,8 @@ class Studio(W.VBox):
 
             if self._pipe is None:
                 self._pipe = load_pipeline()
-            self._session = Session(self._pipe)
-            self._render_header()
+            self._session = self.strip.session = self.compare.session = Session(self._pipe)
+            self.header.describe(self._pipe, self.threaded, self.renderer)
         return self._session
 
     @property
@@ -197,15 +183,9 @@ class Studio(W.VBox):
 
         ``branch`` is a `Branch`, its id or its name.
         """
-        branch = self._resolve_branch(branch)
+        branch = find_branch(self.session.branches, branch)
         self._sync_rows()  # branches run on the session directly show up too
-        if index < 0:
-            index = len(branch.indices) + index
-        if not 0 <= index < branch.params.sequence_loop_count:
-            raise IndexError(
-                f"branch {branch.id} ({branch.name}) has loops 0..{len(branch.indices) - 1}; "
-                f"got index {index}"
-            )
+        index = loop_index(branch, index)
         self.timeline.follow_scroll = True
         self.timeline.select(branch.id, index)
 
@@ -215,8 +195,7 @@ class Studio(W.VBox):
         Returns the new `Branch` when ``wait`` (re-raising an error from the run, which is also
         shown in the error area); otherwise starts in the background and returns ``None``.
         """
-        if changes:
-            self.panel.set_values(**changes)
+        self.panel.set_values(**changes)
         params, init_image = self.params, self.panel.init_image
         return self._start(
             "run", params, wait, lambda cb: self.session.run(params, init_image=init_image, **cb)
@@ -256,12 +235,11 @@ class Studio(W.VBox):
         branch, index = self.selected
         format = format or self.transport.export_format.value
         path = export_path(self.export_dir, branch.id, index, format) if path is None else path
-        return self._start(
-            "export",
-            None,
-            wait,
-            lambda _: self.session.export(branch, path, format=format, upto=index, **options),
-        )
+
+        def work(_callbacks):  # an export has no steps nor frames to report
+            return self.session.export(branch, path, format=format, upto=index, **options)
+
+        return self._start("export", None, wait, work)
 
     def delete(self, branch=None, wait: bool = True) -> None:
         """Delete ``branch`` (default: the selected one) from the session and the timeline.
@@ -273,13 +251,14 @@ class Studio(W.VBox):
             raise RuntimeError("a job is in progress; Stop it or wait() for it first")
         if branch is None and self.selected is None:
             raise ValueError("select a frame of the branch to delete first")
-        branch = self._resolve_branch(self.selected[0] if branch is None else branch)
+        branch = find_branch(self.session.branches, self.selected[0] if branch is None else branch)
         self.session.delete(branch)
         self.timeline.remove_row(branch.id)
-        self.view.clear()
+        self.strip.refresh()
+        self.compare.refresh()
         remaining = [b for b in self.session.branches if b.indices]
         if remaining:
-            self._select_auto(remaining[-1].id, len(remaining[-1].indices) - 1)
+            self.timeline.select_auto(remaining[-1].id, len(remaining[-1].indices) - 1)
         self._show_selected()
         self._update_buttons()
 
@@ -287,12 +266,7 @@ class Studio(W.VBox):
         """Stop any job and close every widget of the studio (hidden canvases included)."""
         self.stop()
         self.wait(30)
-        close_all(
-            self,
-            *getattr(self.timeline, "sources", {}).values(),
-            *getattr(self.view.preview, "sources", {}).values(),
-            *getattr(self.timeline, "layers", ()),
-        )
+        close_all(self)
         super().close()
 
     def clear_error(self) -> None:
@@ -308,10 +282,8 @@ class Studio(W.VBox):
         # shows and measures edits against (a loop before a fork belongs to the parent).
         branch, index = self.selected
         branch = branch.owner(index)
-        if changes:
-            self.panel.set_values(**changes)
-        theirs = branch.params.to_dict()
-        changes = {k: v for k, v in self.params.to_dict().items() if v != theirs[k]}
+        self.panel.set_values(**changes)
+        changes = fork_changes(branch.params, self.params)
         method = self.session.branch if kind == "branch" else self.session.rerun
         params = branch.params.replace(**changes)
         return self._start(kind, params, wait, lambda cb: method((branch, index), **cb, **changes))
@@ -323,9 +295,8 @@ class Studio(W.VBox):
         self.clear_error()
         self.header.set_state("running")
         self.transport.show(job, note=f"{kind}: starting…")
-        callbacks = {}
-        if kind != "export":
-            callbacks = {"callback": self._on_step, "on_frame": self._on_frame}
+        guard = self.jobs.guarded  # an error in a callback shows once, never reaching the sampler
+        callbacks = {"callback": guard(self._on_step), "on_frame": guard(self._on_frame)}
 
         def run(job: Job):
             self._update_buttons()  # the runner now counts the job as running
@@ -344,7 +315,7 @@ class Studio(W.VBox):
             state, note = render.finish_note(job, time.monotonic(), stopped)
             branch = job.result if job.kind != "export" else None
             if branch is not None and branch.indices and (job.follow or not self.timeline.selected):
-                self._select_auto(branch.id, branch.indices[-1])
+                self.timeline.select_auto(branch.id, branch.indices[-1])
             self.header.set_state(state)
             self.transport.show(job, note=note)
         except Exception as exc:  # keep the studio usable whatever happened
@@ -355,61 +326,37 @@ class Studio(W.VBox):
     # -- callbacks from the running thread -----------------------------------------------------
 
     def _on_step(self, loop: int, step: int, sigma: float, denoised) -> None:
-        job = self.jobs.job
-        try:
-            now = time.monotonic()
-            job.on_step(loop, step, now)
-            if job.branch is None and self.session.branches:  # listed as soon as it starts
-                job.branch = self.session.branches[-1]
-                self.timeline.show_branch(job.branch)
-            if step == 0 and job.branch is not None:
-                self.timeline.set_running(job.branch.id, loop)
-            if job.due("progress", now, 0.1):
-                self.transport.show(job)
-            if self.live_preview and job.follow and job.due("live", now, 0.25):
-                self.view.show_live(self.session.pipe, denoised, loop, step, job.params)
-        except Exception as exc:
-            if job.first_error():
-                self._show_error(exc, traceback.format_exc())
+        job, now = self.jobs.job, time.monotonic()
+        job.on_step(loop, step, now)
+        if job.branch is None and self.session.branches:  # listed as soon as it starts
+            job.branch = self.session.branches[-1]
+            self.timeline.show_branch(job.branch)
+        if step == 0 and job.branch is not None:
+            self.timeline.set_running(job.branch.id, loop)
+        if job.due("progress", now, 0.1):
+            self.transport.show(job)
+        if self.live_preview and job.follow and job.due("live", now, 0.25):
+            self.view.show_live(self.session.pipe, denoised, loop, step, job.params)
 
     def _on_frame(self, branch, frame) -> None:
         job = self.jobs.job
-        try:
-            job.branch = branch
-            job.on_frame(frame.index)
-            self.timeline.show_branch(branch)
-            thumb = self.session.thumbnail(branch, frame.index, self.thumb_size)
-            self.timeline.add_thumbnail(branch.id, frame.index, thumb)
-            following = frame.index + 1 < branch.params.sequence_loop_count
-            self.timeline.set_running(branch.id, frame.index + 1 if following else None)
-            if job.follow:
-                self._select_auto(branch.id, frame.index)
-            self.transport.show(job)
-            self._update_buttons()
-        except Exception as exc:
-            if job.first_error():
-                self._show_error(exc, traceback.format_exc())
+        job.branch = branch
+        job.on_frame(frame.index)
+        thumb = self.session.thumbnail(branch, frame.index, self.thumb_size)
+        self.timeline.add_frame(branch, frame.index, thumb)
+        self.strip.refresh(branch)  # the new loop's measures, from the thumbnail's decode
+        self.compare.refresh()  # nothing while its tab is hidden
+        if job.follow:
+            self.timeline.select_auto(branch.id, frame.index)
+        self.transport.show(job)
+        self._update_buttons()
 
     # -- selection -----------------------------------------------------------------------------
 
-    def _select_auto(self, key, index: int) -> None:
-        self._auto_select = True
-        try:
-            self.timeline.follow_scroll = True
-            self.timeline.select(key, index)
-        finally:
-            self._auto_select = False
-
     def _on_selected(self, change) -> None:
         job = self.jobs.job
-        if not self._auto_select and self.running and job is not None:
-            # The user picked a frame: stop following the run, unless it is the newest frame.
-            new, branch = change["new"], job.branch
-            job.follow = (
-                new is not None
-                and branch is not None
-                and new == (branch.id, self.timeline.last_index(branch.id))
-            )
+        if not self.timeline.auto and self.running and job is not None:
+            job.picked(change["new"], self.timeline.last_index)  # a user's pick stops following
         selected = self.selected
         self.panel.follow(None if selected is None else selected[0].owner(selected[1]))
         self._show_selected()
@@ -426,33 +373,19 @@ class Studio(W.VBox):
 
     # -- rows ------------------------------------------------------------------------------------
 
-    def _resolve_branch(self, branch):
-        for candidate in self.session.branches:
-            if branch is candidate or branch in (candidate.id, candidate.name):
-                return candidate
-        raise ValueError(f"no branch {branch!r} in this session")
-
     def _sync_rows(self) -> None:
         """Rows for every branch of the session (e.g. one stopped before its first frame)."""
         if self._session is not None:
             session, size = self._session, self.thumb_size
             self.timeline.sync(session.branches, lambda b, i: session.thumbnail(b, i, size))
+            self.strip.refresh()
+            self.compare.refresh()
 
     # -- what the widgets show -------------------------------------------------------------------
-
-    def _render_header(self) -> None:
-        self.header.describe(self._pipe, self.threaded, self.renderer)
 
     def _show_error(self, exc: BaseException, text: str) -> None:
         self.last_error = exc
         self.error_area.show(exc, text)
-
-    def _click(self, action) -> None:
-        # Button callbacks must never raise into the front end: show what went wrong instead.
-        try:
-            action(wait=False)
-        except Exception as exc:
-            self._show_error(exc, traceback.format_exc())
 
     def _update_buttons(self) -> None:
         busy = self.running
@@ -460,7 +393,7 @@ class Studio(W.VBox):
             busy=busy,
             valid=self.panel.params is not None,
             frame=self.selected_frame is not None,
+            selected=self.selected is not None,
             error=self.panel.error,
         )
-        self.delete_button.disabled = busy or self.selected is None
         self.panel.set_enabled(not busy)

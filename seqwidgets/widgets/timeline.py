@@ -290,6 +290,9 @@ class _Timeline(W.VBox):
     """
 
     selected = traitlets.Any(None, allow_none=True)
+    #: ``(scroll, row_scroll)``: the first loop column and the first row shown; it changes
+    #: whenever the view scrolls, so a widget drawn in step (the metrics strip) can follow.
+    viewport = traitlets.Tuple((0, 0))
 
     def __init__(self, *, width: int = 1040, thumb: int = 56, max_rows: int = 5):
         super().__init__()
@@ -301,6 +304,9 @@ class _Timeline(W.VBox):
         self.row_scroll = 0
         self.running: tuple | None = None
         self.follow_scroll = True
+        #: True while `select_auto` moves the selection (a run following its frames), so an
+        #: observer of `selected` tells the program's moves from the user's.
+        self.auto = False
         self.on_error: Callable[[BaseException, str], None] | None = None
 
         self.play = W.Play(
@@ -392,6 +398,14 @@ class _Timeline(W.VBox):
         if row is None or row.length != branch.params.sequence_loop_count:
             self.add_row(Row.of(branch))
 
+    def add_frame(self, branch, index: int, image: Image.Image) -> None:
+        """Show a new frame of a session's `Branch`: its row, its thumbnail, and the next loop's
+        cell marked as being computed (no mark after the last loop)."""
+        self.show_branch(branch)
+        self.add_thumbnail(branch.id, index, image)
+        following = index + 1 < branch.params.sequence_loop_count
+        self.set_running(branch.id, index + 1 if following else None)
+
     def sync(self, branches, thumbnail: Callable) -> None:
         """A row for each of a session's ``branches`` and a thumbnail for each of their frames
         (``thumbnail(branch, index)`` makes a missing one); selects the first frame when nothing
@@ -445,6 +459,10 @@ class _Timeline(W.VBox):
             return None if row is None else row.key
         return row.branch.owner(max(index, 0)).id
 
+    def visible_keys(self) -> list:
+        """The keys of the rows shown now, top to bottom."""
+        return [row.key for _, row in self._visible_rows()]
+
     def last_index(self, key) -> int:
         """The last loop shown along branch ``key``'s path (-1 when none)."""
         row = self.row(key)
@@ -462,6 +480,16 @@ class _Timeline(W.VBox):
             raise KeyError(f"no timeline row for branch {key!r}")
         index = int(index)
         self.selected = (key, index)
+
+    def select_auto(self, key, index: int) -> None:
+        """Select as the program does (a run following its new frames, a deletion), not the
+        user: the view scrolls to the frame and `auto` is True while observers run."""
+        self.auto = True
+        try:
+            self.follow_scroll = True
+            self.select(key, index)
+        finally:
+            self.auto = False
 
     @traitlets.observe("selected")
     def _on_selected(self, change) -> None:
@@ -529,6 +557,7 @@ class _Timeline(W.VBox):
             self.scrollbar.layout.display = None if top > 0 else "none"
         finally:
             self._syncing = False
+        self.viewport = (self.scroll, self.row_scroll)
 
     def _sync_menu(self) -> None:
         self._syncing = True
