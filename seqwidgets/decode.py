@@ -583,6 +583,23 @@ class ImageCache:
         with self._lock:
             return self._nbytes
 
+    def discard(self, which: Callable[[Hashable], bool]) -> int:
+        """Drop every image whose key ``which(key)`` is true (e.g. a deleted branch's); returns
+        how many were dropped. The rest keep their LRU order.
+
+        Example:
+            >>> cache = ImageCache()
+            >>> for key in [(1, 0), (1, 1), (2, 0)]:
+            ...     cache.put(key, Image.new("RGB", (4, 4)))
+            >>> cache.discard(lambda key: key[0] == 1), cache.keys()
+            (2, [(2, 0)])
+        """
+        with self._lock:
+            doomed = [key for key in self._items if which(key)]
+            for key in doomed:
+                self._nbytes -= self._items.pop(key)[1]
+            return len(doomed)
+
     def clear(self) -> None:
         with self._lock:
             self._items.clear()

@@ -170,6 +170,9 @@ class Session:
         self.last_error: BaseException | None = None
         self._images = ImageCache(image_cache_items, image_cache_bytes)
         self._thumbnails = ImageCache(4 * image_cache_items, 16 * 2**20)
+        # Per-frame measures, keyed (owner id, loop) and held with the frame they describe.
+        self._metric_rows: dict[tuple[int, int], tuple[Frame, dict[str, float]]] = {}
+        self._color_stats: dict[tuple[int, int], tuple[Frame, Any]] = {}
         self._branches: list[Branch] = []
         self._next_id = 1
         self._lock = threading.RLock()  # guards the tree (branches, frames dicts)
@@ -465,8 +468,11 @@ class Session:
                 self._branches.remove(b)
                 b.frames.clear()
                 b.initial = None
-        for cache in ("_images", "_thumbnails"):
-            setattr(self, cache, _without(getattr(self, cache), ids))
+        for cache in (self._images, self._thumbnails):
+            cache.discard(lambda key: key[0] in ids)
+        for table in (self._metric_rows, self._color_stats):  # they hold frames: free them too
+            for key in [key for key in table if key[0] in ids]:
+                del table[key]
 
     # -- measures and comparison (seqwidgets.metrics) -------------------------------------------
 
@@ -532,9 +538,7 @@ class Session:
         from .metrics import color_stats, loop_metrics
         from .plan import keyframe_start
 
-        # Created on first use, so the measures need nothing from __init__.
-        rows = self.__dict__.setdefault("_metric_rows", {})
-        stats = self.__dict__.setdefault("_color_stats", {})
+        rows, stats = self._metric_rows, self._color_stats
         owner = self._owner(branch, index)
         frame = owner.frames[index]
         cached = rows.get((owner.id, index))
@@ -809,21 +813,7 @@ class Session:
             self._stopped = self.sampler.stopped
 
 
-# -- cache maintenance -----------------------------------------------------------------------
-
-
-def _without(cache: ImageCache, ids: set[int]) -> ImageCache:
-    """A copy of ``cache`` without the entries of branches ``ids``, in the same LRU order."""
-    kept = ImageCache(cache.max_items, cache.max_bytes)
-    for key in cache.keys():  # noqa: SIM118 (ImageCache has no __iter__)
-        if key[0] in ids:
-            continue
-        try:
-            image = cache.get(key, _missing)
-        except KeyError:  # evicted meanwhile
-            continue
-        kept.put(key, image)
-    return kept
+# -- helpers -----------------------------------------------------------------------------------------
 
 
 def _one_at_a_time(frames: Iterator[Frame]) -> Iterator[list[Frame]]:
@@ -831,7 +821,3 @@ def _one_at_a_time(frames: Iterator[Frame]) -> Iterator[list[Frame]]:
     with closing(frames):
         for frame in frames:
             yield [frame]
-
-
-def _missing() -> Image.Image:
-    raise KeyError("evicted")

@@ -157,6 +157,8 @@ def test_delete_frees_its_frames_and_leaves_the_others_intact(fresh):
     child = fresh.branch((root, 0), seed=9)
     grandchild = fresh.branch((child, 1))
     kept = fresh.branch((root, 1), seed=4)
+    fresh.metrics(child)  # the measures hold their frames: deleting must free those too
+    fresh._images.clear()
     fresh.image(child, 2)
     fresh.image(root, 0)
     refs = [weakref.ref(child.frames[i].latent) for i in child.own_indices]
