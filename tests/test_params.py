@@ -60,8 +60,27 @@ def test_param_specs_describe_every_field_and_drive_the_defaults():
     for name, spec in PARAM_SPECS.items():
         assert spec.help and "\n" not in spec.help, name
         assert getattr(SequenceParams(), name) == spec.default
-    assert PARAM_SPECS["sampler_name"].choices == SAMPLERS
-    assert PARAM_SPECS["scheduler"].choices == SCHEDULERS
+
+
+# ComfyUI's own names (comfy/samplers.py: KSampler.SAMPLERS and SCHEDULER_NAMES, commit a125cd84),
+# written out here: every name we accept must mean in ComfyUI what it means here.
+COMFY_SAMPLERS = """euler euler_cfg_pp euler_ancestral euler_ancestral_cfg_pp heun heunpp2 dpm_2
+    dpm_2_ancestral lms dpm_fast dpm_adaptive dpmpp_2s_ancestral dpmpp_2s_ancestral_cfg_pp dpmpp_sde
+    dpmpp_sde_gpu dpmpp_2m dpmpp_2m_cfg_pp dpmpp_2m_sde dpmpp_2m_sde_gpu dpmpp_2m_sde_heun
+    dpmpp_2m_sde_heun_gpu dpmpp_3m_sde dpmpp_3m_sde_gpu ddpm lcm ipndm ipndm_v deis res_multistep
+    res_multistep_cfg_pp res_multistep_ancestral res_multistep_ancestral_cfg_pp gradient_estimation
+    gradient_estimation_cfg_pp er_sde seeds_2 seeds_3 sa_solver sa_solver_pece ddim uni_pc
+    uni_pc_bh2""".split()
+COMFY_SCHEDULERS = "simple sgm_uniform karras exponential ddim_uniform beta normal linear_quadratic kl_optimal".split()
+
+
+def test_sampler_and_scheduler_names_are_comfyuis():
+    assert set(SAMPLERS) <= set(COMFY_SAMPLERS)
+    assert len(SAMPLERS) == 11  # the eleven samplers checked against ComfyUI
+    assert set(SCHEDULERS) <= set(COMFY_SCHEDULERS)
+    assert len(SCHEDULERS) == 7
+    for name in ("sampler_name", "scheduler"):  # the node's defaults are offered
+        assert PARAM_SPECS[name].default in PARAM_SPECS[name].choices
 
 
 @pytest.mark.parametrize("name", list(NODE_NUMBERS))
