@@ -156,3 +156,17 @@ def test_studio_runs_headless_with_the_decoder_preview(toy_pipe):
     expected = sw.SequenceSampler(toy_pipe).sample(params)
     got = torch.stack([studio.session.frame(branch, i).latent for i in branch.indices])
     assert torch.equal(got.cpu(), expected.cpu())  # previews never touch the sampling
+
+
+@pytest.mark.slow
+def test_preview_benchmark_compares_both_previews(tmp_path):
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    import bench_toy_preview
+
+    out = tmp_path / "toy_preview.json"
+    result = bench_toy_preview.main(
+        ["--loops", "2", "--steps", "2", "--repeats", "1", "--json", str(out)]
+    )
+    assert result["preview"] == "preview decoder" and out.exists()
+    assert result["decoder_previews_per_run"] >= 1  # the hooked studio drew decoder previews
+    assert {len(v) for v in result["run_seconds"].values()} == {1}
