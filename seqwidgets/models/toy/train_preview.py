@@ -209,9 +209,10 @@ def main(argv=None) -> dict:
 
     from . import LATENT_RGB_BIAS, LATENT_RGB_FACTORS, load_toy_pipeline
 
+    # Set before the pipeline loads, which then keeps this count (seqwidgets.device).
+    torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     latents, keys = collect_latents(args.runs, args.seed, log=log)
-    torch.set_num_threads(args.threads)  # (load_pipeline sets its own default first)
     collect_s = time.time() - t0
     vae = load_toy_pipeline().vae.eval()
     targets = vae_decode(vae, latents)
