@@ -32,6 +32,7 @@ from .families import (
 __all__ = [
     "FLUX_LATENT_RGB_BIAS",
     "FLUX_LATENT_RGB_FACTORS",
+    "PREVIEWS",
     "SD3_LATENT_RGB_BIAS",
     "SD3_LATENT_RGB_FACTORS",
     "SD15_LATENT_RGB_FACTORS",
@@ -317,7 +318,8 @@ Previewer = Callable[[torch.Tensor], "Image.Image | None"]
 
 
 class TAESDPreviewer:
-    """Decodes mid-sampling estimates with a tiny TAESD decoder, at a bounded rate.
+    """Decodes mid-sampling estimates with a tiny TAESD decoder (or the toy model's own preview
+    decoder, which has the same interface), at a bounded rate.
 
     The decoder reads latents in the model's scaling, as ComfyUI's TAESD previewer decodes its
     ``x0`` (so the ``AutoencoderTiny`` config's own scaling is not applied). It works on a copy
@@ -394,7 +396,7 @@ class TAESDPreviewer:
         x = x[None] if x.ndim == 3 else x[:1]
         if x.shape[1] != self.latent_channels:
             raise ValueError(
-                f"latent has {x.shape[1]} channels, the TAESD decoder {self.latent_channels}"
+                f"latent has {x.shape[1]} channels, the preview decoder {self.latent_channels}"
             )
         param = next(self.decoder.parameters())
         x = x.to(device=param.device, dtype=param.dtype, copy=True)
@@ -406,15 +408,23 @@ class TAESDPreviewer:
         return image
 
 
+#: The previews ``make_previewer`` knows; ``"auto"`` picks the best one the pipeline carries.
+PREVIEWS = ("auto", "latent_rgb", "taesd")
+
+
 def make_previewer(
-    pipe, preview: str = "latent_rgb", *, source=None, local_files_only: bool = False
+    pipe, preview: str = "auto", *, source=None, local_files_only: bool = False
 ) -> tuple[Previewer | None, str]:
     """The live previewer a studio asks for, and a note for the user.
 
-    ``preview="latent_rgb"``: ComfyUI's linear latent-to-RGB map (`preview_factors`), every
-    step, nearly free. ``"taesd"``: a `TAESDPreviewer` (from the hub when online, or
-    ``source``); when it cannot be loaded, the latent-to-RGB preview with a note saying why.
-    Returns ``(None, note)`` when no preview is known for the pipeline.
+    ``preview="auto"`` (the default): the pipeline's own preview decoder when its loader gave
+    it one (``pipe.seqwidgets_preview_decoder``, a no-argument function returning a decoder with
+    ``AutoencoderTiny``'s interface: the shipped toy model's tiny decoder, which shows colour as
+    well as shape), run as a `TAESDPreviewer`; otherwise the latent-to-RGB preview.
+    ``"latent_rgb"``: ComfyUI's linear latent-to-RGB map (`preview_factors`), every step, nearly
+    free. ``"taesd"``: a `TAESDPreviewer` (from the hub when online, or ``source``). A decoder
+    that cannot be loaded falls back to latent-to-RGB, with a note saying why. Returns
+    ``(None, note)`` when no preview is known for the pipeline.
 
     Example:
         >>> from seqwidgets.testing import tiny_pipeline
@@ -422,9 +432,18 @@ def make_previewer(
         >>> previewer(torch.zeros(16, 8, 8)).size, note
         ((8, 8), 'latent-to-RGB preview')
     """
-    if preview not in ("latent_rgb", "taesd"):
-        raise ValueError(f"preview must be 'latent_rgb' or 'taesd', got {preview!r}")
+    if preview not in PREVIEWS:
+        raise ValueError(
+            f"preview must be one of {', '.join(map(repr, PREVIEWS))}, got {preview!r}"
+        )
     fallback = ""
+    own = getattr(pipe, "seqwidgets_preview_decoder", None)
+    if preview == "auto" and own is not None:
+        try:
+            decoder = own().to(device=pipe.vae.device)
+            return TAESDPreviewer(decoder), "preview decoder"
+        except (OSError, ValueError, ImportError) as error:
+            fallback = f"preview decoder unavailable ({error}); "
     if preview == "taesd":
         try:
             return TAESDPreviewer.load(

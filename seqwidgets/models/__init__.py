@@ -224,8 +224,8 @@ def _loading_error(source, local: bool, error: OSError) -> OSError:
 
 
 def _attach_preview_factors(pipe, model) -> None:
-    """Give the toy model its fitted latent-to-RGB preview factors (see ``decode.py``)."""
+    """Give the toy model its fitted latent-to-RGB factors and preview decoder (``decode.py``)."""
     if model is None:
-        from .toy import LATENT_RGB_BIAS, LATENT_RGB_FACTORS
+        from .toy import attach_previews
 
-        pipe.seqwidgets_latent_rgb = (LATENT_RGB_FACTORS, LATENT_RGB_BIAS)
+        attach_previews(pipe)

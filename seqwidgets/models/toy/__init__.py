@@ -57,8 +57,31 @@ SDXL_LATENT_RGB_FACTORS: list[list[float]] = [
 SDXL_LATENT_RGB_BIAS: list[float] = [0.1084, -0.0175, -0.0011]
 
 
+def _load_preview_decoder():
+    from .preview_decoder import load_preview_decoder  # torch only when a preview is made
+
+    return load_preview_decoder()
+
+
+def attach_previews(pipe):
+    """Mark ``pipe`` as the toy model for `seqwidgets.decode`: its fitted latent-to-RGB factors
+    (``pipe.seqwidgets_latent_rgb``) and its tiny preview decoder, loaded on first use
+    (``pipe.seqwidgets_preview_decoder``, see ``preview_decoder.py``). Returns ``pipe``.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> pipe = attach_previews(SimpleNamespace())
+        >>> pipe.seqwidgets_latent_rgb[0] is LATENT_RGB_FACTORS
+        True
+    """
+    pipe.seqwidgets_latent_rgb = (LATENT_RGB_FACTORS, LATENT_RGB_BIAS)
+    pipe.seqwidgets_preview_decoder = _load_preview_decoder
+    return pipe
+
+
 def load_toy_pipeline(device=None, torch_dtype=None):
-    """The shipped pipeline, loaded offline (``StableDiffusionPipeline``, no safety checker).
+    """The shipped pipeline, loaded offline (``StableDiffusionPipeline``, no safety checker),
+    with its previews attached (`attach_previews`).
 
     Args:
         device (`str` or `torch.device`, *optional*): where to move it; default: stays on CPU.
@@ -74,6 +97,7 @@ def load_toy_pipeline(device=None, torch_dtype=None):
         local_files_only=True,
         **kwargs,
     )
+    attach_previews(pipe)
     return pipe if device is None else pipe.to(device)
 
 
@@ -92,6 +116,7 @@ __all__ = [
     "TOY_IMAGE_SIZE",
     "TOY_MODEL_PATH",
     "WORDS",
+    "attach_previews",
     "caption",
     "load_toy_pipeline",
 ]
