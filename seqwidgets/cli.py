@@ -17,6 +17,7 @@ import argparse
 import json
 import re
 import sys
+import warnings
 from pathlib import Path
 
 from ._version import __version__
@@ -300,6 +301,20 @@ def _check_folder(flag: str, folder: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    with warnings.catch_warnings():
+        # A warning is one line in the command's voice, like its errors (no source file and line).
+        warnings.showwarning = _one_line_warning(args.command)
+        return _run(parser, args)
+
+
+def _one_line_warning(command: str):
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"seqwidgets {command}: warning: {message}", file=file or sys.stderr)
+
+    return show
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:
         check_paths(args)  # before any model loads: a typo costs a second, not a minute
         if args.command == "render":

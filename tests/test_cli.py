@@ -344,3 +344,14 @@ def test_render_checks_fps_before_loading_a_model(tmp_path, capsys):
     assert main([*RENDER, "--out", str(tmp_path / "o"), "--fps", "0"]) == 2
     assert "fps" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_settings_warning_is_one_line_in_the_commands_voice(tmp_path, capsys):
+    argv = ["render", "--model", "tiny-random", "--loops", "2", "--steps", "1", "--quiet"]
+    argv += ["--positive", "0: a red circle", "--positive", "9: a blue square"]
+    assert main([*argv, "--out", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert err == (
+        "seqwidgets render: warning: positive_seq: keyframe(s) at loop 9 never reached: "
+        "sequence_loop_count is 2 (loops 0 to 1)\n"
+    )
