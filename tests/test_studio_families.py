@@ -1,6 +1,6 @@
 """The studio on every model family, headless: SD3 and Flux runs and branches, the header (family,
 LoRA adapters, preview), the live preview through `make_previewer` (TAESD falling back offline,
-skipped and failing previewers) and the Full VAE decode of a live estimate."""
+skipped and failing previewers) and the "Decode with full VAE" action on a live estimate."""
 
 from __future__ import annotations
 

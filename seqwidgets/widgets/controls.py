@@ -210,7 +210,7 @@ class ErrorArea(W.VBox):
 
 class FrameView(W.HBox):
     """The large preview of the selected frame (or the live estimate) beside its details, and
-    the Full VAE button.
+    the "Decode with full VAE" button.
 
     Args:
         preview: a `CanvasPreview` or an `ImagePreview`.
@@ -223,11 +223,11 @@ class FrameView(W.HBox):
         self.live = LivePreview(live_preview)
         self.info = W.HTML(render.EMPTY_INFO_HTML, layout=W.Layout(width="100%"))
         self.decode_button = W.Button(
-            description="Full VAE",
+            description="Decode with full VAE",
             tooltip="Decode the live estimate (a loop running or stopped mid-way) with the "
             "pipeline's full VAE; without one, the selected frame",
             disabled=True,
-            layout=W.Layout(width="auto"),
+            layout=W.Layout(width="auto", align_self="flex-start"),
         )
         self._decodes = 0  # each full decode of an estimate is a new picture for the preview
         preview.layout = W.Layout(flex="0 0 auto")
@@ -289,7 +289,7 @@ class FrameView(W.HBox):
         return session.image(*selected)
 
     def enable(self, frame: bool) -> None:
-        """Full VAE needs a live estimate held or a computed frame selected."""
+        """Decoding needs a live estimate held or a computed frame selected."""
         self.decode_button.disabled = not (frame or self.live.held is not None)
 
     def clear(self) -> None:

@@ -261,7 +261,7 @@ def live_info_html(loop: int, step: int, params, preview: str = "latent-to-RGB")
         f"<span> of {params.sequence_loop_count}</span>"
         f"<span class='sw-badge sw-live'>live · step {step + 1}/{params.steps}</span></div>"
         f"<div class='sw-muted'>{html.escape(preview)} estimate of the denoised image; the "
-        "decoded frame replaces it when the loop ends (<b>Full VAE</b> decodes it now)</div></div>"
+        "decoded frame replaces it when the loop ends (<b>Decode with full VAE</b> shows it now)</div></div>"
     )
 
 
