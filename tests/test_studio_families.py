@@ -4,6 +4,8 @@ skipped and failing previewers) and the "Decode with full VAE" action on a live 
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -234,3 +236,32 @@ def test_header_shows_any_preview_note_escaped_and_at_most_120_characters(note):
     visible = html.unescape(shown.group(2))
     assert len(visible) <= 120
     assert visible == note or (visible.endswith("…") and note.startswith(visible[:-1]))
+
+
+def test_decode_with_full_vae_while_a_background_run_goes_on(monkeypatch):
+    """A click mid-run (the kernel thread) decodes the estimate being previewed; the run, on
+    its own thread, carries on to the end."""
+    pipe = tiny_pipeline("sd3")
+    forward = pipe.transformer.forward
+
+    def slow(*args, **kwargs):
+        time.sleep(0.05)
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(pipe.transformer, "forward", slow)
+    studio = Studio(pipe, params=sw.SequenceParams(**FAST), threaded=True)
+    studio.run(wait=False, steps=6)
+    deadline = time.monotonic() + 30
+    while studio.view.live.held is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert studio.view.live.held is not None and studio.running
+    shown = []  # live previews may replace the decode at once: record what the click showed
+    show_image = studio.view.preview.show_image
+    studio.view.preview.show_image = lambda key, image: shown.append((key, image.size))
+    studio.view.decode_button.click()
+    studio.view.preview.show_image = show_image
+    assert studio.last_error is None
+    decodes = [size for key, size in shown if key[0] == "full VAE"]  # (a frame may land too)
+    assert decodes == [(64, 64)]
+    assert studio.wait(60)
+    assert studio.session.branches[-1].is_complete and studio.last_error is None
