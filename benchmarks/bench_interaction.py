@@ -74,8 +74,10 @@ def taesd_runs(pipe, params, repeats: int) -> dict:
     from seqwidgets.decode import TAESDPreviewer
     from seqwidgets.families import detect_family
 
-    channels = detect_family(pipe).latent_channels(pipe)
-    previewer = TAESDPreviewer(AutoencoderTiny(latent_channels=channels))
+    family = detect_family(pipe)
+    network = family.denoiser_network(pipe)  # the decoder runs where the model does
+    decoder = AutoencoderTiny(latent_channels=family.latent_channels(pipe))
+    previewer = TAESDPreviewer(decoder.to(device=network.device, dtype=network.dtype))
     studio = sw.Studio(pipe, params=params, threaded=False)
     studio.view.live.previewer, studio.view.live.note = previewer, "TAESD preview"
     runs = paired_seconds(
