@@ -1,6 +1,6 @@
 """The studio's composite widgets: the transport bar (buttons and progress), the frame view
-(preview and details) and the error area. They keep no state beyond what they show; the studio
-wires them to the session.
+(preview, details, the full-VAE decode) and the error area. They keep no state beyond what they
+show (and the frame view's last live estimate, to decode it); the studio wires them to the session.
 """
 
 from __future__ import annotations
