@@ -7,7 +7,9 @@ them; serialising them is the work measured):
 * redraw: repainting a timeline that holds 1,000 frames (only the visible columns are drawn);
 * preview cost: a studio run (live previews, decoding, thumbnails, the metrics strip's per-loop
   measures and drawing, canvas messages) against the same run through the bare engine, as a
-  ratio.
+  ratio; with the default live preview, then with a TAESD-sized decoder (diffusers'
+  ``AutoencoderTiny`` with taesd's architecture, random weights: the cost, not the picture,
+  is measured, and nothing is downloaded).
 
 Targets: select < 2 ms, redraw < 50 ms, previews, decoding and the strip <= 10% of the loop
 time. Run:
@@ -65,12 +67,39 @@ def paired_seconds(engine, studio, repeats: int) -> dict:
     }
 
 
+def taesd_runs(pipe, params, repeats: int) -> dict:
+    """The studio's overhead with a TAESD previewer (taesd's architecture, random weights)."""
+    from diffusers import AutoencoderTiny
+
+    from seqwidgets.decode import TAESDPreviewer
+    from seqwidgets.families import detect_family
+
+    family = detect_family(pipe)
+    network = family.denoiser_network(pipe)  # the decoder runs where the model does
+    decoder = AutoencoderTiny(latent_channels=family.latent_channels(pipe))
+    previewer = TAESDPreviewer(decoder.to(device=network.device, dtype=network.dtype))
+    studio = sw.Studio(pipe, params=params, threaded=False)
+    studio.view.live.previewer, studio.view.live.note = previewer, "TAESD preview"
+    runs = paired_seconds(
+        lambda: sw.SequenceSampler(pipe).sample(params),
+        lambda: studio.run(wait=True),
+        repeats,
+    )
+    return {
+        "taesd_studio_over_engine": runs["studio_over_engine"],
+        "taesd_studio_over_engine_fastest": runs["studio_over_engine_fastest"],
+        "taesd_decodes_per_run": previewer.decodes / (repeats + 1),
+        "taesd_decode_s": previewer.seconds / max(previewer.decodes, 1),
+    }
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="default: the shipped toy model")
     parser.add_argument("--loops", type=int, default=12)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--taesd-repeats", type=int, default=3, help="0: skip the TAESD run")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
 
@@ -100,6 +129,7 @@ def main(argv=None) -> dict:
         args.repeats,
     )
     ratio, strip_share = runs["studio_over_engine"], sum(strip_s) / (args.repeats + 1)
+    taesd = taesd_runs(pipe, params, args.taesd_repeats) if args.taesd_repeats else {}
 
     # 2. Selecting a computed frame: highlight on the timeline and the large preview.
     branch = studio.session.branches[-1]
@@ -129,6 +159,8 @@ def main(argv=None) -> dict:
         **runs,
         "metrics_strip_s_per_run": strip_share,
         "metrics_strip_points": sum(len(p) for p in studio.strip.series().values()),
+        "live_preview": studio.view.live.note,
+        **taesd,
     }
     print(f"studio, {args.loops} loops x {args.steps} steps on {result['device']}:")
     print(f"  select a computed frame          {select_ms:8.2f} ms   (target < 2 ms)")
@@ -141,6 +173,12 @@ def main(argv=None) -> dict:
         f"runs: {100 * (runs['studio_over_engine_fastest'] - 1):.1f}%; the strip's measures "
         f"and drawing: {strip_share:.3f} s a run ({100 * strip_share / studio_s:.1f}%)"
     )
+    if taesd:
+        print(
+            f"  with a TAESD-sized previewer: +{100 * (taesd['taesd_studio_over_engine'] - 1):.1f}% "
+            f"({taesd['taesd_decodes_per_run']:.0f} decodes a run, "
+            f"{1000 * taesd['taesd_decode_s']:.1f} ms each)"
+        )
     return write_result(args.json, result)
 
 

@@ -535,7 +535,8 @@ def test_no_pipe_loads_the_default_model_on_the_first_run(tiny_pipe, monkeypatch
     assert loaded == [] and "loads on the first run" in studio.header.title.value
     branch = studio.run(wait=True)
     assert loaded == [1] and studio.session.pipe is tiny_pipe
-    assert branch.is_complete and "StableDiffusionPipeline" in studio.header.title.value
+    title = studio.header.title.value  # the family, once the pipeline is known, and its preview
+    assert branch.is_complete and "Stable Diffusion 1.x" in title and "preview" in title
 
 
 def test_scripting_select_by_id_or_name_and_play(studio):

@@ -1,6 +1,6 @@
 """The studio's composite widgets: the transport bar (buttons and progress), the frame view
-(preview and details) and the error area. They keep no state beyond what they show; the studio
-wires them to the session.
+(preview, details, the full-VAE decode) and the error area. They keep no state beyond what they
+show (and the frame view's last live estimate, to decode it); the studio wires them to the session.
 """
 
 from __future__ import annotations
@@ -10,10 +10,13 @@ import traceback
 from collections.abc import Callable
 
 import ipywidgets as W
+from PIL import Image
+
+from seqwidgets.decode import decode_latents, thumbnail
 
 from . import render
 from .jobs import Job
-from .timeline import live_factors
+from .live import LivePreview
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -23,6 +26,7 @@ __all__ = [
     "Transport",
     "card",
     "close_all",
+    "on_click",
     "studio_layout",
 ]
 
@@ -39,6 +43,19 @@ def card(widget: W.Widget) -> W.Widget:
     """``widget`` drawn as a card (a bordered panel of the studio)."""
     widget.add_class("sw-card")
     return widget
+
+
+def on_click(button: W.Button, action: Callable, on_error: Callable[[BaseException, str], None]):
+    """Call ``action()`` on a click of ``button``; what it raises goes to
+    ``on_error(exc, traceback_text)``, never into the front end."""
+
+    def click(_button) -> None:
+        try:
+            action()
+        except Exception as exc:
+            on_error(exc, traceback.format_exc())
+
+    button.on_click(click)
 
 
 def _button(description: str, tooltip: str, width: str, style: str = "") -> W.Button:
@@ -115,18 +132,12 @@ class Transport(W.VBox):
         into the front end: what went wrong goes to ``on_error(exc, traceback_text)``.
         """
 
-        def click(action: Callable) -> None:
-            try:
-                action(wait=False)
-            except Exception as exc:
-                on_error(exc, traceback.format_exc())
-
         for name, action in actions.items():
             if name == "stop":
                 self.stop_button.on_click(lambda _, action=action: action())
             else:
                 button = getattr(self, f"{name}_button")
-                button.on_click(lambda _, action=action: click(action))
+                on_click(button, lambda action=action: action(wait=False), on_error)
 
     def enable(
         self, *, busy: bool, valid: bool, frame: bool, selected: bool, error: str = ""
@@ -165,9 +176,11 @@ class Header(W.HBox):
             layout=W.Layout(justify_content="space-between", margin="0 0 6px 0"),
         )
 
-    def describe(self, pipe, threaded: bool, renderer: str) -> None:
-        """Name the model (``None``: the toy model, loaded on the first run) and the modes."""
-        self.title.value = render.header_html(render.model_description(pipe), threaded, renderer)
+    def describe(self, pipe, threaded: bool, renderer: str, preview: str = "") -> None:
+        """Name the model (``None``: the toy model, loaded on the first run), its live preview
+        (the previewer's note) and the modes."""
+        model = render.model_description(pipe)
+        self.title.value = render.header_html(model, threaded, renderer, preview)
 
     def set_state(self, state: str) -> None:
         """``idle``, ``running``, ``stopping``, ``stopped`` or ``error``."""
@@ -196,22 +209,35 @@ class ErrorArea(W.VBox):
 
 
 class FrameView(W.HBox):
-    """The large preview of the selected frame (or the live estimate) beside its details.
+    """The large preview of the selected frame (or the live estimate) beside its details, and
+    the "Decode with full VAE" button.
 
     Args:
         preview: a `CanvasPreview` or an `ImagePreview`.
+        live_preview (`str`, *optional*): the `LivePreview` to make (``None``: `make_previewer`'s
+            default).
     """
 
-    def __init__(self, preview):
+    def __init__(self, preview, live_preview: str | None = None):
         self.preview = preview
+        self.live = LivePreview(live_preview)
         self.info = W.HTML(render.EMPTY_INFO_HTML, layout=W.Layout(width="100%"))
-        self._factors = None
+        self.decode_button = W.Button(
+            description="Decode with full VAE",
+            tooltip="Decode the live estimate (a loop running or stopped mid-way) with the "
+            "pipeline's full VAE; without one, the selected frame",
+            disabled=True,
+            layout=W.Layout(width="auto", align_self="flex-start"),
+        )
+        self._decodes = 0  # each full decode of an estimate is a new picture for the preview
         preview.layout = W.Layout(flex="0 0 auto")
-        super().__init__([preview, self.info], layout=W.Layout(gap="14px"))
+        details = W.VBox([self.info, self.decode_button], layout=W.Layout(width="100%", gap="6px"))
+        super().__init__([preview, details], layout=W.Layout(gap="14px"))
         card(self)
 
-    def show(self, session, branch, index: int) -> None:
-        """Loop ``index`` of ``branch``: decoded, with the settings of the branch that made it."""
+    def show(self, session, branch, index: int, decoded: str = "") -> None:
+        """Loop ``index`` of ``branch``: decoded, with the settings of the branch that made it
+        (``decoded``: a badge naming the decoder, when the user asked for a decode)."""
         try:
             frame = session.frame(branch, index)
         except (IndexError, ValueError):
@@ -220,20 +246,51 @@ class FrameView(W.HBox):
         image = session.image(branch, index)
         owner = branch.owner(index)
         self.preview.show_image((owner.id, index), image)
-        self.info.value = render.frame_info_html(owner, frame, image.size)
+        self.info.value = render.frame_info_html(owner, frame, image.size, decoded)
+
+    def show_selection(self, session, selected) -> None:
+        """The ``selected`` ``(branch, index)`` frame of ``session``, or an empty preview."""
+        if selected is None or session is None:
+            self.clear()
+        else:
+            self.show(session, *selected)
 
     def show_live(self, pipe, denoised, loop: int, step: int, params) -> None:
-        """A latent-to-RGB estimate of ``denoised`` (the model's estimate of loop ``loop`` at
-        ``step``), stretched over the frame; nothing when ``pipe`` has no latent-to-RGB map."""
-        from seqwidgets.decode import latent_to_rgb
+        """The live preview of ``denoised`` (the model's estimate of loop ``loop`` at ``step``),
+        stretched over the frame; the previous picture stays when the previewer skips a step.
 
-        if self._factors is None:  # looked up once: the pipeline does not change
-            self._factors = live_factors(pipe, denoised.shape[1]) or False
-        if self._factors:
-            rgb = latent_to_rgb(denoised[:1], *self._factors)
-            scale = pipe.vae_scale_factor  # latent pixels to image pixels
-            self.preview.show_live(rgb, (denoised.shape[-1] * scale, denoised.shape[-2] * scale))
-            self.info.value = render.live_info_html(loop, step, params)
+        Only a small picture travels: the previewer's own (a latent-sized latent-to-RGB map),
+        shrunk to the preview box when larger (a TAESD decode); the browser scales it up.
+        """
+        image = self.live(denoised, loop=loop, step=step, params=params)
+        self.decode_button.disabled = False
+        if image is None:
+            return
+        if max(image.size) > self.preview.size:
+            image = thumbnail(image, self.preview.size)
+        scale = pipe.vae_scale_factor  # latent pixels to image pixels
+        self.preview.show_live(image, (denoised.shape[-1] * scale, denoised.shape[-2] * scale))
+        self.info.value = render.live_info_html(loop, step, params, self.live.kind)
+
+    def decode_full(self, session, selected) -> Image.Image:
+        """Decode the held live estimate with the pipeline's VAE, or, with none held, the
+        ``selected`` ``(branch, index)`` frame; show it labelled with what it is, and return it.
+        """
+        held = self.live.held
+        if held is not None and session is not None:
+            image = decode_latents(session.pipe.vae, held.latent)[0]
+            self._decodes += 1
+            self.preview.show_image(("full VAE", self._decodes), image)
+            self.info.value = render.full_vae_info_html(held.loop, held.step, held.params)
+            return image
+        if selected is None or session is None:
+            raise ValueError("nothing to decode yet: run, or select a computed frame")
+        self.show(session, *selected, decoded="full VAE")
+        return session.image(*selected)
+
+    def enable(self, frame: bool) -> None:
+        """Decoding needs a live estimate held or a computed frame selected."""
+        self.decode_button.disabled = not (frame or self.live.held is not None)
 
     def clear(self) -> None:
         """Nothing selected: an empty preview and a word on what to do."""

@@ -25,8 +25,10 @@ __all__ = [
     "fmt_seconds",
     "format_value",
     "frame_info_html",
+    "full_vae_info_html",
     "header_html",
     "live_info_html",
+    "lora_text",
     "missing_info_html",
     "model_description",
     "progress_html",
@@ -115,29 +117,69 @@ def status_html(state: str) -> str:
     return f"<span class='sw-chip {_CHIP.get(state, '')}'>{html.escape(state)}</span>"
 
 
+def lora_text(adapters) -> str:
+    """LoRA adapters (``[(name, source, scale), ...]``, as `seqwidgets.models.lora_adapters`
+    lists them) for the header: ``"LoRA: name 0.8, other 1"``, or ``""`` for none.
+
+    >>> lora_text([("style", "me/style-lora", 0.8), ("detail", "./detail", 1.0)])
+    'LoRA: style 0.8, detail 1'
+    >>> lora_text([])
+    ''
+    """
+    if not adapters:
+        return ""
+    return "LoRA: " + ", ".join(f"{name} {float(scale):g}" for name, _source, scale in adapters)
+
+
 def model_description(pipe) -> str:
-    """``"StableDiffusionPipeline · 64×64 · cpu · float32"``, or what can be read of it."""
+    """The model in a line: its family, image size, device and dtype of the denoising network,
+    and the LoRA adapters ``load_pipeline`` applied.
+
+    >>> from seqwidgets.testing import tiny_pipeline
+    >>> model_description(tiny_pipeline("sd3"))
+    'Stable Diffusion 3 / 3.5 · 64×64 · cpu · float32'
+    >>> model_description(None)
+    'toy model (loads on the first run)'
+    """
     if pipe is None:
         return "toy model (loads on the first run)"
+    from seqwidgets.families import detect_family
+    from seqwidgets.models import lora_adapters
+
     try:
-        side = pipe.unet.config.sample_size * pipe.vae_scale_factor
-        dtype = str(pipe.unet.dtype).removeprefix("torch.")
-        return f"{type(pipe).__name__} · {side}×{side} · {pipe.unet.device.type} · {dtype}"
-    except Exception:  # another family, or a stand-in: its class name says enough
-        return type(pipe).__name__
+        family = detect_family(pipe)
+        network = family.denoiser_network(pipe)
+        side = family.default_image_size(pipe)
+        dtype = str(network.dtype).removeprefix("torch.")
+        text = f"{family.label} · {side}×{side} · {network.device.type} · {dtype}"
+    except Exception:  # an unknown pipeline, or a stand-in: its class name says enough
+        text = type(pipe).__name__
+    lora = lora_text(lora_adapters(pipe))
+    return f"{text} · {lora}" if lora else text
 
 
-def header_html(model: str, threaded: bool = True, renderer: str = "canvas") -> str:
-    """The studio's title line: the model, and any mode a user should know about.
+def header_html(
+    model: str, threaded: bool = True, renderer: str = "canvas", preview: str = ""
+) -> str:
+    """The studio's title line: the model, the live preview in use (``preview``, the note of
+    `seqwidgets.decode.make_previewer`), and any mode a user should know about.
 
     >>> "main-thread mode" in header_html("toy", threaded=False)
+    True
+    >>> "latent-to-RGB preview" in header_html("toy", preview="latent-to-RGB preview")
     True
     """
     mode = "" if threaded else " · main-thread mode"
     shown = "" if renderer == "canvas" else " · image renderer"
+    note = ""
+    if preview:  # a fallback's reason can be long (a hub error): the whole of it in the tooltip
+        short = preview if len(preview) <= 120 else preview[:117] + "…"
+        note = (
+            f" · <span class='sw-note' title='{html.escape(preview)}'>{html.escape(short)}</span>"
+        )
     return (
         "<span class='sw-title'>KSampler Sequence studio</span> "
-        f"<span class='sw-sub'>&nbsp;{html.escape(model)}{mode}{shown}</span>"
+        f"<span class='sw-sub'>&nbsp;{html.escape(model)}{note}{mode}{shown}</span>"
     )
 
 
@@ -206,14 +248,37 @@ def chain_html(chain) -> str:
     return " ".join(parts[-3:])
 
 
-def live_info_html(loop: int, step: int, params) -> str:
-    """The info panel while loop ``loop`` runs and the preview is a latent estimate."""
+def live_info_html(loop: int, step: int, params, preview: str = "latent-to-RGB") -> str:
+    """The info panel while loop ``loop`` runs and the preview is an estimate (``preview`` says
+    which: ``"latent-to-RGB"``, ``"TAESD"``, ...).
+
+    >>> from seqwidgets.params import SequenceParams
+    >>> "TAESD estimate" in live_info_html(2, 3, SequenceParams(), "TAESD")
+    True
+    """
     return (
         f"<div class='sw-info'><div class='sw-loop'>loop {loop}"
         f"<span> of {params.sequence_loop_count}</span>"
         f"<span class='sw-badge sw-live'>live · step {step + 1}/{params.steps}</span></div>"
-        "<div class='sw-muted'>latent-to-RGB estimate of the denoised image; the decoded frame "
-        "replaces it when the loop ends</div></div>"
+        f"<div class='sw-muted'>{html.escape(preview)} estimate of the denoised image; the "
+        "decoded frame replaces it when the loop ends (<b>Decode with full VAE</b> shows it now)</div></div>"
+    )
+
+
+def full_vae_info_html(loop: int, step: int, params) -> str:
+    """The info panel for the live estimate of ``loop`` at ``step`` decoded with the full VAE.
+
+    >>> from seqwidgets.params import SequenceParams
+    >>> text = full_vae_info_html(3, 4, SequenceParams(steps=20))
+    >>> "full VAE" in text and "step 5/20" in text
+    True
+    """
+    return (
+        f"<div class='sw-info'><div class='sw-loop'>loop {loop}"
+        f"<span> of {params.sequence_loop_count}</span>"
+        f"<span class='sw-badge'>full VAE · live estimate at step {step + 1}/{params.steps}</span>"
+        "</div><div class='sw-muted'>the denoised estimate of an unfinished loop, decoded with the "
+        "pipeline's VAE (not a finished frame)</div></div>"
     )
 
 
@@ -225,8 +290,9 @@ def missing_info_html(name: str, index: int) -> str:
     )
 
 
-def frame_info_html(branch, frame, size: tuple[int, int]) -> str:
-    """The info panel for a computed frame of ``branch`` (the branch whose settings made it).
+def frame_info_html(branch, frame, size: tuple[int, int], decoded: str = "") -> str:
+    """The info panel for a computed frame of ``branch`` (the branch whose settings made it);
+    ``decoded`` names the decoder in a badge (e.g. ``"full VAE"``) when the user asked for it.
 
     >>> import torch
     >>> from seqwidgets.engine import Frame
@@ -242,6 +308,8 @@ def frame_info_html(branch, frame, size: tuple[int, int]) -> str:
     params = branch.params
     keyframes = {i for i, _ in params.positive_keyframes}
     badge = "<span class='sw-badge'>keyframe</span>" if frame.index in keyframes else ""
+    if decoded:
+        badge += f"<span class='sw-badge'>{html.escape(decoded)} decode</span>"
     negative = chain_html(frame.negative) or "<span class='sw-muted'>(empty)</span>"
     sigmas = frame.sigmas
     span = f"{float(sigmas[0]):.3g} → {float(sigmas[-1]):.3g}" if len(sigmas) else "—"

@@ -1,14 +1,8 @@
 """`Studio`: the control panel, the live timeline and the preview, wired to a `Session`.
 
-The studio only calls its `Session` (DESIGN.md: widgets -> session -> engine). What it shows is
-written by the pure functions of `render`; each job (run, branch, re-run, export) is a `Job` run
-by a `JobRunner`: on a background thread (or the calling thread, for Colab), with progress at
-most 10 times a second, a latent-to-RGB estimate at most 4 times a second, each finished loop's
-thumbnail on the timeline, and the controls back however the job ends (an exception shows in
-the error area, traceback folded). Selecting a frame loads the settings of the branch that
-computed it into the panel, so Branch and Re-run start from what the user sees. Under the timeline
-a `MetricsStrip` plots one per-loop measure; beside the preview a `CompareView` tab shows two
-branches side by side.
+The studio only calls its `Session` (DESIGN.md: widgets -> session -> engine); `render` writes
+what it shows. Jobs (run, branch, re-run, export) run on a `JobRunner`'s thread (the caller's on
+Colab): progress at most 10 times a second, live previews 4, errors shown, the controls back.
 """
 
 from __future__ import annotations
@@ -26,7 +20,7 @@ from seqwidgets.params import SequenceParams
 from . import render
 from .colab import choose_renderer, default_threaded
 from .compare import CompareView
-from .controls import ErrorArea, FrameView, Header, Transport, close_all, studio_layout
+from .controls import ErrorArea, FrameView, Header, Transport, close_all, on_click, studio_layout
 from .jobs import Job, JobRunner, export_path, find_branch, fork_changes, loop_index
 from .metrics_strip import MetricsStrip
 from .panel import ControlPanel
@@ -41,7 +35,7 @@ class Studio(W.VBox):
     """The KSampler Sequence studio: settings, a live timeline of every loop, scrub and branch.
 
     Args:
-        pipe: a diffusers SD pipeline; ``None`` loads ``seqwidgets.load_pipeline()`` (the toy
+        pipe: a diffusers pipeline (SD 1.x/2.x, SDXL, SD3, Flux); ``None`` loads ``seqwidgets.load_pipeline()`` (the toy
             model) on the first run.
         params (`SequenceParams`, *optional*): initial settings (default: the node's defaults).
         renderer (`str`, defaults to ``"auto"``): ``"canvas"`` (ipycanvas), ``"image"`` (plain
@@ -50,12 +44,14 @@ class Studio(W.VBox):
             or on the calling thread (default on Colab, where thread updates are unreliable).
         session (`Session`, *optional*): drive an existing session (its branches are shown,
             its first frame selected, so the panel shows that branch's settings).
-        thumb_size (`int`, defaults to 56): timeline thumbnail side in pixels.
-        preview_size (`int`, defaults to 320): side of the large preview box in pixels.
-        width (`int`, defaults to 1040): timeline width in pixels.
+        thumb_size, preview_size, width (`int`, defaults to 56, 320, 1040): the timeline's
+            thumbnail side, the large preview box's side and the timeline's width, in pixels.
         max_rows (`int`, defaults to 5): timeline rows shown at once.
         export_dir (`str`, defaults to ``"."``): where Export writes files.
         live_preview (`bool`, defaults to `True`): show the denoised estimate while a loop runs.
+        preview (`str`, *optional*): how: ``"latent_rgb"`` (ComfyUI's latent-to-RGB map),
+            ``"taesd"`` (the family's TAESD decoder, falling back to latent-to-RGB with a note in
+            the header); any name `seqwidgets.decode.make_previewer` takes, default its default.
 
     Scripting:
         >>> import seqwidgets as sw
@@ -81,6 +77,7 @@ class Studio(W.VBox):
         max_rows: int = 5,
         export_dir: str = ".",
         live_preview: bool = True,
+        preview: str | None = None,
     ):
         super().__init__()
         self.add_class("sw-studio")
@@ -94,15 +91,15 @@ class Studio(W.VBox):
         self.last_error: BaseException | None = None
         self.jobs = JobRunner(self.threaded, self._finish, self._show_error)
 
-        # The control panel, the transport bar, the status; preview | compare; the timeline
-        # and the metrics strip under it, in step with it.
         self.panel = ControlPanel(params)
         self.transport = t = Transport()
         t.connect(self._show_error, run=self.run, stop=self.stop, branch=self.branch)
         t.connect(self._show_error, rerun=self.rerun, export=self.export, delete=self.delete)
         self.header = Header()
         image = self.renderer != "canvas"
-        self.view = FrameView((ImagePreview if image else CanvasPreview)(preview_size))
+        self.view = FrameView((ImagePreview if image else CanvasPreview)(preview_size), preview)
+        self.view.live.on_note = lambda _note: self._describe()
+        on_click(self.view.decode_button, self.decode_full, self._show_error)
         self.timeline = (ImageTimeline if image else CanvasTimeline)(
             width=width, thumb=thumb_size, max_rows=max_rows
         )
@@ -122,7 +119,8 @@ class Studio(W.VBox):
         self.children = studio_layout(
             _CSS, self.header, self.panel, self.tabs, t, self.error_area, self.timeline, self.strip
         )
-        self.header.describe(self._pipe, self.threaded, self.renderer)
+        self.view.live.attach(self._pipe)  # a preview name it refuses raises here
+        self._describe()
         self._sync_rows()
         self._update_buttons()
 
@@ -138,7 +136,7 @@ class Studio(W.VBox):
             if self._pipe is None:
                 self._pipe = load_pipeline()
             self._session = self.strip.session = self.compare.session = Session(self._pipe)
-            self.header.describe(self._pipe, self.threaded, self.renderer)
+            self.view.live.attach(self._pipe, strict=False)  # its note names the model anew
         return self._session
 
     @property
@@ -225,6 +223,11 @@ class Studio(W.VBox):
         """Wait for the background job; return whether it is done."""
         return self.jobs.wait(timeout)
 
+    def decode_full(self):
+        """Decode with the full VAE the last live estimate (of a loop running, or stopped
+        mid-way), or the selected frame when none is held; show it, labelled, and return it."""
+        return self.view.decode_full(self._session, self.selected)
+
     def export(self, path=None, format: str | None = None, wait: bool = True, **options: Any):
         """Export the selected branch up to the selected loop (default file in ``export_dir``).
 
@@ -254,8 +257,7 @@ class Studio(W.VBox):
         branch = find_branch(self.session.branches, self.selected[0] if branch is None else branch)
         self.session.delete(branch)
         self.timeline.remove_row(branch.id)
-        self.strip.refresh()
-        self.compare.refresh()
+        self._sync_rows()  # the strip and the compare tab too
         remaining = [b for b in self.session.branches if b.indices]
         if remaining:
             self.timeline.select_auto(remaining[-1].id, len(remaining[-1].indices) - 1)
@@ -293,6 +295,7 @@ class Studio(W.VBox):
             raise RuntimeError("a job is in progress; Stop it or wait() for it first")
         job = Job(kind, params, started=time.monotonic())
         self.clear_error()
+        self.view.live.release()  # an estimate of an earlier job's loop is no longer current
         self.header.set_state("running")
         self.transport.show(job, note=f"{kind}: starting…")
         guard = self.jobs.guarded  # an error in a callback shows once, never reaching the sampler
@@ -323,7 +326,7 @@ class Studio(W.VBox):
         finally:
             self._update_buttons()
 
-    # -- callbacks from the running thread -----------------------------------------------------
+    # -- callbacks: from the running thread, and the selection -------------------------------
 
     def _on_step(self, loop: int, step: int, sigma: float, denoised) -> None:
         job, now = self.jobs.job, time.monotonic()
@@ -342,6 +345,7 @@ class Studio(W.VBox):
         job = self.jobs.job
         job.branch = branch
         job.on_frame(frame.index)
+        self.view.live.release(frame.index)  # the frame is the better picture of its loop
         thumb = self.session.thumbnail(branch, frame.index, self.thumb_size)
         self.timeline.add_frame(branch, frame.index, thumb)
         self.strip.refresh(branch)  # the new loop's measures, from the thumbnail's decode
@@ -350,8 +354,6 @@ class Studio(W.VBox):
             self.timeline.select_auto(branch.id, frame.index)
         self.transport.show(job)
         self._update_buttons()
-
-    # -- selection -----------------------------------------------------------------------------
 
     def _on_selected(self, change) -> None:
         job = self.jobs.job
@@ -364,14 +366,9 @@ class Studio(W.VBox):
 
     def _show_selected(self) -> None:
         try:
-            if self.selected is None:
-                self.view.clear()
-            else:
-                self.view.show(self.session, *self.selected)
+            self.view.show_selection(self._session, self.selected)
         except Exception as exc:
             self._show_error(exc, traceback.format_exc())
-
-    # -- rows ------------------------------------------------------------------------------------
 
     def _sync_rows(self) -> None:
         """Rows for every branch of the session (e.g. one stopped before its first frame)."""
@@ -381,7 +378,8 @@ class Studio(W.VBox):
             self.strip.refresh()
             self.compare.refresh()
 
-    # -- what the widgets show -------------------------------------------------------------------
+    def _describe(self) -> None:
+        self.header.describe(self._pipe, self.threaded, self.renderer, self.view.live.note)
 
     def _show_error(self, exc: BaseException, text: str) -> None:
         self.last_error = exc
@@ -396,4 +394,5 @@ class Studio(W.VBox):
             selected=self.selected is not None,
             error=self.panel.error,
         )
+        self.view.enable(frame=self.selected_frame is not None)
         self.panel.set_enabled(not busy)

@@ -23,7 +23,6 @@ import io
 import threading
 import time
 import traceback
-import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
@@ -43,7 +42,6 @@ __all__ = [
     "ImagePreview",
     "drawing",
     "ipycanvas_available",
-    "live_factors",
 ]
 
 # Colours: a dark strip so thumbnails read as film, one accent for the selection.
@@ -976,6 +974,10 @@ class ImageTimeline(_Timeline):
 # -- the large preview -------------------------------------------------------------------------
 
 
+def _as_image(rgb: Image.Image | np.ndarray) -> Image.Image:
+    return rgb if isinstance(rgb, Image.Image) else Image.fromarray(rgb)
+
+
 def _display_size(width: int, height: int, box: int) -> tuple[int, int]:
     """Integer upscale of a small image to fit ``box`` (crisp pixels); big images stay 1:1."""
     scale = max(1, box // max(width, height))
@@ -994,8 +996,8 @@ class _Preview(W.VBox):
         if self.on_error is not None:
             self.on_error(exc, text)
 
-    def _live_pixels(self, rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-        image = Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR)
+    def _live_pixels(self, rgb: Image.Image | np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        image = _as_image(rgb).resize(size, Image.Resampling.BILINEAR)
         return np.asarray(image.convert("RGBA"), dtype=np.uint8)
 
 
@@ -1055,16 +1057,18 @@ class CanvasPreview(_Preview):
             self.canvas.draw_image(source, 0, 0, w, h)
             self.showing = key
 
-    def show_live(self, rgb: np.ndarray, image_size: tuple[int, int]) -> None:
-        """Show a latent-to-RGB estimate (uint8 ``[h, w, 3]``) stretched over the frame.
+    def show_live(self, rgb: Image.Image | np.ndarray, image_size: tuple[int, int]) -> None:
+        """Show a live estimate (a PIL image or uint8 ``[h, w, 3]``) stretched over the frame
+        of ``image_size``.
 
-        Only the latent-sized estimate travels (an 8x8 PNG for the toy model, 128x128 for
-        SD 1.5), into the hidden ``live_source`` canvas; the browser scales it up. Encoding the
-        preview-sized picture instead cost more than a tenth of a toy-model loop.
+        Only the estimate's own pixels travel (a latent-to-RGB map is latent-sized: 8x8 for the
+        toy model, 128x128 for SD 1.5), into the hidden ``live_source`` canvas; the browser
+        scales it up. Encoding the preview-sized picture instead cost more than a tenth of a
+        toy-model loop.
         """
         with drawing(self._report):
             w, h = self._fit(*image_size)
-            pixels = np.asarray(Image.fromarray(rgb).convert("RGBA"), dtype=np.uint8)
+            pixels = np.asarray(_as_image(rgb).convert("RGBA"), dtype=np.uint8)
             size = (pixels.shape[1], pixels.shape[0])
             source = self.live_source
             if source is None or (source.width, source.height) != size:
@@ -1118,25 +1122,7 @@ class ImagePreview(_Preview):
         self._set(image.convert("RGB").resize(size, Image.Resampling.NEAREST))
         self.showing = key
 
-    def show_live(self, rgb: np.ndarray, image_size: tuple[int, int]) -> None:
+    def show_live(self, rgb: Image.Image | np.ndarray, image_size: tuple[int, int]) -> None:
         size = _display_size(*image_size, self.size)
         self._set(Image.fromarray(self._live_pixels(rgb, size)))
         self.showing = None
-
-
-def live_factors(pipe, channels: int):
-    """``(factors, bias)`` that turn a ``channels``-channel latent of ``pipe`` into RGB for the
-    live preview, or ``None``: no preview (unknown model, or factors that do not fit)."""
-    from seqwidgets.decode import preview_factors
-
-    try:
-        found = preview_factors(pipe)
-        if not found:
-            return None
-        factors, bias = found
-        if np.asarray(factors, dtype=np.float32).shape != (channels, 3):
-            raise ValueError(f"latent-to-RGB factors must be [{channels}, 3]")
-        return factors, bias
-    except Exception as exc:  # a preview is a nicety: never let it fail a run
-        warnings.warn(f"live preview off: {exc}", RuntimeWarning, stacklevel=2)
-        return None
