@@ -31,8 +31,14 @@ __all__ = [
     "save_png_frames",
 ]
 
-#: What `Session.export` writes: the format names, in one place.
-EXPORT_FORMATS = ("gif", "mp4", "png", "contact_sheet")
+#: What `Session.export` writes, in one place: format name -> (what a menu shows, the file
+#: suffix; "" for ``png``, which writes a folder of frames).
+EXPORT_FORMATS: dict[str, tuple[str, str]] = {
+    "gif": ("GIF", ".gif"),
+    "mp4": ("MP4", ".mp4"),
+    "png": ("PNG frames", ""),
+    "contact_sheet": ("Contact sheet", ".png"),
+}
 #: Frames per second a GIF or MP4 may play at. GIF stores each frame's duration in 10 ms units
 #: (at most 65,535 of them), so 100 fps is its fastest and 0.01 fps (100 s a frame) its slowest.
 FPS_RANGE = (0.01, 100.0)

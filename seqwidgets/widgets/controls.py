@@ -13,13 +13,13 @@ import ipywidgets as W
 from PIL import Image
 
 from seqwidgets.decode import decode_latents, thumbnail
+from seqwidgets.export import EXPORT_FORMATS
 
 from . import render
 from .jobs import Job
 from .live import LivePreview
 
 __all__ = [
-    "EXPORT_FORMATS",
     "ErrorArea",
     "FrameView",
     "Header",
@@ -28,14 +28,6 @@ __all__ = [
     "close_all",
     "on_click",
     "studio_layout",
-]
-
-#: Export formats, as the menu shows them.
-EXPORT_FORMATS = [
-    ("GIF", "gif"),
-    ("MP4", "mp4"),
-    ("PNG frames", "png"),
-    ("Contact sheet", "contact_sheet"),
 ]
 
 
@@ -97,7 +89,7 @@ class Transport(W.VBox):
             "96px",
         )
         self.export_format = W.Dropdown(
-            options=EXPORT_FORMATS,
+            options=[(label, name) for name, (label, _) in EXPORT_FORMATS.items()],
             value="gif",
             tooltip="Export format",
             layout=W.Layout(width="130px"),

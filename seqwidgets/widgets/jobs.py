@@ -22,11 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from seqwidgets.export import EXPORT_FORMATS
 from seqwidgets.params import SequenceParams
 
 __all__ = ["Job", "JobRunner", "export_path", "find_branch", "fork_changes", "loop_index"]
-
-_EXTENSIONS = {"gif": ".gif", "mp4": ".mp4", "png": "", "contact_sheet": ".png"}
 
 
 @dataclass(eq=False)
@@ -254,7 +253,7 @@ def export_path(folder: str | Path, branch_id: int, index: int, format: str) -> 
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    stem, suffix = f"seqwidgets-{branch_id}-loop{index}", _EXTENSIONS[format]
+    stem, suffix = f"seqwidgets-{branch_id}-loop{index}", EXPORT_FORMATS[format][1]
     path, n = folder / f"{stem}{suffix}", 2
     while path.exists():
         path, n = folder / f"{stem}-{n}{suffix}", n + 1
