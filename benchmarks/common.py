@@ -40,7 +40,10 @@ def machine(pipe=None) -> dict:
         "device_name": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
     }
     if pipe is not None:
-        info.update(device=str(pipe.device), dtype=str(pipe.unet.dtype))
+        from seqwidgets.families import detect_family
+
+        network = detect_family(pipe).denoiser_network(pipe)  # UNet or transformer
+        info.update(device=str(pipe.device), dtype=str(network.dtype))
     return info
 
 
