@@ -17,10 +17,8 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-import types
 from pathlib import Path
 
-import numpy as np
 import torch
 from common import machine, write_result
 
@@ -29,27 +27,16 @@ from seqwidgets.decode import make_previewer
 from seqwidgets.models.toy.train_preview import cost_ms
 
 
-def use_previewer(studio, preview: str = "auto") -> str:
-    """Make ``studio``'s live preview draw ``make_previewer(pipe, preview)``'s images instead of
-    the latent-to-RGB map; returns the previewer's note. Patches this one studio's frame view
-    only (the studio still decides when a live preview is due: at most every 0.25 s)."""
-    from seqwidgets.widgets import render
+class _Counting:
+    """A previewer that counts the images it returns (``None`` is a skipped step)."""
 
-    view = studio.view
-    previewer, note = make_previewer(studio.session.pipe, preview)
-    view.live_previews = 0
+    def __init__(self, previewer):
+        self.previewer, self.images = previewer, 0
 
-    def show_live(self, pipe, denoised, loop: int, step: int, params) -> None:
-        image = previewer(denoised[:1]) if previewer is not None else None
-        if image is not None:  # None: no preview known, or the previewer skips this step
-            scale = pipe.vae_scale_factor
-            size = (denoised.shape[-1] * scale, denoised.shape[-2] * scale)
-            self.preview.show_live(np.asarray(image.convert("RGB")), size)
-            self.info.value = render.live_info_html(loop, step, params)
-            self.live_previews += 1
-
-    view.show_live = types.MethodType(show_live, view)
-    return note
+    def __call__(self, latent, **options):
+        image = self.previewer(latent, **options)
+        self.images += image is not None
+        return image
 
 
 def interleaved_seconds(runs: dict, repeats: int) -> dict[str, list[float]]:
@@ -101,10 +88,10 @@ def main(argv=None) -> dict:
     # 2. The studio's run against the engine's: latent-to-RGB live previews, then the decoder's.
     # The three runs take turns in each round, so a machine shared with other jobs slows them
     # alike; each ratio is the median of its per-round ratios.
-    plain = sw.Studio(pipe, params=params, threaded=False)
-    decoded = sw.Studio(pipe, params=params, threaded=False)
-    decoded.session  # noqa: B018 (the session holds the pipeline the hook reads)
-    hooked_note = use_previewer(decoded)
+    plain = sw.Studio(pipe, params=params, threaded=False, preview="latent_rgb")
+    decoded = sw.Studio(pipe, params=params, threaded=False)  # the default: the decoder
+    live = decoded.view.live
+    live.previewer = counting = _Counting(live.previewer)
     times = interleaved_seconds(
         {
             "engine": lambda: sw.SequenceSampler(pipe).sample(params),
@@ -120,7 +107,7 @@ def main(argv=None) -> dict:
         statistics.median(a / b for a, b in zip(times[k], times[base], strict=True))
         for k, base in (("latent_rgb", "engine"), ("decoder", "engine"), ("decoder", "latent_rgb"))
     )
-    previews_per_run = decoded.view.live_previews / (args.repeats + 1)
+    previews_per_run = counting.images / (args.repeats + 1)
 
     result = {
         "benchmark": "toy_preview",
@@ -128,7 +115,7 @@ def main(argv=None) -> dict:
         "model": args.model or "toy",
         "loops": args.loops,
         "steps": args.steps,
-        "preview": hooked_note,
+        "preview": live.note,
         **{k: round(v, 3) for k, v in costs.items()},
         "engine_run_s": engine_s,
         "studio_latent_rgb_run_s": plain_s,
@@ -145,7 +132,7 @@ def main(argv=None) -> dict:
     print(f"  engine run                   {engine_s:8.2f} s")
     for label, seconds, ratio in (
         ("latent-to-RGB", plain_s, plain_ratio),
-        (hooked_note, decoded_s, decoded_ratio),
+        (live.note, decoded_s, decoded_ratio),
     ):
         print(
             f"  studio, {label:20s} {seconds:8.2f} s -> {100 * (ratio - 1):+.1f}% "

@@ -137,20 +137,21 @@ def test_loading_errors_name_the_file(tmp_path):
 
 
 def test_studio_runs_headless_with_the_decoder_preview(toy_pipe):
-    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
-    from bench_toy_preview import use_previewer
-
     params = sw.SequenceParams(
         positive_seq="0: a red circle\n1: a blue square",
         sequence_loop_count=2,
         steps=10,
         denoise_seq=0.6,
     )
-    studio = sw.Studio(toy_pipe, params=params, threaded=False)
-    studio.session  # noqa: B018 (loads the session the hook reads)
-    assert use_previewer(studio) == "preview decoder"
+    studio = sw.Studio(toy_pipe, params=params, threaded=False)  # the toy model's default
+    assert studio.view.live.note == "preview decoder"
+    shown = []
+    previewer = studio.view.live.previewer
+    studio.view.live.previewer = lambda latent, **kw: (
+        shown.append(previewer(latent, **kw)) or shown[-1]
+    )
     studio.run(wait=True)
-    assert studio.view.live_previews >= 1
+    assert [image.size for image in shown if image is not None][:1] == [(64, 64)]
     branch = studio.session.branches[-1]
     assert len(branch.indices) == 2
     expected = sw.SequenceSampler(toy_pipe).sample(params)
