@@ -23,10 +23,9 @@ import argparse
 import random
 import statistics
 import time
-from pathlib import Path
 
 import torch
-from common import machine, write_result
+from common import add_run_options, machine, run_params, write_result
 from PIL import Image
 
 import seqwidgets as sw
@@ -95,22 +94,12 @@ def taesd_runs(pipe, params, repeats: int) -> dict:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None, help="default: the shipped toy model")
-    parser.add_argument("--loops", type=int, default=12)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=5)
+    add_run_options(parser)
     parser.add_argument("--taesd-repeats", type=int, default=3, help="0: skip the TAESD run")
-    parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
 
     pipe = sw.load_pipeline(args.model)
-    params = sw.SequenceParams(
-        positive_seq="0: a red circle\n6: a blue square",
-        sequence_loop_count=args.loops,
-        steps=args.steps,
-        cfg=7.5,
-        denoise_seq=0.6,
-    )
+    params = run_params(args)
 
     # 1. Preview cost: the studio's run against the engine's, same settings.
     studio = sw.Studio(pipe, params=params, threaded=False)  # the metrics strip is on

@@ -17,10 +17,9 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 
 import torch
-from common import machine, write_result
+from common import add_run_options, machine, run_params, write_result
 
 import seqwidgets as sw
 from seqwidgets.decode import make_previewer
@@ -55,21 +54,11 @@ def interleaved_seconds(runs: dict, repeats: int) -> dict[str, list[float]]:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None, help="default: the shipped toy model")
-    parser.add_argument("--loops", type=int, default=12)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--json", type=Path, default=None)
+    add_run_options(parser)
     args = parser.parse_args(argv)
 
     pipe = sw.load_pipeline(args.model)
-    params = sw.SequenceParams(
-        positive_seq="0: a red circle\n6: a blue square",
-        sequence_loop_count=args.loops,
-        steps=args.steps,
-        cfg=7.5,
-        denoise_seq=0.6,
-    )
+    params = run_params(args)
     latent = sw.SequenceSampler(pipe).sample(params)[-1:].to(pipe.device)
 
     # 1. One preview: the decoder make_previewer picks, the full VAE, the factors.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import statistics
@@ -9,6 +10,8 @@ import time
 from pathlib import Path
 
 import torch
+
+import seqwidgets as sw
 
 
 def _sync() -> None:
@@ -53,3 +56,24 @@ def write_result(path: Path | None, result: dict) -> dict:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def add_run_options(parser: argparse.ArgumentParser, repeats: int = 5) -> None:
+    """The options of a benchmark that times runs of `run_params`: model, loops, steps, repeats,
+    and the JSON file to write."""
+    parser.add_argument("--model", default=None, help="default: the shipped toy model")
+    parser.add_argument("--loops", type=int, default=12)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--json", type=Path, default=None)
+
+
+def run_params(args: argparse.Namespace) -> sw.SequenceParams:
+    """The sequence the studio benchmarks time: a keyframe change half way, img2img loops."""
+    return sw.SequenceParams(
+        positive_seq="0: a red circle\n6: a blue square",
+        sequence_loop_count=args.loops,
+        steps=args.steps,
+        cfg=7.5,
+        denoise_seq=0.6,
+    )
