@@ -8,7 +8,7 @@
    one picture per seed for every (color, shape, position) prompt, "a red circle on the left", and
    for every plain prompt, "a red circle".
 3. Report the classifier's agreement with the prompts: color / shape / position accuracy.
-4. Run the issue's sequence, "0: a red circle / 6: a blue square" at denoise 0.6 (img2img), and
+4. Run the README's quickstart sequence, "0: a red circle / 6: a blue square" at denoise 0.6 (img2img), and
    classify its last frames.
 5. Write a contact sheet: rows = colors, columns = shape x position (first seed), and the
    sequence of step 4 under it.
@@ -265,7 +265,7 @@ def main(argv=None):
         cols = [f"{s}\n{q}" for s in SHAPES for q in POSITIONS]
         grid = contact_sheet(first, list(COLORS), cols)
         seq = contact_sheet(frames, ["seq"], [str(i) for i in range(len(frames))])
-        # the sequence under the grid: loops 0-5 "a red circle", 6-11 "a blue square"
+        # the quickstart sequence under the grid: loops 0-5 "a red circle", 6-11 "a blue square"
         sheet = Image.new(
             "RGB", (max(grid.width, seq.width), grid.height + seq.height + 8), "white"
         )
