@@ -265,3 +265,12 @@ def test_decode_with_full_vae_while_a_background_run_goes_on(monkeypatch):
     assert decodes == [(64, 64)]
     assert studio.wait(60)
     assert studio.session.branches[-1].is_complete and studio.last_error is None
+
+
+@pytest.mark.parametrize(("kind", "shown"), [("sd", False), ("sd3", False), ("flux", True)])
+def test_flux_guidance_shows_only_where_the_model_reads_it(kind, shown):
+    studio = make_studio(tiny_pipeline(kind))
+    row = studio.panel.rows["flux_guidance"]
+    assert (row.layout.display != "none") is shown
+    studio.panel.set_values(flux_guidance=2.0)  # hidden or not, it is kept and used
+    assert studio.params.flux_guidance == 2.0

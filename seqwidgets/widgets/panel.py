@@ -274,6 +274,25 @@ class ControlPanel(W.VBox):
         row.add_class("sw-field")
         return row
 
+    def fit_to(self, pipe) -> None:
+        """Show only the fields ``pipe`` reads: ``flux_guidance`` only for a transformer with
+        guidance embeddings (Flux dev). A hidden field keeps its value and is still validated.
+
+        Example:
+            >>> from seqwidgets.testing import tiny_pipeline
+            >>> panel = ControlPanel()
+            >>> panel.fit_to(tiny_pipeline("sd3")); panel.rows["flux_guidance"].layout.display
+            'none'
+            >>> panel.fit_to(tiny_pipeline("flux")); panel.rows["flux_guidance"].layout.display
+        """
+        from seqwidgets.families import detect_family
+
+        try:
+            guided = pipe is not None and detect_family(pipe).guidance_embeds
+        except ValueError:  # a stand-in pipeline: show everything
+            guided = True
+        self.rows["flux_guidance"].layout.display = None if guided else "none"
+
     # -- values ----------------------------------------------------------------------------
 
     def values(self) -> dict[str, Any]:

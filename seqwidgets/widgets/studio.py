@@ -378,8 +378,9 @@ class Studio(W.VBox):
             self.strip.refresh()
             self.compare.refresh()
 
-    def _describe(self) -> None:
+    def _describe(self) -> None:  # the model is known (or loaded): name it, fit the panel to it
         self.header.describe(self._pipe, self.threaded, self.renderer, self.view.live.note)
+        self.panel.fit_to(self._pipe)
 
     def _show_error(self, exc: BaseException, text: str) -> None:
         self.last_error = exc
