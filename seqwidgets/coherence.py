@@ -160,6 +160,7 @@ class ColorCoherence:
     def before_loop(self, plans: Sequence[LoopPlan], x: torch.Tensor) -> torch.Tensor:
         """The loop's input ``[N, C, h, w]`` with each item matched to its reference."""
         started = time.perf_counter()
+        self._seconds = 0.0  # a loop that matches nothing must not report the last one's time
         todo = [
             (i, plan.color_match)
             for i, plan in enumerate(plans)

@@ -127,14 +127,9 @@ class ParamSpec:
             return str(value)
         if not isinstance(value, str):
             raise self._error(value, "wrong type")
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as error:
-            # A lone surrogate (text decoded with errors="surrogateescape"): no tokenizer or
-            # file can take it.
-            raise self._error(
-                value, f"not valid Unicode (a lone surrogate at {error.start})"
-            ) from None
+        at = lone_surrogate(value)
+        if at is not None:  # no tokenizer or file can take it
+            raise self._error(value, f"not valid Unicode (a lone surrogate at {at})")
         return str(value)
 
     def _is_path(self, value: str) -> bool:
@@ -158,6 +153,21 @@ _REPR.maxlong = 40
 def short_repr(value: Any) -> str:
     """``repr(value)``, shortened for a message."""
     return _REPR.repr(value)
+
+
+def lone_surrogate(text: str) -> int | None:
+    """Where ``text`` holds a lone surrogate (text decoded with ``errors="surrogateescape"``),
+    which cannot be written as UTF-8; ``None`` for valid text.
+
+    Example:
+        >>> lone_surrogate("a red circle"), lone_surrogate("bad \\udc80")
+        (None, 4)
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        return error.start
+    return None
 
 
 def in_range(value: Any, low: float, high: float) -> bool:

@@ -43,7 +43,7 @@ from ._version import __version__
 from .engine import Frame, SequenceSampler
 from .families import detect_family
 from .models import lora_adapters
-from .params import SequenceParams, in_range, short_repr
+from .params import SequenceParams, in_range, lone_surrogate, short_repr
 
 __all__ = [
     "FORMAT",
@@ -134,14 +134,13 @@ def check_text(value: Any, where: str) -> str:
     """
     if not isinstance(value, str):
         raise ValueError(f"{where}: expected a str, got {type(value).__name__} {short_repr(value)}")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as error:
+    at = lone_surrogate(value)
+    if at is not None:
         shown = value if len(value) <= 60 else value[:57] + "..."
         raise ValueError(
             f"{where}: {short_repr(shown)} is not valid Unicode text (a lone surrogate at character "
-            f"{error.start})"
-        ) from None
+            f"{at})"
+        )
     return value
 
 
