@@ -60,7 +60,10 @@ def benchmarks(model: str | None, quick: bool) -> list[tuple[str, list[str]]]:
                 str(RESULTS),
             ],
         ),
-        ("toy model speed", ["bench_toy.py", *repeats]),
+        (
+            "toy model speed",
+            ["bench_toy.py", *repeats, "--json", str(RESULTS / "toy.json")],
+        ),
         (
             "startup",
             ["bench_startup.py", *repeats, "--json", str(RESULTS / "startup.json")],

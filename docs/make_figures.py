@@ -2,7 +2,6 @@
 
     python docs/make_figures.py            # every figure
     python docs/make_figures.py drift      # only the ones named
-    python docs/make_figures.py table      # print the README's table of the node's inputs
 
 Diagrams come from `seqwidgets.plots` (no model); pictures from the shipped toy model on the CPU
 (about a minute in all). Every PNG must stay under 200 KB; the script checks.
@@ -151,37 +150,6 @@ def branches():
     save(plots.plot_timelines(rows, captions), "branches", palette=True)
 
 
-def table():
-    """Print the Markdown table of every `SequenceParams` input, from `PARAM_SPECS`."""
-    from seqwidgets.params import PARAM_SPECS
-
-    def allowed(spec):
-        if spec.kind == "choice":
-            return ", ".join(f"`{choice}`" for choice in spec.choices)
-        if spec.kind == "bool":
-            return "`True` / `False`"
-        if spec.kind == "keyframes":
-            return "`index: prompt` lines"
-        number = (lambda v: str(int(v))) if spec.kind == "int" else (lambda v: f"{v:g}")
-        high = "2**64 - 1" if spec.max == 2**64 - 1 else number(spec.max)
-        text = f"{number(spec.min)} – {high}"
-        if spec.multiple_of:
-            text += f", multiple of {spec.multiple_of}"
-        return text + (", or `None`" if spec.nullable else "")
-
-    def default(spec):
-        if spec.kind == "keyframes":
-            return "the node's rosebud keyframes" if spec.default else '`""` (the empty prompt)'
-        value = spec.default
-        return f'`"{value}"`' if isinstance(value, str) else f"`{value!r}`"
-
-    print("| input | what it does | default | allowed |")
-    print("|---|---|---|---|")
-    for spec in PARAM_SPECS.values():
-        name = f"`{spec.name}`" + ("" if spec.node else " *(seqwidgets)*")
-        print(f"| {name} | {spec.help} | {default(spec)} | {allowed(spec)} |")
-
-
 FIGURES = {
     "sigma_slices": sigma_slices,
     "schedulers": schedulers,
@@ -191,7 +159,7 @@ FIGURES = {
     "keyframe_runs": keyframe_runs,
     "branches": branches,
 }
-COMMANDS = {**FIGURES, "table": table}
+COMMANDS = FIGURES
 
 
 def main(names: list[str]) -> None:

@@ -110,9 +110,10 @@ def readme_block(url: str) -> str:
             f"({colab_url(url, first)})"
         )
     return (
-        "**The notebooks, locally** (they are not on Binder or Colab yet): after the Quickstart's "
-        "install, `pip install jupyterlab && jupyter lab notebooks/01_quickstart.ipynb`, or "
-        "`seqwidgets studio` for a ready studio notebook."
+        "**The notebooks** open locally: after the Quickstart's install, `pip install jupyterlab "
+        "&& jupyter lab notebooks/01_quickstart.ipynb`, or `seqwidgets studio` for a ready studio "
+        "notebook. They are set up for Binder (`binder/`) and Colab (the first cell), whose "
+        "badges appear here once the repository has a public address."
     )
 
 

@@ -141,9 +141,13 @@ def test_choices_module_needs_no_torch() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_the_readme_names_every_sampler_scheduler_and_family() -> None:
+def test_the_docs_name_every_sampler_scheduler_and_family() -> None:
     from seqwidgets.families import FAMILIES
 
-    readme = (Path(choices.__file__).parents[1] / "README.md").read_text(encoding="utf-8")
-    for name in (*SAMPLERS, *choices.SCHEDULERS, *FAMILIES):
-        assert f"`{name}`" in readme, name
+    docs = Path(choices.__file__).parents[1] / "docs"
+    reference = (docs / "reference.md").read_text(encoding="utf-8")
+    for name in (*SAMPLERS, *choices.SCHEDULERS):
+        assert f"`{name}`" in reference, name
+    families = (docs / "how_a_run_works.md").read_text(encoding="utf-8")
+    for name in FAMILIES:
+        assert f"`{name}`" in families, name
