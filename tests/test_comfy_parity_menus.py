@@ -1,0 +1,160 @@
+"""Every sampler and scheduler on ComfyUI's menus against runs recorded from ComfyUI itself.
+
+`tests/data/comfy_menus/comfyui_a125cd8.safetensors` holds, per family (SD eps, SD3 discrete
+flow, Flux) and per sampler on ComfyUI a125cd8's menu, a short run of ComfyUI's own KSampler
+code (its sigmas with denoise, ``sampler_object``, ``KSAMPLER.sample``: noise scaling, the seed,
+the post-CFG functions of the ``_cfg_pp`` samplers) over the stand-in network below, and per
+scheduler ComfyUI's sigmas; its README says how it was made. Here seqwidgets' own path runs the
+same stand-in: `loop_sigmas`, the model sampling's noise scaling, `samplers.sample` with the
+seed, and a CFG model that also gives the unconditional estimate. Relative L2 must stay within
+2e-3 on SD and 1e-4 on the flow families.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import textwrap
+from functools import cache
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from seqwidgets import samplers
+from seqwidgets.choices import SAMPLERS, SCHEDULERS
+from seqwidgets.schedules import FlowModelSampling, ModelSampling, loop_sigmas
+
+FIXTURE = Path(__file__).parent / "data" / "comfy_menus" / "comfyui_a125cd8.safetensors"
+TOLERANCE = {"sd": 2e-3, "sd3": 1e-4, "flux": 1e-4}
+SD15 = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}
+
+
+def stand_in(channels: int, t_scale: float):
+    """A small deterministic nonlinear network: (model input, timestep, context) -> output."""
+    g = torch.Generator().manual_seed(19)
+    w1 = torch.randn(16, channels, 3, 3, generator=g) / (9 * channels) ** 0.5
+    w2 = torch.randn(channels, 16, 1, 1, generator=g) / 4.0
+    freq = torch.randn(16, generator=g) * 3.0
+    contexts = {"cond": torch.randn(16, generator=g), "uncond": torch.randn(16, generator=g)}
+
+    def net(x: torch.Tensor, t: torch.Tensor, context: list) -> torch.Tensor:
+        emb = torch.sin(t.reshape(-1, 1) / t_scale * freq)
+        ctx = torch.stack([contexts[name] for name in context])
+        h = torch.nn.functional.conv2d(x, w1, padding=1) + (emb + 0.5 * ctx)[:, :, None, None]
+        return 0.5 * torch.nn.functional.conv2d(torch.tanh(h), w2) + 0.8 * x
+
+    return net
+
+
+class StandInCFG:
+    """seqwidgets' denoiser contract over the stand-in: ``model(x, sigma) -> denoised``.
+
+    Negative and positive go through the network as one batch; ``denoise_with_uncond`` also
+    returns the unconditional estimate, which the ``_cfg_pp`` samplers read (ComfyUI's
+    ``sampler_post_cfg_function``).
+    """
+
+    def __init__(self, model_sampling, net, cfg: float) -> None:
+        self.model_sampling, self.net, self.cfg, self.calls = model_sampling, net, cfg, 0
+
+    def denoise_with_uncond(self, x, sigma, **extra_args):
+        ms, batch = self.model_sampling, x.shape[0]
+        xs, sigmas = torch.cat([x, x]), torch.cat([sigma, sigma])
+        self.calls += 1
+        out = self.net(
+            ms.calculate_input(sigmas, xs),
+            ms.timestep(sigmas),
+            ["uncond"] * batch + ["cond"] * batch,
+        )
+        uncond, cond = ms.calculate_denoised(sigmas, out, xs).chunk(2)
+        return uncond + (cond - uncond) * self.cfg, uncond
+
+    def __call__(self, x, sigma, **extra_args):
+        return self.denoise_with_uncond(x, sigma, **extra_args)[0]
+
+
+@cache
+def fixture() -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    with safe_open(FIXTURE, framework="pt") as f:
+        names = f.keys()  # (a safe_open handle is not iterable)
+        return {key: f.get_tensor(key) for key in names}, f.metadata()
+
+
+def meta(key: str):
+    return json.loads(fixture()[1][key])
+
+
+def model_sampling(family: str):
+    if family == "sd":
+        return ModelSampling.from_config(SD15)
+    if family == "sd3":
+        return FlowModelSampling("discrete", shift=3.0, multiplier=1000)
+    return FlowModelSampling("flux", shift=1.15)
+
+
+def relative_l2(got: torch.Tensor, want: torch.Tensor) -> float:
+    return float((got - want).norm() / want.norm())
+
+
+def run_seqwidgets(family: str, sampler_name: str, denoise: float):
+    """One fixture's run on seqwidgets' path; returns (sigmas, result, network calls)."""
+    tensors, metadata = fixture()
+    shape, t_scale, scheduler = meta("families")[family]
+    steps, cfg, seed = int(metadata["steps"]), float(metadata["cfg"]), int(metadata["seed"])
+    ms = model_sampling(family)
+    sigmas = loop_sigmas(ms, scheduler, sampler_name, steps, denoise)
+    noise = torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed))
+    latent = torch.zeros(shape) if denoise == 1.0 else tensors[f"{family}/latent"]
+    x = ms.noise_scaling(sigmas[0], noise, latent, ms.max_denoise(sigmas))
+    model = StandInCFG(ms, stand_in(shape[1], t_scale), cfg)
+    out = samplers.sample(sampler_name, model, x, sigmas, seed=seed)
+    return sigmas, out, model.calls, noise
+
+
+CASES = [
+    (family, name, denoise)
+    for family in ("sd", "sd3", "flux")
+    for name in meta("samplers")
+    for denoise in (1.0, 0.6)
+]
+
+
+def test_the_fixture_is_comfyuis_whole_menu_with_this_stand_in():
+    tensors, metadata = fixture()
+    assert metadata["comfyui_commit"].startswith("a125cd8")
+    assert len(meta("samplers")) == 42 and len(meta("schedulers")) == 9
+    assert set(SCHEDULERS) == set(meta("schedulers"))
+    # the network recorded is the very code above
+    assert metadata["stand_in"].strip() == textwrap.dedent(inspect.getsource(stand_in)).strip()
+    assert FIXTURE.stat().st_size < 1_000_000
+
+
+@pytest.mark.parametrize(("family", "name", "denoise"), CASES)
+def test_sampler_matches_comfyui(family, name, denoise):
+    if name not in SAMPLERS:
+        pytest.skip(f"sampler {name} is not in seqwidgets yet")
+    tensors, _ = fixture()
+    key = f"{family}/{name}/{denoise}"
+    sigmas, out, calls, noise = run_seqwidgets(family, name, denoise)
+    assert torch.equal(noise, tensors[f"{family}/noise"])  # ComfyUI's CPU noise
+    torch.testing.assert_close(sigmas, tensors[f"{key}/sigmas"], rtol=1e-6, atol=0)
+    error = relative_l2(out, tensors[f"{key}/out"])
+    assert error <= TOLERANCE[family], f"{key}: relative L2 {error:.3g}"
+    assert calls == meta("model_calls")[key], f"{key}: network calls"
+
+
+@pytest.mark.parametrize("family", ["sd", "sd3", "flux"])
+@pytest.mark.parametrize("scheduler", json.loads(fixture()[1]["schedulers"]))
+def test_scheduler_matches_comfyui(family, scheduler):
+    if scheduler not in SCHEDULERS:
+        pytest.skip(f"scheduler {scheduler} is not in seqwidgets yet")
+    tensors, metadata = fixture()
+    steps = int(metadata["scheduler_steps"])
+    ms = model_sampling(family)
+    for sampler_name in ("euler", "dpm_2"):  # dpm_2: one more step, the penultimate dropped
+        for denoise in (1.0, 0.6):
+            want = tensors[f"{family}/schedule/{scheduler}/{sampler_name}/{denoise}"]
+            got = loop_sigmas(ms, scheduler, sampler_name, steps, denoise)
+            torch.testing.assert_close(got, want, rtol=1e-6, atol=0)
