@@ -1,7 +1,8 @@
 """Every sampler and scheduler on ComfyUI's menus against runs recorded from ComfyUI itself.
 
 `tests/data/comfy_menus/comfyui_a125cd8.safetensors` holds, per family (SD eps, SD3 discrete
-flow, Flux) and per sampler on ComfyUI a125cd8's menu, a short run of ComfyUI's own KSampler
+flow, Flux) and per sampler on ComfyUI a125cd8's menu, short runs (cfg 3; the ``_cfg_pp`` ones
+also at cfg 1) of ComfyUI's own KSampler
 code (its sigmas with denoise, ``sampler_object``, ``KSAMPLER.sample``: noise scaling, the seed,
 the post-CFG functions of the ``_cfg_pp`` samplers) over the stand-in network below, and per
 scheduler ComfyUI's sigmas; its README says how it was made. Here seqwidgets' own path runs the
@@ -98,11 +99,12 @@ def relative_l2(got: torch.Tensor, want: torch.Tensor) -> float:
     return float((got - want).norm() / want.norm())
 
 
-def run_seqwidgets(family: str, sampler_name: str, denoise: float):
-    """One fixture's run on seqwidgets' path; returns (sigmas, result, network calls)."""
+def run_seqwidgets(family: str, sampler_name: str, denoise: float, cfg: float | None = None):
+    """One fixture's run on seqwidgets' path; returns (sigmas, result, network calls, noise)."""
     tensors, metadata = fixture()
     shape, t_scale, scheduler = meta("families")[family]
-    steps, cfg, seed = int(metadata["steps"]), float(metadata["cfg"]), int(metadata["seed"])
+    steps, seed = int(metadata["steps"]), int(metadata["seed"])
+    cfg = float(metadata["cfg"]) if cfg is None else cfg
     ms = model_sampling(family)
     sigmas = loop_sigmas(ms, scheduler, sampler_name, steps, denoise)
     noise = torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed))
@@ -141,6 +143,22 @@ def test_sampler_matches_comfyui(family, name, denoise):
     assert torch.equal(noise, tensors[f"{family}/noise"])  # ComfyUI's CPU noise
     torch.testing.assert_close(sigmas, tensors[f"{key}/sigmas"], rtol=1e-6, atol=0)
     error = relative_l2(out, tensors[f"{key}/out"])
+    assert error <= TOLERANCE[family], f"{key}: relative L2 {error:.3g}"
+    assert calls == meta("model_calls")[key], f"{key}: network calls"
+
+
+@pytest.mark.parametrize(
+    ("family", "name"),
+    [(f, n) for f in ("sd", "sd3", "flux") for n in meta("samplers") if n.endswith("_cfg_pp")],
+)
+def test_cfg_pp_sampler_at_cfg_1_matches_comfyui(family, name):
+    # ComfyUI's _cfg_pp samplers turn the cfg1 optimisation off: at cfg 1 they still read the
+    # negative prompt's estimate, so the result differs from the plain sampler's.
+    if name not in SAMPLERS:
+        pytest.skip(f"sampler {name} is not in seqwidgets yet")
+    key = f"{family}/{name}/1.0/cfg1"
+    _, out, calls, _ = run_seqwidgets(family, name, 1.0, cfg=1.0)
+    error = relative_l2(out, fixture()[0][f"{key}/out"])
     assert error <= TOLERANCE[family], f"{key}: relative L2 {error:.3g}"
     assert calls == meta("model_calls")[key], f"{key}: network calls"
 
