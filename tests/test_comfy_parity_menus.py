@@ -141,6 +141,7 @@ def test_sampler_matches_comfyui(family, name, denoise):
     key = f"{family}/{name}/{denoise}"
     sigmas, out, calls, noise = run_seqwidgets(family, name, denoise)
     assert torch.equal(noise, tensors[f"{family}/noise"])  # ComfyUI's CPU noise
+    # (read after sampling: the plan's sigmas stay untouched, unlike ComfyUI's uni_pc's)
     torch.testing.assert_close(sigmas, tensors[f"{key}/sigmas"], rtol=1e-6, atol=0)
     error = relative_l2(out, tensors[f"{key}/out"])
     assert error <= TOLERANCE[family], f"{key}: relative L2 {error:.3g}"
