@@ -267,8 +267,8 @@ def test_unknown_names_raise_listing_supported(ms: ModelSampling) -> None:
         check_scheduler("karas")
     with pytest.raises(ValueError, match="uni_pc"):
         sample("uni_pc", lambda x, s: x, torch.zeros(1), torch.tensor([1.0, 0.0]))
-    with pytest.raises(ValueError, match="'linear_quadratic'"):
-        calculate_sigmas(ms, "linear_quadratic", 10)
+    with pytest.raises(ValueError, match="'align_your_steps'.*kl_optimal"):
+        calculate_sigmas(ms, "align_your_steps", 10)  # a ComfyUI node, not a KSampler scheduler
     with pytest.raises(ValueError, match="steps"):
         calculate_sigmas(ms, "normal", 0)
     with pytest.raises(ValueError, match="denoise"):
