@@ -7,7 +7,8 @@ code (its sigmas with denoise, ``sampler_object``, ``KSAMPLER.sample``: noise sc
 the post-CFG functions of the ``_cfg_pp`` samplers) over the stand-in network below, and per
 scheduler ComfyUI's sigmas; its README says how it was made. Here seqwidgets' own path runs the
 same stand-in: `loop_sigmas`, the model sampling's noise scaling, `samplers.sample` with the
-seed, and a CFG model that also gives the unconditional estimate. Relative L2 must stay within
+seed, and `CFGDenoiser` (one batched call for both prompts, the unconditional estimate for the
+``_cfg_pp`` samplers, the negative half skipped at cfg 1). Relative L2 must stay within
 2e-3 on SD (eps and v) and 1e-4 on the flow families.
 """
 
@@ -25,6 +26,9 @@ from safetensors import safe_open
 
 from seqwidgets import samplers
 from seqwidgets.choices import SAMPLERS, SCHEDULERS
+from seqwidgets.conditioning import Conditioning
+from seqwidgets.denoiser import CFGDenoiser
+from seqwidgets.families import FAMILIES
 from seqwidgets.schedules import FlowModelSampling, ModelSampling, loop_sigmas
 
 FIXTURE = Path(__file__).parent / "data" / "comfy_menus" / "comfyui_a125cd8.safetensors"
@@ -34,47 +38,38 @@ SD15 = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linea
 
 
 def stand_in(channels: int, t_scale: float):
-    """A small deterministic nonlinear network: (model input, timestep, context) -> output."""
+    """A small deterministic nonlinear network and its two context vectors (cond, uncond).
+
+    ``net(x, t, context)``: the model input ``[B, C, h, w]``, the timestep the model receives
+    ``[B]`` and one context vector per item ``[B, 16]`` -> the model output (eps, v or flow v).
+    """
     g = torch.Generator().manual_seed(19)
     w1 = torch.randn(16, channels, 3, 3, generator=g) / (9 * channels) ** 0.5
     w2 = torch.randn(channels, 16, 1, 1, generator=g) / 4.0
     freq = torch.randn(16, generator=g) * 3.0
     contexts = {"cond": torch.randn(16, generator=g), "uncond": torch.randn(16, generator=g)}
 
-    def net(x: torch.Tensor, t: torch.Tensor, context: list) -> torch.Tensor:
+    def net(x: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         emb = torch.sin(t.reshape(-1, 1) / t_scale * freq)
-        ctx = torch.stack([contexts[name] for name in context])
-        h = torch.nn.functional.conv2d(x, w1, padding=1) + (emb + 0.5 * ctx)[:, :, None, None]
+        h = torch.nn.functional.conv2d(x, w1, padding=1) + (emb + 0.5 * context)[:, :, None, None]
         return 0.5 * torch.nn.functional.conv2d(torch.tanh(h), w2) + 0.8 * x
 
-    return net
+    return net, contexts
 
 
-class StandInCFG:
-    """seqwidgets' denoiser contract over the stand-in: ``model(x, sigma) -> denoised``.
+class StandInNetwork:
+    """The stand-in behind the calling convention `CFGDenoiser` uses for a UNet or SD3's
+    transformer: the prompt's "token embeddings" are its one context vector."""
 
-    Negative and positive go through the network as one batch; ``denoise_with_uncond`` also
-    returns the unconditional estimate, which the ``_cfg_pp`` samplers read (ComfyUI's
-    ``sampler_post_cfg_function``).
-    """
+    dtype = torch.float32
 
-    def __init__(self, model_sampling, net, cfg: float) -> None:
-        self.model_sampling, self.net, self.cfg, self.calls = model_sampling, net, cfg, 0
+    def __init__(self, net) -> None:
+        self.net = net
 
-    def denoise_with_uncond(self, x, sigma, **extra_args):
-        ms, batch = self.model_sampling, x.shape[0]
-        xs, sigmas = torch.cat([x, x]), torch.cat([sigma, sigma])
-        self.calls += 1
-        out = self.net(
-            ms.calculate_input(sigmas, xs),
-            ms.timestep(sigmas),
-            ["uncond"] * batch + ["cond"] * batch,
-        )
-        uncond, cond = ms.calculate_denoised(sigmas, out, xs).chunk(2)
-        return uncond + (cond - uncond) * self.cfg, uncond
-
-    def __call__(self, x, sigma, **extra_args):
-        return self.denoise_with_uncond(x, sigma, **extra_args)[0]
+    def __call__(self, *args, **kwargs):
+        x = kwargs.get("hidden_states", args[0] if args else None)
+        t = kwargs.get("timestep", args[1] if len(args) > 1 else None)
+        return (self.net(x, t, kwargs["encoder_hidden_states"][:, 0]),)
 
 
 @cache
@@ -112,7 +107,17 @@ def run_seqwidgets(family: str, sampler_name: str, denoise: float, cfg: float | 
     noise = torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed))
     latent = torch.zeros(shape) if denoise == 1.0 else tensors[f"{family}/latent"]
     x = ms.noise_scaling(sigmas[0], noise, latent, ms.max_denoise(sigmas))
-    model = StandInCFG(ms, stand_in(shape[1], t_scale), cfg)
+    net, contexts = stand_in(shape[1], t_scale)
+    model = CFGDenoiser(
+        StandInNetwork(net),
+        ms,
+        Conditioning(contexts["cond"].view(1, 1, -1)),
+        Conditioning(contexts["uncond"].view(1, 1, -1)),
+        cfg,
+        # the UNet call for SD, SD3's transformer call for both flow tables (Flux's 2x2 packing
+        # is a layout of the network's input, not part of what is compared here)
+        family=FAMILIES["sd3" if ms.is_flow else "sd"],
+    )
     out = samplers.sample(sampler_name, model, x, sigmas, seed=seed)
     return sigmas, out, model.calls, noise
 
