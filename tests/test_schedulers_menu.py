@@ -91,3 +91,23 @@ def test_new_schedules_take_steps_down_to_zero(family, name, steps, denoise):
     assert float(sigmas[0]) <= float(ms.sigma_max) * (1 + 1e-6)
     assert float(sigmas[-1]) == 0.0
     assert bool((sigmas[1:] < sigmas[:-1]).all())
+
+
+@pytest.mark.parametrize("kind", ["sd", "flux"])
+def test_the_engine_runs_each_new_schedule(kind):
+    pipe = sw.testing.tiny_pipeline(kind)
+    sampler = sw.SequenceSampler(pipe)
+    for name in NEW:
+        params = sw.SequenceParams(
+            positive_seq="0: a red circle",
+            steps=3,
+            scheduler=name,
+            sequence_loop_count=2,
+            denoise_start=0.7,
+            denoise_seq=0.5,
+        )
+        frames = list(sampler.frames(params))
+        for frame, denoise in zip(frames, (0.7, 0.5), strict=True):
+            want = loop_sigmas(sampler.model_sampling, name, "euler", 3, denoise)
+            assert torch.equal(frame.sigmas, want)
+            assert bool(torch.isfinite(frame.latent).all())
