@@ -141,7 +141,8 @@ DISCARD_PENULTIMATE_SIGMA_SAMPLERS: frozenset[str] = frozenset(
     spec.name for spec in SAMPLER_SPECS if spec.discard_penultimate
 )
 
-#: ComfyUI's sigma schedules, in the order the settings offer them.
+#: ComfyUI's sigma schedules, in the order the settings offer them (ComfyUI's last two,
+#: ``linear_quadratic`` and ``kl_optimal``, last here too).
 SCHEDULERS: tuple[str, ...] = (
     "normal",
     "karras",
@@ -150,6 +151,8 @@ SCHEDULERS: tuple[str, ...] = (
     "simple",
     "ddim_uniform",
     "beta",
+    "linear_quadratic",
+    "kl_optimal",
 )
 
 #: The node's ``latent_interpolation_mode`` values (functions in `seqwidgets.interp`).

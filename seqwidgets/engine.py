@@ -222,12 +222,14 @@ class SequenceSampler:
         return (1, channels, height // factor, width // factor)
 
     def empty_latent(self, params: SequenceParams) -> torch.Tensor:
-        """The empty latent in the model's scaling: ComfyUI's all-zero VAE latent after
-        ``process_latent_in``, so ``-shift_factor * scaling_factor`` where the VAE has a shift
-        (SD3, Flux) and zeros otherwise."""
-        config = self.pipe.vae.config
-        shift = config.get("shift_factor") or 0.0
-        return torch.full(self.latent_shape(params), -shift * config.get("scaling_factor", 1.0))
+        """The empty latent as ComfyUI leaves it: zeros in the model's scaling, every family.
+
+        ComfyUI runs ``process_latent_in`` only on a latent with a non-zero value ("Don't shift
+        the empty latent image", ``CFGGuider.sample``), so on SD3 and Flux loop 0 mixes its noise
+        with zeros, not with the shifted ``-shift_factor * scaling_factor``. That matters
+        whenever ``denoise_start < 1``.
+        """
+        return torch.zeros(self.latent_shape(params))
 
     def initial_latent(self, params: SequenceParams, latent_image=None, init_image=None):
         """Loop 0's input: ``latent_image``, an encoded ``init_image``, or the empty latent."""

@@ -282,11 +282,11 @@ def plot_schedulers(model_sampling: Any = None, steps: int = 20) -> Figure:
     Example:
         >>> fig = plot_schedulers(steps=10)
         >>> len(fig.axes[0].lines)
-        7
+        9
     """
     ms = _model_sampling(model_sampling)
     fig, (ax,) = _figure(figsize=(8, 4.6))
-    markers = "osD^vPX"
+    markers = "osD^vPX*h"
     drawn: dict[str, np.ndarray] = {}
     for color, marker, name in zip(_COLORS, markers, SCHEDULERS, strict=False):
         sigmas = calculate_sigmas(ms, name, steps)[:-1].numpy()  # drop the final 0 for log scale

@@ -554,6 +554,49 @@ def _exponential_schedule(steps: int, sigma_min: float, sigma_max: float) -> tor
     return _append_zero(torch.linspace(math.log(sigma_max), math.log(sigma_min), steps).exp())
 
 
+def _linear_quadratic_schedule(
+    steps: int, sigma_max: torch.Tensor, threshold_noise: float = 0.025
+) -> torch.Tensor:
+    """ComfyUI's ``linear_quadratic_schedule`` (from Mochi / genmo), then 0.
+
+    The first ``steps // 2`` steps lower the noise linearly by ``threshold_noise`` in all; the
+    rest follow a quadratic down to 0. Computed in Python floats on a ``[1, 0]`` scale, then
+    cast to float32 and multiplied by the float32 ``sigma_max``, as ComfyUI does, so on an SD
+    table it starts at sigma_max (14.6) just the same.
+    """
+    if steps == 1:
+        fractions = [1.0, 0.0]
+    else:
+        linear_steps = steps // 2
+        linear = [i * threshold_noise / linear_steps for i in range(linear_steps)]
+        step_diff = linear_steps - threshold_noise * steps
+        quadratic_steps = steps - linear_steps
+        quadratic_coef = step_diff / (linear_steps * quadratic_steps**2)
+        linear_coef = threshold_noise / linear_steps - 2 * step_diff / (quadratic_steps**2)
+        const = quadratic_coef * (linear_steps**2)
+        quadratic = [
+            quadratic_coef * (i**2) + linear_coef * i + const for i in range(linear_steps, steps)
+        ]
+        fractions = [1.0 - x for x in linear + quadratic + [1.0]]
+    return torch.tensor(fractions, dtype=torch.float32) * sigma_max.cpu()
+
+
+def _kl_optimal_schedule(steps: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
+    """ComfyUI's ``kl_optimal_scheduler`` (A1111 PR 15608), then 0.
+
+    ``tan`` of a linear blend from ``atan(sigma_max)`` to ``atan(sigma_min)`` over ``steps``
+    points, in float32. One difference: for ``steps == 1`` ComfyUI divides 0 by 0 and returns
+    ``[nan, 0]``; we return ``[sigma_max, 0]``, the blend's first point for every other count.
+    """
+    if steps == 1:
+        return torch.tensor([sigma_max, 0.0], dtype=torch.float32)
+    fractions = torch.arange(steps, dtype=torch.float).div_(steps - 1)
+    sigmas = fractions.new_zeros(steps + 1)
+    blend = fractions * math.atan(sigma_min) + (1 - fractions) * math.atan(sigma_max)
+    sigmas[:-1] = blend.tan_()
+    return sigmas
+
+
 def calculate_sigmas(model_sampling: AnyModelSampling, scheduler: str, steps: int) -> torch.Tensor:
     """The ``scheduler`` schedule of ``steps`` steps; ComfyUI's ``calculate_sigmas``.
 
@@ -588,6 +631,12 @@ def calculate_sigmas(model_sampling: AnyModelSampling, scheduler: str, steps: in
         return _simple_schedule(model_sampling, steps)
     if scheduler == "ddim_uniform":
         return _ddim_uniform_schedule(model_sampling, steps)
+    if scheduler == "linear_quadratic":
+        return _linear_quadratic_schedule(steps, model_sampling.sigma_max)
+    if scheduler == "kl_optimal":
+        return _kl_optimal_schedule(
+            steps, float(model_sampling.sigma_min), float(model_sampling.sigma_max)
+        )
     return _beta_schedule(model_sampling, steps)
 
 

@@ -17,6 +17,7 @@ import scipy.stats
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from schedule_reference import ref_kl_optimal, ref_linear_quadratic
 
 from seqwidgets.choices import SAMPLERS, SCHEDULERS
 from seqwidgets.families import FAMILIES
@@ -85,6 +86,10 @@ def ref_schedule(name: str, scheduler: str, steps: int) -> np.ndarray:
         out = [table[-(1 + int(i * ss))] for i in range(steps)]
     elif scheduler == "ddim_uniform":
         out = list(table[list(range(1, len(table), max(len(table) // steps, 1)))][::-1])
+    elif scheduler == "linear_quadratic":
+        return np.array(ref_linear_quadratic(steps, smax))
+    elif scheduler == "kl_optimal":
+        return np.array(ref_kl_optimal(steps, smin, smax))
     else:  # beta
         ts = np.rint(
             scipy.stats.beta.ppf(1 - np.linspace(0, 1, steps, endpoint=False), 0.6, 0.6)

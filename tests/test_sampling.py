@@ -14,6 +14,7 @@ import scipy.special
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from schedule_reference import ref_kl_optimal, ref_linear_quadratic
 
 from seqwidgets import samplers as sm
 from seqwidgets.choices import SAMPLERS, SCHEDULERS, check_sampler, check_scheduler
@@ -86,6 +87,10 @@ def ref_schedule(name: str, steps: int) -> list[float]:
         ts = [round(ppf(1 - i / steps) * 999) for i in range(steps)]
         dedup = [t for k, t in enumerate(ts) if k == 0 or t != ts[k - 1]]
         return [REF_SIGMAS[t] for t in dedup] + [0.0]
+    if name == "linear_quadratic":
+        return ref_linear_quadratic(steps, SMAX)
+    if name == "kl_optimal":
+        return ref_kl_optimal(steps, SMIN, SMAX)
     raise AssertionError(name)
 
 
@@ -262,8 +267,8 @@ def test_unknown_names_raise_listing_supported(ms: ModelSampling) -> None:
         check_scheduler("karas")
     with pytest.raises(ValueError, match="uni_pc"):
         sample("uni_pc", lambda x, s: x, torch.zeros(1), torch.tensor([1.0, 0.0]))
-    with pytest.raises(ValueError, match="'linear_quadratic'"):
-        calculate_sigmas(ms, "linear_quadratic", 10)
+    with pytest.raises(ValueError, match="'align_your_steps'.*kl_optimal"):
+        calculate_sigmas(ms, "align_your_steps", 10)  # a ComfyUI node, not a KSampler scheduler
     with pytest.raises(ValueError, match="steps"):
         calculate_sigmas(ms, "normal", 0)
     with pytest.raises(ValueError, match="denoise"):
