@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import torch
 
 from . import samplers
+from .choices import SAMPLER_SPECS_BY_NAME
 from .coherence import ColorCoherence
 from .conditioning import PromptEncoder
 from .denoiser import CFGDenoiser, sdxl_time_ids
@@ -135,7 +136,8 @@ class SequenceSampler:
     Attributes:
         family: the pipeline's `seqwidgets.families.Family`.
         unet_calls: denoising-network forward passes so far (UNet or transformer: ``steps`` per
-            loop with batched CFG; twice that with unsample).
+            loop with batched CFG, times the sampler's ``model_calls``; twice that with
+            unsample; ``dpm_adaptive`` chooses its own number).
         stopped: whether the last run ended early because of :meth:`stop`.
 
     Example:
@@ -450,15 +452,28 @@ class SequenceSampler:
             guidance=[params.flux_guidance for params in params_list],
         )
 
-    def _step_callback(self, plan: LoopPlan, callback: StepCallback | None, token: CancelToken):
+    def _step_callback(
+        self,
+        plan: LoopPlan,
+        callback: StepCallback | None,
+        token: CancelToken,
+        sampler_name: str = "euler",
+    ):
         sigmas = plan.sigmas  # the CPU copy: reading a float from it costs no device sync
+        # dpm_fast / dpm_adaptive walk a sigma grid of their own and report its sigma (a float);
+        # their step is the plan's step that sigma falls in, so progress stays within the loop.
+        own_grid = SAMPLER_SPECS_BY_NAME[sampler_name].model_calls is None
 
         def on_step(info: dict) -> None:
             if token.cancelled:
                 raise _Stopped
             if callback is not None:
-                i = info["i"]
-                callback(plan.index, i, float(sigmas[i]), info["denoised"])
+                i, sigma = info["i"], info["sigma"]
+                if own_grid:
+                    i = max(int((sigmas[:-1] >= sigma).sum()) - 1, 0)
+                else:
+                    sigma = float(sigmas[i])
+                callback(plan.index, i, sigma, info["denoised"])
 
         return on_step
 
@@ -505,7 +520,7 @@ class SequenceSampler:
                 denoiser,
                 x,
                 sigmas,
-                callback=self._step_callback(plan, callback, token),
+                callback=self._step_callback(plan, callback, token, params.sampler_name),
                 seed=seeds[0],
                 noise_sampler=noise_sampler,
             )

@@ -110,7 +110,7 @@ def _uni_pc_step(
         rks.append(rk)
         d1s.append((model_prevs[-(i + 1)] - model_prev_0) / rk)
     rks.append(1.0)
-    rks = torch.tensor(rks, device=x.device)
+    rks = torch.tensor(rks, device=x.device, dtype=x.dtype)  # float32, as ComfyUI's default
 
     # The phi-function coefficients b_i = h phi_{i+1}(h) i! / B(h) and the Vandermonde-like
     # system R rho = b whose solution weights the differences.
@@ -126,7 +126,7 @@ def _uni_pc_step(
         factorial_i *= i + 1
         h_phi_k = h_phi_k / hh - 1 / factorial_i
     r_matrix = torch.stack(rows)
-    b = torch.tensor(b, device=x.device)
+    b = torch.tensor(b, device=x.device, dtype=x.dtype)
 
     # The first-order (DPM-Solver++ 1 / DDIM) step both the predictor and the corrector refine.
     x_t_ = (
@@ -140,7 +140,7 @@ def _uni_pc_step(
     if d1s:
         d1s = torch.stack(d1s, dim=1)  # [B, K, ...]
         rhos_p = (
-            torch.tensor([0.5], device=b.device)
+            torch.tensor([0.5], device=b.device, dtype=b.dtype)
             if order == 2
             else torch.linalg.solve(r_matrix[:-1, :-1], b[:-1])
         )
@@ -149,7 +149,11 @@ def _uni_pc_step(
         return x_t, None
 
     # Corrector (UniC): one model call at the predicted point, then redo the step with it.
-    rhos_c = torch.tensor([0.5], device=b.device) if order == 1 else torch.linalg.solve(r_matrix, b)
+    rhos_c = (
+        torch.tensor([0.5], device=b.device, dtype=b.dtype)
+        if order == 1
+        else torch.linalg.solve(r_matrix, b)
+    )
     model_t = data_prediction(x_t, t)
     corr_res = torch.tensordot(d1s, rhos_c[:-1], dims=([1], [0])) if order > 1 else 0
     d1_t = model_t - model_prev_0
