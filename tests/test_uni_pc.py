@@ -227,16 +227,13 @@ def _v_prediction_pipeline():
     return pipe
 
 
-PIPELINES = {
-    "eps": lambda: tiny_pipeline("sd", seed=0),
-    "v": _v_prediction_pipeline,
-    "flux": lambda: tiny_pipeline("flux", seed=0),
-}
-
-
-@pytest.fixture(scope="module", params=list(PIPELINES))
+@pytest.fixture(scope="module", params=["eps", "v", "flux"])
 def pipe(request):
-    return PIPELINES[request.param]()
+    if request.param == "eps":
+        return request.getfixturevalue("tiny_pipe")  # the session's, read-only
+    if request.param == "v":
+        return _v_prediction_pipeline()
+    return tiny_pipeline("flux", seed=0)
 
 
 @pytest.mark.parametrize("name", UNI_PC)
