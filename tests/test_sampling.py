@@ -260,8 +260,8 @@ def test_unknown_names_raise_listing_supported(ms: ModelSampling) -> None:
         check_sampler("eulr")
     with pytest.raises(ValueError, match="'karas'.*normal, karras.*beta"):
         check_scheduler("karas")
-    with pytest.raises(ValueError, match="uni_pc"):
-        sample("uni_pc", lambda x, s: x, torch.zeros(1), torch.tensor([1.0, 0.0]))
+    with pytest.raises(ValueError, match="'not_a_sampler'"):
+        sample("not_a_sampler", lambda x, s: x, torch.zeros(1), torch.tensor([1.0, 0.0]))
     with pytest.raises(ValueError, match="'linear_quadratic'"):
         calculate_sigmas(ms, "linear_quadratic", 10)
     with pytest.raises(ValueError, match="steps"):
