@@ -251,9 +251,9 @@ def test_engine_runs_deterministic_with_progress_inside_the_loop(pipe, name: str
     else:
         assert sampler.unet_calls % 3 == 0 and sampler.unet_calls > 0
     for loop in range(2):
-        steps = [step for lp, step, _ in seen if lp == loop]
+        # every plan step reported once, in order, whatever the solver's own grid
+        assert [step for lp, step, _ in seen if lp == loop] == [0, 1, 2, 3]
         sigmas = [sigma for lp, _, sigma in seen if lp == loop]
-        assert steps and steps == sorted(steps) and steps[0] >= 0 and steps[-1] < 4
         plan = plans[loop].sigmas
         assert all(float(plan[-2]) * 0.999 <= s <= float(plan[0]) * 1.001 for s in sigmas)
     assert torch.equal(sw.SequenceSampler(pipe).sample(params), first)
@@ -270,3 +270,14 @@ def test_engine_runs_deterministic_with_progress_inside_the_loop(pipe, name: str
         torch.testing.assert_close(
             session.frame(batched, 1).latent, session.frame(single, 1).latent, rtol=1e-4, atol=1e-4
         )
+
+
+def test_engine_reports_the_step_of_a_loop_without_model_calls(tiny_pipe) -> None:
+    # One step: sigma_min = sigma_max, dpm_adaptive makes no call; the step is still reported.
+    params = sw.SequenceParams(
+        positive_seq="0: a red circle", steps=1, sequence_loop_count=2, sampler_name="dpm_adaptive"
+    )
+    seen: list[tuple[int, int]] = []
+    sampler = sw.SequenceSampler(tiny_pipe)
+    sampler.sample(params, callback=lambda loop, step, sigma, denoised: seen.append((loop, step)))
+    assert seen == [(0, 0), (1, 0)] and sampler.unet_calls == 0
