@@ -308,8 +308,11 @@ def sample_dpm_adaptive(
                     "dpm_adaptive: the step error is not finite (NaN or Inf in the model output)"
                 )
             accepted[i] = pids[i].propose_step(error)
-        keep = _per_item(torch.tensor(accepted, device=x.device), x.ndim)
-        x_prev = torch.where(keep, x_low, x_prev)
-        x = torch.where(keep, x_high, x)
-        s = torch.where(keep.flatten(), t, s)
+        if all(accepted):  # the common case, without a select over the whole latent
+            x_prev, x, s = x_low, x_high, t
+        elif any(accepted):
+            keep = _per_item(torch.tensor(accepted, device=x.device), x.ndim)
+            x_prev = torch.where(keep, x_low, x_prev)
+            x = torch.where(keep, x_high, x)
+            s = torch.where(keep.flatten(), t, s)
         attempt += 1
