@@ -110,7 +110,7 @@ def _uni_pc_step(
         rks.append(rk)
         d1s.append((model_prevs[-(i + 1)] - model_prev_0) / rk)
     rks.append(1.0)
-    rks = torch.tensor(rks, device=x.device, dtype=x.dtype)  # float32, as ComfyUI's default
+    rks = torch.tensor(rks, device=x.device, dtype=x.dtype)  # ComfyUI: default float32, = x
 
     # The phi-function coefficients b_i = h phi_{i+1}(h) i! / B(h) and the Vandermonde-like
     # system R rho = b whose solution weights the differences.
