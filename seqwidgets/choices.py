@@ -63,7 +63,10 @@ class SamplerSpec:
             each item its own source of that kind.
         discard_penultimate: ComfyUI computes ``steps + 1`` sigmas and drops the penultimate one
             (``KSampler.DISCARD_PENULTIMATE_SIGMA_SAMPLERS``).
-        model_calls: model calls per step (the step to sigma 0 may take fewer).
+        model_calls: model calls per step (the step to sigma 0 may take fewer); ``None`` for
+            a sampler that walks its own sigma grid between the schedule's first and last
+            nonzero sigma, so the schedule's steps are not its steps (``dpm_fast``: ``steps``
+            calls in all; ``dpm_adaptive``: as many as its error control asks for).
         summary: one line for the docs.
     """
 
@@ -71,7 +74,7 @@ class SamplerSpec:
     function: str
     noise: NoiseKind
     discard_penultimate: bool = False
-    model_calls: int = 1
+    model_calls: int | None = 1
     summary: str = ""
 
 
@@ -123,6 +126,36 @@ SAMPLER_SPECS: tuple[SamplerSpec, ...] = (
         "sample_lcm",
         "gaussian",
         summary="Latent consistency: jump to the estimate, re-noise to the next sigma.",
+    ),
+    SamplerSpec(
+        "uni_pc",
+        "sample_uni_pc",
+        "none",
+        discard_penultimate=True,
+        summary="UniPC predictor-corrector, order 3 multistep (ComfyUI's own); ends at sigma 0.001.",
+    ),
+    SamplerSpec(
+        "uni_pc_bh2",
+        "sample_uni_pc_bh2",
+        "none",
+        discard_penultimate=True,
+        summary="UniPC with the B(h) = e^h - 1 variant.",
+    ),
+    SamplerSpec(
+        "dpm_fast",
+        "sample_dpm_fast",
+        "none",
+        model_calls=None,
+        summary="DPM-Solver fast: its own log-sigma grid, `steps` calls in all; ends at the "
+        "last nonzero sigma.",
+    ),
+    SamplerSpec(
+        "dpm_adaptive",
+        "sample_dpm_adaptive",
+        "none",
+        model_calls=None,
+        summary="DPM-Solver-23, adaptive step size: chooses its own number of calls; ends at "
+        "the last nonzero sigma.",
     ),
 )
 
@@ -224,5 +257,6 @@ def samplers_markdown() -> str:
     ]
     for spec in SAMPLER_SPECS:
         note = spec.summary + (" Drops the penultimate sigma." if spec.discard_penultimate else "")
-        rows.append(f"| `{spec.name}` | {spec.model_calls} | {spec.noise} | {note} |")
+        calls = "own grid" if spec.model_calls is None else spec.model_calls
+        rows.append(f"| `{spec.name}` | {calls} | {spec.noise} | {note} |")
     return "\n".join(rows)

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import torch
 
 from . import samplers
+from .choices import SAMPLER_SPECS_BY_NAME
 from .coherence import ColorCoherence
 from .conditioning import PromptEncoder
 from .denoiser import CFGDenoiser, sdxl_time_ids
@@ -124,6 +125,54 @@ class CancelToken:
         return self._event.is_set()
 
 
+class _PlanSteps:
+    """A sampler's step callback as the engine's ``callback(loop, step, sigma, denoised)``.
+
+    Checks the cancel token on every call. Samplers on the plan's sigmas report step ``i`` at
+    ``sigmas[i]``. ``dpm_fast`` and ``dpm_adaptive`` (``own_grid``) walk a sigma grid of their
+    own and report its sigma: each plan step that sigma has reached is reported once, and
+    :meth:`finish` reports those left when the sampler returns (the last ones, which they do not
+    step onto), so every loop reports steps ``0 .. steps - 1`` once whatever the sampler: the
+    studio's and the CLI's progress count on it.
+    """
+
+    def __init__(
+        self,
+        plan: LoopPlan,
+        callback: StepCallback | None,
+        token: CancelToken,
+        own_grid: bool = False,
+    ) -> None:
+        self.plan, self.callback, self.token, self.own_grid = plan, callback, token, own_grid
+        self.sigmas = plan.sigmas  # the CPU copy: reading a float from it costs no device sync
+        self.reported = -1  # own grid: the last plan step reported
+        self.denoised: torch.Tensor | None = None
+
+    def __call__(self, info: dict) -> None:
+        if self.token.cancelled:
+            raise _Stopped
+        if self.callback is None:
+            return
+        if not self.own_grid:
+            i = info["i"]
+            self.callback(self.plan.index, i, float(self.sigmas[i]), info["denoised"])
+            return
+        sigma, self.denoised = float(info["sigma"]), info["denoised"]
+        reached = max(int((self.sigmas[:-1] >= sigma).sum()) - 1, 0)
+        for i in range(self.reported + 1, reached + 1):
+            self.callback(self.plan.index, i, sigma, self.denoised)
+        self.reported = max(self.reported, reached)
+
+    def finish(self, result: torch.Tensor) -> None:
+        """Report the plan steps an own-grid sampler did not reach (with its last estimate)."""
+        if self.callback is None or not self.own_grid:
+            return
+        denoised = result if self.denoised is None else self.denoised
+        for i in range(self.reported + 1, self.plan.steps):
+            self.callback(self.plan.index, i, float(self.sigmas[i]), denoised)
+        self.reported = self.plan.steps - 1
+
+
 class SequenceSampler:
     """Runs the KSampler Sequence loop on a diffusers SD 1.x/2.x, SDXL, SD3/SD3.5 or Flux pipeline.
 
@@ -135,7 +184,8 @@ class SequenceSampler:
     Attributes:
         family: the pipeline's `seqwidgets.families.Family`.
         unet_calls: denoising-network forward passes so far (UNet or transformer: ``steps`` per
-            loop with batched CFG; twice that with unsample).
+            loop with batched CFG, times the sampler's ``model_calls``; twice that with
+            unsample; ``dpm_adaptive`` chooses its own number).
         stopped: whether the last run ended early because of :meth:`stop`.
 
     Example:
@@ -452,18 +502,6 @@ class SequenceSampler:
             guidance=[params.flux_guidance for params in params_list],
         )
 
-    def _step_callback(self, plan: LoopPlan, callback: StepCallback | None, token: CancelToken):
-        sigmas = plan.sigmas  # the CPU copy: reading a float from it costs no device sync
-
-        def on_step(info: dict) -> None:
-            if token.cancelled:
-                raise _Stopped
-            if callback is not None:
-                i = info["i"]
-                callback(plan.index, i, float(sigmas[i]), info["denoised"])
-
-        return on_step
-
     def _run_loop(
         self,
         params_list: list[SequenceParams],
@@ -484,9 +522,7 @@ class SequenceSampler:
             seeds = [p.seed for p in plans]
             if params.unsample_latents and plan.index > 0:
                 t0 = time.perf_counter()
-                x = self._unsample(
-                    denoiser, x_in, plan.sigmas, self._step_callback(plan, None, token)
-                )
+                x = self._unsample(denoiser, x_in, plan.sigmas, _PlanSteps(plan, None, token))
                 timings["unsample"] = time.perf_counter() - t0
             else:
                 noise = torch.cat(
@@ -502,15 +538,18 @@ class SequenceSampler:
             if len(seeds) > 1:
                 noise_sampler = samplers.batch_noise_sampler(params.sampler_name, x, sigmas, seeds)
             t0 = time.perf_counter()
+            own_grid = SAMPLER_SPECS_BY_NAME[params.sampler_name].model_calls is None
+            on_step = _PlanSteps(plan, callback, token, own_grid)
             result = samplers.sample(
                 params.sampler_name,
                 denoiser,
                 x,
                 sigmas,
-                callback=self._step_callback(plan, callback, token),
+                callback=on_step,
                 seed=seeds[0],
                 noise_sampler=noise_sampler,
             )
+            on_step.finish(result)
             timings["sample"] = time.perf_counter() - t0
             self.unet_calls += denoiser.calls
         frames = []

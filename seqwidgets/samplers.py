@@ -31,7 +31,9 @@ import numpy as np
 import torch
 
 from .choices import SAMPLER_SPECS, SAMPLER_SPECS_BY_NAME, check_sampler
+from .dpm_solver import sample_dpm_adaptive, sample_dpm_fast  # noqa: F401 (SAMPLER_FUNCTIONS)
 from .schedules import _per_item
+from .uni_pc import sample_uni_pc, sample_uni_pc_bh2  # noqa: F401 (SAMPLER_FUNCTIONS)
 
 # torchsde rounds the tree's end to its tolerance, so a query at exactly sigma_max lands a hair
 # past it; torchsde clamps and warns on every call. The values are ComfyUI's (same torchsde);

@@ -73,6 +73,8 @@ def test_noise_kind_is_what_the_function_draws(
 
 @pytest.mark.parametrize("spec", SAMPLER_SPECS, ids=lambda spec: spec.name)
 def test_model_calls_per_step(spec: choices.SamplerSpec) -> None:
+    if spec.model_calls is None:
+        pytest.skip("walks its own sigma grid: tests/test_dpm_solver.py counts its calls")
     calls = []
 
     def model(x, sigma):
@@ -125,7 +127,8 @@ def test_samplers_markdown_lists_every_sampler() -> None:
     table = choices.samplers_markdown().splitlines()
     assert len(table) == 2 + len(SAMPLERS)
     for spec, row in zip(SAMPLER_SPECS, table[2:], strict=True):
-        assert row.startswith(f"| `{spec.name}` | {spec.model_calls} | {spec.noise} |")
+        calls = "own grid" if spec.model_calls is None else spec.model_calls
+        assert row.startswith(f"| `{spec.name}` | {calls} | {spec.noise} |")
 
 
 def test_choices_module_needs_no_torch() -> None:

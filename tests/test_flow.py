@@ -225,7 +225,11 @@ class PointModel:
         return self.mu.expand_as(x).clone()
 
 
-@pytest.mark.parametrize("name", SAMPLERS)
+# uni_pc stops at sigma 0.001, dpm_fast / dpm_adaptive at the last nonzero sigma, as in
+# ComfyUI: tests/test_uni_pc.py and tests/test_dpm_solver.py check where they land on flow.
+@pytest.mark.parametrize(
+    "name", [n for n in SAMPLERS if n not in {"uni_pc", "uni_pc_bh2", "dpm_fast", "dpm_adaptive"}]
+)
 def test_every_sampler_lands_on_a_point_dataset_under_flow(name):
     ms = ms_of("sd3")
     mu = torch.full((1, 4, 2, 2), 0.3)

@@ -123,7 +123,7 @@ COMFY_SCHEDULERS = [
 
 def test_sampler_and_scheduler_names_are_comfyuis():
     assert set(SAMPLERS) <= set(COMFY_SAMPLERS)
-    assert len(SAMPLERS) == 11  # the eleven samplers checked against ComfyUI
+    assert len(SAMPLERS) == 15  # the samplers checked against ComfyUI
     assert set(SCHEDULERS) == set(COMFY_SCHEDULERS)
     for name in ("sampler_name", "scheduler"):  # the node's defaults are offered
         assert PARAM_SPECS[name].default in PARAM_SPECS[name].choices
