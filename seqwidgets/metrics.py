@@ -32,7 +32,7 @@ import numpy as np
 if TYPE_CHECKING:
     from PIL import Image
 
-    from seqwidgets.engine import Frame
+    from seqwidgets.frames import Frame
 
 __all__ = [
     "MEASURES",

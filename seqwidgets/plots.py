@@ -46,7 +46,7 @@ from seqwidgets.schedules import ModelSampling, calculate_sigmas, loop_sigmas
 if TYPE_CHECKING:
     from PIL import Image
 
-    from seqwidgets.engine import Frame
+    from seqwidgets.frames import Frame
     from seqwidgets.params import SequenceParams
 
 __all__ = [

@@ -47,7 +47,8 @@ from PIL import Image
 from . import export as _export
 from . import session_io
 from .decode import ImageCache, decode_latents, thumbnail
-from .engine import CancelToken, Frame, SequenceSampler, StepCallback
+from .engine import CancelToken, SequenceSampler, StepCallback
+from .frames import Frame
 from .params import SequenceParams
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "Branch", "Session"]

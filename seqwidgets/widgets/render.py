@@ -295,7 +295,7 @@ def frame_info_html(branch, frame, size: tuple[int, int], decoded: str = "") -> 
     ``decoded`` names the decoder in a badge (e.g. ``"full VAE"``) when the user asked for it.
 
     >>> import torch
-    >>> from seqwidgets.engine import Frame
+    >>> from seqwidgets.frames import Frame
     >>> from seqwidgets.params import SequenceParams
     >>> from seqwidgets.session import Branch
     >>> run = Branch(1, "run 1", SequenceParams(positive_seq="0: a red circle"))
