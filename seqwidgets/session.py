@@ -248,6 +248,7 @@ class Session:
         init_image=None,
         callback: StepCallback | None = None,
         on_frame: FrameCallback | None = None,
+        cancel: CancelToken | None = None,
         name: str | None = None,
         wait: bool = True,
     ) -> Branch:
@@ -263,6 +264,9 @@ class Session:
             wait (`bool`, defaults to True): ``False`` computes in a background thread and
                 returns the branch at once; `running` says when it is done, and `stop` works
                 from the moment this returns.
+            cancel (`CancelToken`, *optional*): the run's stop request, for a caller that
+                starts the run on a thread of its own: cancelling it stops the run even before
+                the run has begun (`stop` cancels it too). Default: a new one.
 
         The branch is listed in `branches` as soon as the run starts. If the run is stopped or
         raises, the finished frames stay in the branch; an error is also kept in `last_error`.
@@ -274,7 +278,7 @@ class Session:
         if latent_image is not None or init_image is not None:
             initial = self.sampler.initial_latent(params, latent_image, init_image)
         if not wait:
-            self._begin()
+            self._begin(cancel)
             try:
                 branch = self._new_branch(params, None, 0, initial, name)
             except BaseException:
@@ -291,7 +295,7 @@ class Session:
 
             threading.Thread(target=work, name="seqwidgets-run", daemon=True).start()
             return branch
-        with self._running():
+        with self._running(cancel):
             branch = self._new_branch(params, None, 0, initial, name)
             self._compute(branch, 0, callback, on_frame)
         return branch
@@ -302,6 +306,7 @@ class Session:
         *,
         callback: StepCallback | None = None,
         on_frame: FrameCallback | None = None,
+        cancel: CancelToken | None = None,
         name: str | None = None,
         **changes: Any,
     ) -> Branch:
@@ -309,6 +314,7 @@ class Session:
 
         Args:
             frame: a `Frame` of this session, or ``(branch, index)``.
+            cancel (`CancelToken`, *optional*): the run's stop request, as for `run`.
             **changes: settings to change (any `SequenceParams` field), applied to the loops
                 after ``frame``. With no changes the new frames equal the original ones bitwise.
 
@@ -317,7 +323,7 @@ class Session:
         """
         parent, index = self._resolve(frame)
         name = name or Branch.fork_name(parent, index + 1)
-        return self._fork(parent, index, index + 1, changes, callback, on_frame, name)
+        return self._fork(parent, index, index + 1, changes, callback, on_frame, name, cancel)
 
     def branch_many(
         self,
@@ -326,6 +332,7 @@ class Session:
         *,
         callback: StepCallback | None = None,
         on_frame: FrameCallback | None = None,
+        cancel: CancelToken | None = None,
     ) -> list[Branch]:
         """Fork several branches after ``frame`` and compute them together, as one batch.
 
@@ -363,7 +370,7 @@ class Session:
             groups.setdefault(key, []).append(i)
         previous = self.frame(parent, index).latent
         branches: list[Branch] = [None] * len(items)
-        with self._running():
+        with self._running(cancel):
             for members in groups.values():
                 group = [
                     self._new_branch(
@@ -393,13 +400,14 @@ class Session:
         *,
         callback: StepCallback | None = None,
         on_frame: FrameCallback | None = None,
+        cancel: CancelToken | None = None,
         name: str | None = None,
         **changes: Any,
     ) -> Branch:
         """Like `branch`, but recompute ``frame`` itself too (the new branch forks at its loop)."""
         parent, index = self._resolve(frame)
         name = name or Branch.fork_name(parent, index)
-        return self._fork(parent, index, index, changes, callback, on_frame, name)
+        return self._fork(parent, index, index, changes, callback, on_frame, name, cancel)
 
     def extend(
         self,
@@ -408,6 +416,7 @@ class Session:
         *,
         callback: StepCallback | None = None,
         on_frame: FrameCallback | None = None,
+        cancel: CancelToken | None = None,
     ) -> Branch:
         """Add ``loops`` loops to ``branch`` (its ``sequence_loop_count`` grows) and compute them.
 
@@ -425,7 +434,7 @@ class Session:
                 f"extend: {branch.params.sequence_loop_count} + {loops} loops = {count} exceeds "
                 "the node's maximum sequence_loop_count of 1024"
             )
-        with self._running():
+        with self._running(cancel):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # keyframes still beyond the end
                 branch.params = branch.params.replace(sequence_loop_count=count)
@@ -719,7 +728,7 @@ class Session:
             raise ValueError(f"frame of loop {ref.index} does not belong to this session")
         raise TypeError(f"expected a Frame or a (branch, index) pair, got {type(ref).__name__}")
 
-    def _fork(self, parent, index, fork, changes, callback, on_frame, name) -> Branch:
+    def _fork(self, parent, index, fork, changes, callback, on_frame, name, cancel) -> Branch:
         """A branch of ``parent`` computing loops ``fork..``; loop ``index`` must stay in it."""
         params = parent.params.replace(**changes)
         if params.sequence_loop_count <= index:
@@ -737,7 +746,7 @@ class Session:
                 "from the empty latent (a branch continues from a latent of the original size)"
             )
         self.sampler.latent_shape(params)  # checks width / height before anything is listed
-        with self._running():
+        with self._running(cancel):
             branch = self._new_branch(params, parent, fork, initial, name)
             self._compute(branch, fork, callback, on_frame)
         return branch
@@ -755,15 +764,16 @@ class Session:
         return branch
 
     @contextmanager
-    def _running(self) -> Iterator[None]:
-        self._begin()
+    def _running(self, cancel: CancelToken | None = None) -> Iterator[None]:
+        self._begin(cancel)
         try:
             yield
         finally:
             self._end()
 
-    def _begin(self) -> None:
-        """Claim the session for one run, with a new cancel token (released by `_end`)."""
+    def _begin(self, cancel: CancelToken | None = None) -> None:
+        """Claim the session for one run, with its cancel token (a new one unless the caller
+        made it before starting the run); released by `_end`."""
         if not self._busy.acquire(blocking=False):
             active = self._active
             what = f" (branch {active.id}, {active.name})" if active is not None else ""
@@ -771,7 +781,7 @@ class Session:
                 f"a run is already in progress in this session{what}; call stop() and wait for "
                 "it to return before starting another"
             )
-        self._cancel = CancelToken()
+        self._cancel = CancelToken() if cancel is None else cancel
         self._stopped = False
         self.last_error = None
 

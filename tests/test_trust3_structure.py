@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
+import pytest
+
 from seqwidgets import comfy
-from seqwidgets.params import PARAM_SPECS
+from seqwidgets.engine import CancelToken
+from seqwidgets.params import PARAM_SPECS, SequenceParams
+from seqwidgets.session import Session
+from seqwidgets.widgets import Studio
 
 
 def test_the_codec_knows_the_nodes_int_widgets_as_the_settings_do():
@@ -13,3 +20,47 @@ def test_the_codec_knows_the_nodes_int_widgets_as_the_settings_do():
     assert ints == comfy.INT_WIDGETS
     for name, (default, _) in comfy.DROPPED.items():
         assert PARAM_SPECS[name].default == default, name
+
+
+# -- Stop right after a background run ----------------------------------------------------------
+
+LONG = dict(steps=2, sequence_loop_count=40, positive_seq="0: a red circle")
+
+
+@pytest.mark.parametrize("kind", ["run", "branch"])
+def test_stop_right_after_a_background_job_stops_it(tiny_pipe, kind):
+    studio = Studio(tiny_pipe, params=SequenceParams(**LONG))
+    if kind == "branch":
+        studio.run(sequence_loop_count=2)
+        before = len(studio.session.branches)
+        assert getattr(studio, kind)(wait=False, sequence_loop_count=40) is None
+    else:
+        before = 0
+        assert studio.run(wait=False) is None
+    studio.stop()  # at once: the job's thread has not reached the session yet
+    assert studio.wait(60)
+    new = studio.session.branches[before:]
+    frames = sum(len(branch.frames) for branch in new)
+    assert frames <= 1, f"{frames} of 40 loops ran after Stop"
+    assert "stopped" in studio.header.status.value
+    assert not studio.transport.run_button.disabled and studio.transport.stop_button.disabled
+    studio.close()
+
+
+def test_session_stop_right_after_a_background_run_stops_it(tiny_pipe):
+    session = Session(tiny_pipe)
+    branch = session.run(SequenceParams(**LONG), wait=False)
+    session.stop()
+    deadline = time.monotonic() + 60
+    while session.running and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not session.running and session.stopped
+    assert len(branch.frames) <= 1
+
+
+def test_a_token_cancelled_before_the_run_stops_it_at_its_first_step(tiny_pipe):
+    token = CancelToken()
+    token.cancel()
+    session = Session(tiny_pipe)
+    branch = session.run(SequenceParams(**LONG), cancel=token)
+    assert branch.frames == {} and session.stopped
