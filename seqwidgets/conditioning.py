@@ -14,6 +14,7 @@ CLIPs and a pooled embedding; SD3 two CLIPs and T5 (optional); Flux CLIP pooled 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import torch
@@ -66,6 +67,8 @@ class PromptEncoder:
         >>> a = encoder.encode("a red circle"); b = encoder.encode("a red circle")
         >>> a is b, encoder.encoded
         (True, 1)
+        >>> encoder.keep_only({"a blue square"}), encoder.cached_prompts
+        (1, [])
     """
 
     def __init__(
@@ -127,6 +130,25 @@ class PromptEncoder:
         self.encoded += 1
         self._prompts[prompt] = conditioning
         return conditioning
+
+    @property
+    def cached_prompts(self) -> list[str]:
+        """The prompt texts whose encodings are held, in the order they were encoded."""
+        return list(self._prompts)
+
+    def keep_only(self, prompts: Collection[str]) -> int:
+        """Forget every encoding of a prompt not in ``prompts``, and the chains that use one;
+        return how many encodings were freed. The session calls this when branches are deleted,
+        so the cache holds what the remaining branches may use, not every prompt ever seen.
+        """
+        keep = set(prompts)
+        freed = sum(1 for prompt in self._prompts if prompt not in keep)
+        # New dicts, swapped in whole: a run on another thread never sees one half-filtered.
+        self._prompts = {p: c for p, c in self._prompts.items() if p in keep}
+        self._chains = {
+            chain: c for chain, c in self._chains.items() if all(p in keep for p, _ in chain)
+        }
+        return freed
 
     def _warn_if_truncated(self, prompt: str) -> None:
         """Say so when the tokenizer will cut a prompt, as diffusers does (once per prompt)."""

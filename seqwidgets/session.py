@@ -451,7 +451,8 @@ class Session:
             self._cancel.cancel()
 
     def delete(self, branch: Branch, *, recursive: bool = False) -> None:
-        """Remove ``branch`` and free its frames and cached images.
+        """Remove ``branch`` and free its frames, cached images and the prompt encodings that no
+        remaining branch uses.
 
         Raises:
             `ValueError`: other branches fork from it and ``recursive`` is False.
@@ -483,6 +484,15 @@ class Session:
         for table in (self._metric_rows, self._color_stats):  # they hold frames: free them too
             for key in [key for key in table if key[0] in ids]:
                 del table[key]
+        # Prompt encodings that no remaining branch can use again (a re-run or branch of a kept
+        # branch still finds all of its own).
+        with self._lock:
+            used = {
+                prompt
+                for b in self._branches
+                for _, prompt in b.params.positive_keyframes + b.params.negative_keyframes
+            }
+        self.sampler.encoder.keep_only(used)
 
     # -- measures and comparison (seqwidgets.metrics) -------------------------------------------
 

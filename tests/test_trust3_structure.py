@@ -64,3 +64,35 @@ def test_a_token_cancelled_before_the_run_stops_it_at_its_first_step(tiny_pipe):
     session = Session(tiny_pipe)
     branch = session.run(SequenceParams(**LONG), cancel=token)
     assert branch.frames == {} and session.stopped
+
+
+# -- the prompt cache follows the branches ------------------------------------------------------
+
+
+def test_deleting_branches_frees_the_prompts_no_branch_uses(tiny_pipe):
+    session = Session(tiny_pipe)
+    fast = dict(steps=1, sequence_loop_count=3, negative_seq="0: blurry")
+    kept = session.run(SequenceParams(positive_seq="0: a red circle\n2: a blue square", **fast))
+    encoder = session.sampler.encoder
+    doomed = []
+    for n in range(5):
+        doomed.append(session.run(SequenceParams(positive_seq=f"0: shape {n}", **fast)))
+    assert len(encoder.cached_prompts) == 3 + 5
+    for branch in doomed:
+        session.delete(branch)
+    assert sorted(encoder.cached_prompts) == ["a blue square", "a red circle", "blurry"]
+    calls = session.sampler.text_encoder_calls
+    session.rerun((kept, 0))
+    session.branch((kept, 1), cfg=3.0)
+    assert session.sampler.text_encoder_calls == calls, "a kept branch's prompts were freed"
+
+
+def test_a_prompt_shared_with_a_remaining_branch_stays(tiny_pipe):
+    session = Session(tiny_pipe)
+    fast = dict(steps=1, sequence_loop_count=2, negative_seq="0: blurry")
+    a = session.run(SequenceParams(positive_seq="0: a red circle", **fast))
+    b = session.branch((a, 0), positive_seq="0: a red circle\n1: a green triangle")
+    session.delete(b)
+    assert "a green triangle" not in session.sampler.encoder.cached_prompts
+    session.delete(a)
+    assert session.sampler.encoder.cached_prompts == []
