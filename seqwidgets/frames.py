@@ -46,6 +46,13 @@ class Frame:
     sigmas: torch.Tensor
     timings: dict[str, float] = field(default_factory=dict)
 
+    def __repr__(self) -> str:  # the latent's shape, never its values
+        shape = "x".join(map(str, getattr(self.latent, "shape", ())))
+        return (
+            f"Frame(index={self.index}, seed={self.seed}, denoise={self.denoise}, "
+            f"prompt={self.prompt!r}, latent={shape}, steps={self.steps})"
+        )
+
     @property
     def steps(self) -> int:
         """Model steps the loop ran (``steps`` of the settings, 0 at denoise 0)."""

@@ -182,6 +182,16 @@ class Session:
         self._cancel = CancelToken()  # the current run's; a new one per run
         self._stopped = False
 
+    def __repr__(self) -> str:
+        with self._lock:
+            branches = list(self._branches)
+        frames = sum(len(branch.frames) for branch in branches)
+        state = "running" if self.running else "stopped" if self._stopped else "idle"
+        return (
+            f"<Session {self.sampler.family.name}: {len(branches)} branch(es), {frames} "
+            f"frame(s), {state}>"
+        )
+
     # -- the tree ------------------------------------------------------------------------------
 
     @property
@@ -551,7 +561,7 @@ class Session:
                 )
                 for i in common
             ]
-        return BranchDiff(settings, pairs)
+        return BranchDiff(settings, pairs, (a.name, b.name))
 
     def _metrics_row(self, branch: Branch, index: int) -> dict[str, float]:
         """The metrics row of loop ``index``, cached per frame (its owner and loop)."""

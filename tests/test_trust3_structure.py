@@ -96,3 +96,33 @@ def test_a_prompt_shared_with_a_remaining_branch_stays(tiny_pipe):
     assert "a green triangle" not in session.sampler.encoder.cached_prompts
     session.delete(a)
     assert session.sampler.encoder.cached_prompts == []
+
+
+# -- readable session and diff ------------------------------------------------------------------
+
+
+def test_a_printed_diff_is_short_and_says_what_changed(tiny_pipe):
+    session = Session(tiny_pipe)
+    run = session.run(SequenceParams(steps=1, sequence_loop_count=30, positive_seq="0: a"))
+    alt = session.branch((run, 3), cfg=3.0)
+    diff = session.diff(run, alt)
+    text, line = str(diff), repr(diff)
+    assert "tensor" not in text + line
+    assert len(text) < 1500 and len(line) < 200 and "\n" not in line
+    assert "cfg: 8.0 -> 3.0" in text and "loops 0..3: shared" in text
+    assert "more loops" in text  # 26 parted loops: the table stops, and says so
+    assert "'run 1'" in line and "cfg changed" in line and "parted at loop 4" in line
+    # The data stays as it was.
+    assert diff.settings == {"cfg": (8.0, 3.0)} and diff.parted_at == 4 and len(diff.pairs) == 30
+    assert len(repr(diff.pairs[5])) < 400
+
+
+def test_a_session_has_a_short_repr(tiny_pipe):
+    session = Session(tiny_pipe)
+    assert repr(session) == "<Session sd: 0 branch(es), 0 frame(s), idle>"
+    session.run(SequenceParams(steps=1, sequence_loop_count=3, positive_seq="0: a"))
+    assert repr(session) == "<Session sd: 1 branch(es), 3 frame(s), idle>"
+    token = CancelToken()
+    token.cancel()
+    session.run(SequenceParams(steps=1, sequence_loop_count=3), cancel=token)
+    assert repr(session) == "<Session sd: 2 branch(es), 3 frame(s), stopped>"
