@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import time
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +13,20 @@ from seqwidgets.engine import CancelToken
 from seqwidgets.params import PARAM_SPECS, SequenceParams
 from seqwidgets.session import Session
 from seqwidgets.widgets import Studio
+
+PACKAGE = Path(__file__).resolve().parents[1] / "seqwidgets"
+LONGEST = 100  # lines, the signature and docstring included: beyond it, split into steps
+
+
+def test_no_function_is_over_100_lines():
+    long = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > LONGEST:
+                    long.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name}: {lines}")
+    assert not long, "split these into readable steps:\n" + "\n".join(long)
 
 
 def test_the_codec_knows_the_nodes_int_widgets_as_the_settings_do():
