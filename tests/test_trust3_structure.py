@@ -7,12 +7,15 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from seqwidgets import comfy
+from seqwidgets import comfy, export
 from seqwidgets.engine import CancelToken
+from seqwidgets.frames import chain_blend, chain_caption, prompt_shares
 from seqwidgets.params import PARAM_SPECS, SequenceParams
 from seqwidgets.session import Session
-from seqwidgets.widgets import Studio
+from seqwidgets.widgets import Studio, render
 
 PACKAGE = Path(__file__).resolve().parents[1] / "seqwidgets"
 LONGEST = 100  # lines, the signature and docstring included: beyond it, split into steps
@@ -142,3 +145,52 @@ def test_a_session_has_a_short_repr(tiny_pipe):
     token.cancel()
     session.run(SequenceParams(steps=1, sequence_loop_count=3), cancel=token)
     assert repr(session) == "<Session sd: 2 branch(es), 3 frame(s), stopped>"
+
+
+# -- captions under keyframe interpolation ------------------------------------------------------
+
+
+def test_captions_between_keyframes_show_the_blend(tiny_pipe, monkeypatch, tmp_path):
+    session = Session(tiny_pipe)
+    params = SequenceParams(
+        steps=1,
+        sequence_loop_count=11,
+        positive_seq="0: a green triangle\n10: a yellow circle",
+        keyframe_interpolation="linear",
+    )
+    run = session.run(params)
+    prompts = [session.frame(run, i).prompt for i in range(11)]
+    assert prompts[0] == "a green triangle" and prompts[10] == "a yellow circle"
+    assert prompts[1] == "a green triangle → a yellow circle, 10%"
+    assert prompts[9] == "a green triangle → a yellow circle, 90%"
+    # The contact sheet's captions and the studio's frame details say the same.
+    written = {}
+    monkeypatch.setattr(
+        export,
+        "save_contact_sheet",
+        lambda images, path, captions, **kw: written.update(c=captions),
+    )
+    session.export(run, tmp_path / "sheet.png", format="contact_sheet")
+    assert written["c"][2][1] == "a green triangle → a yellow circle, 20%"
+    details = render.frame_info_html(run, session.frame(run, 3), (64, 64))
+    assert "a yellow circle</span> <span class='sw-muted'>30%</span>" in details
+
+
+chains = st.lists(
+    st.tuples(st.sampled_from(["a", "b", "c"]), st.floats(0.0, 1.0)), min_size=1, max_size=6
+)
+
+
+@given(chains)
+def test_a_chains_shares_add_up_and_its_caption_names_the_main_prompts(chain):
+    chain = ((chain[0][0], 1.0), *chain[1:])
+    shares = prompt_shares(chain)
+    assert abs(sum(shares.values()) - 1.0) < 1e-9
+    prompt, following, percent = chain_blend(chain)
+    newest = list(shares)[-1]
+    if following is None:  # one prompt holds: the newest at ~100%, or the one before at ~0%
+        assert (prompt == newest) == (round(100 * shares[newest]) >= 100 or len(shares) == 1)
+    else:
+        assert 0 < percent < 100 and following == list(shares)[-1] != prompt
+        assert abs(shares[following] * 100 - percent) <= 0.5
+    assert chain_caption(chain).startswith(prompt)
