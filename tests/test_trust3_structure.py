@@ -6,6 +6,7 @@ import ast
 import time
 from pathlib import Path
 
+import ipywidgets as W
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -15,7 +16,9 @@ from seqwidgets.engine import CancelToken
 from seqwidgets.frames import chain_blend, chain_caption, prompt_shares
 from seqwidgets.params import PARAM_SPECS, SequenceParams
 from seqwidgets.session import Session
-from seqwidgets.widgets import Studio, render
+from seqwidgets.widgets import Studio, colab, render
+from seqwidgets.widgets.panel import ControlPanel
+from seqwidgets.widgets.sections import ToggleSections
 
 PACKAGE = Path(__file__).resolve().parents[1] / "seqwidgets"
 LONGEST = 100  # lines, the signature and docstring included: beyond it, split into steps
@@ -194,3 +197,63 @@ def test_a_chains_shares_add_up_and_its_caption_names_the_main_prompts(chain):
         assert 0 < percent < 100 and following == list(shares)[-1] != prompt
         assert abs(shares[following] * 100 - percent) <= 0.5
     assert chain_caption(chain).startswith(prompt)
+
+
+# -- Colab: no Accordion ------------------------------------------------------------------------
+
+
+def _tree(widget):
+    """``widget`` and every widget under it, each with its ancestors (outermost first)."""
+    stack = [(widget, ())]
+    while stack:
+        node, above = stack.pop()
+        yield node, above
+        for child in getattr(node, "children", ()):
+            stack.append((child, (*above, node)))
+
+
+def _click(button) -> None:
+    """What the browser sends when a ToggleButton is clicked: a state update of its value."""
+    state = {"value": not button.value}
+    button.comm.handle_msg({"content": {"data": {"method": "update", "state": state}}})
+
+
+def test_on_colab_the_settings_fold_without_an_accordion(monkeypatch):
+    monkeypatch.setattr(colab, "in_colab", lambda: True)
+    panel = ControlPanel(SequenceParams())
+    assert not any(isinstance(w, W.Accordion) for w, _ in _tree(panel))
+    sections = panel.sections
+    assert isinstance(sections, ToggleSections)
+    assert sections.titles[sections.selected_index] == "Sampling"  # open, as the Accordion is
+    seed = sections.titles.index("Seed")
+    header, box = sections.headers[seed], sections.boxes[seed]
+    assert box.layout.display == "none"
+    _click(header)
+    assert box.layout.display is None and sections.selected_index == seed
+    assert sections.boxes[sections.titles.index("Sampling")].layout.display == "none"
+    _click(header)
+    assert box.layout.display == "none" and sections.selected_index is None
+    # Every setting is in the panel, and opening its section shows it.
+    where = {id(w): above for w, above in _tree(panel)}
+    for name, control in panel.controls.items():
+        assert id(control) in where, f"{name} is not in the panel"
+        section = next((b for b in sections.boxes if b in where[id(control)]), None)
+        if section is not None:
+            sections.selected_index = sections.boxes.index(section)
+        hidden = [w for w in where[id(control)] if w.layout.display == "none"]
+        assert hidden in ([], [panel.rows[name]]), name  # only a row the model has no use for
+
+
+def test_an_error_opens_its_section_on_colab_too(monkeypatch):
+    monkeypatch.setattr(colab, "in_colab", lambda: True)
+    panel = ControlPanel(SequenceParams())
+    panel.controls["use_conditioning_slerp"].value = True
+    panel.controls["keyframe_interpolation"].value = "linear"  # they exclude each other
+    assert "⚠ Interpolation" in panel.sections.titles
+    assert panel.sections.titles[panel.sections.selected_index] == "⚠ Interpolation"
+    assert "⚠ Interpolation" in [h.description for h in panel.sections.headers]
+
+
+def test_elsewhere_the_settings_stay_an_accordion(monkeypatch):
+    monkeypatch.setattr(colab, "in_colab", lambda: False)
+    assert isinstance(ControlPanel().sections, W.Accordion)
