@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import threading
 import time
 from pathlib import Path
 
@@ -50,19 +51,25 @@ LONG = dict(steps=2, sequence_loop_count=40, positive_seq="0: a red circle")
 
 
 @pytest.mark.parametrize("kind", ["run", "branch"])
-def test_stop_right_after_a_background_job_stops_it(tiny_pipe, kind):
+def test_stop_right_after_a_background_job_stops_it(tiny_pipe, monkeypatch, kind):
     studio = Studio(tiny_pipe, params=SequenceParams(**LONG))
     if kind == "branch":
         studio.run(sequence_loop_count=2)
-        before = len(studio.session.branches)
-        assert getattr(studio, kind)(wait=False, sequence_loop_count=40) is None
-    else:
-        before = 0
-        assert studio.run(wait=False) is None
-    studio.stop()  # at once: the job's thread has not reached the session yet
+    before = len(studio.session.branches)
+    # The job's thread is slow to start, as on a busy machine: Stop lands before it runs.
+    update = studio._update_buttons
+
+    def slow_start():
+        if threading.current_thread() is not threading.main_thread():
+            time.sleep(0.1)
+        update()
+
+    monkeypatch.setattr(studio, "_update_buttons", slow_start)
+    start = studio.run if kind == "run" else studio.branch
+    assert start(wait=False, sequence_loop_count=40) is None
+    studio.stop()
     assert studio.wait(60)
-    new = studio.session.branches[before:]
-    frames = sum(len(branch.frames) for branch in new)
+    frames = sum(len(branch.frames) for branch in studio.session.branches[before:])
     assert frames <= 1, f"{frames} of 40 loops ran after Stop"
     assert "stopped" in studio.header.status.value
     assert not studio.transport.run_button.disabled and studio.transport.stop_button.disabled
