@@ -9,6 +9,7 @@ from pathlib import Path
 
 import ipywidgets as W
 import pytest
+import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -125,6 +126,24 @@ def test_a_prompt_shared_with_a_remaining_branch_stays(tiny_pipe):
     assert "a green triangle" not in session.sampler.encoder.cached_prompts
     session.delete(a)
     assert session.sampler.encoder.cached_prompts == []
+
+
+@pytest.mark.filterwarnings("ignore:.*never reached")
+def test_an_interpolated_run_keeps_a_bounded_number_of_folded_chains(tiny_pipe):
+    session = Session(tiny_pipe)
+    params = SequenceParams(
+        steps=1,
+        sequence_loop_count=100,
+        positive_seq="0: a red circle\n99: a blue square",
+        keyframe_interpolation="linear",
+    )
+    run = session.run(params)  # a new chain every loop
+    encoder = session.sampler.encoder
+    assert len(encoder._chains) <= encoder.CHAINS_KEPT < 100
+    # A dropped chain is folded again to the same conditioning: same frames, bit for bit.
+    again = session.rerun((run, 1), sequence_loop_count=3)
+    for i in (1, 2):
+        assert torch.equal(session.frame(again, i).latent, session.frame(run, i).latent)
 
 
 # -- readable session and diff ------------------------------------------------------------------
