@@ -128,16 +128,20 @@ def test_a_prompt_shared_with_a_remaining_branch_stays(tiny_pipe):
     assert session.sampler.encoder.cached_prompts == []
 
 
+def _interpolated_run(pipe, first: str, last: str, loops: int):
+    """A session and its run from ``first`` at loop 0 to ``last`` at the last loop, linearly
+    interpolated: every loop in between has a chain of its own."""
+    session = Session(pipe)
+    keyframes = f"0: {first}\n{loops - 1}: {last}"
+    params = SequenceParams(
+        steps=1, sequence_loop_count=loops, positive_seq=keyframes, keyframe_interpolation="linear"
+    )
+    return session, session.run(params)
+
+
 @pytest.mark.filterwarnings("ignore:.*never reached")
 def test_an_interpolated_run_keeps_a_bounded_number_of_folded_chains(tiny_pipe):
-    session = Session(tiny_pipe)
-    params = SequenceParams(
-        steps=1,
-        sequence_loop_count=100,
-        positive_seq="0: a red circle\n99: a blue square",
-        keyframe_interpolation="linear",
-    )
-    run = session.run(params)  # a new chain every loop
+    session, run = _interpolated_run(tiny_pipe, "a red circle", "a blue square", 100)
     encoder = session.sampler.encoder
     assert len(encoder._chains) <= encoder.CHAINS_KEPT < 100
     # A dropped chain is folded again to the same conditioning: same frames, bit for bit.
@@ -172,7 +176,7 @@ def test_a_session_has_a_short_repr(tiny_pipe):
     assert repr(session) == "<Session sd: 1 branch(es), 3 frame(s), idle>"
     token = CancelToken()
     token.cancel()
-    session.run(SequenceParams(steps=1, sequence_loop_count=3), cancel=token)
+    session.run(SequenceParams(steps=1, sequence_loop_count=3, positive_seq="0: b"), cancel=token)
     assert repr(session) == "<Session sd: 2 branch(es), 3 frame(s), stopped>"
 
 
@@ -180,14 +184,7 @@ def test_a_session_has_a_short_repr(tiny_pipe):
 
 
 def test_captions_between_keyframes_show_the_blend(tiny_pipe, monkeypatch, tmp_path):
-    session = Session(tiny_pipe)
-    params = SequenceParams(
-        steps=1,
-        sequence_loop_count=11,
-        positive_seq="0: a green triangle\n10: a yellow circle",
-        keyframe_interpolation="linear",
-    )
-    run = session.run(params)
+    session, run = _interpolated_run(tiny_pipe, "a green triangle", "a yellow circle", 11)
     prompts = [session.frame(run, i).prompt for i in range(11)]
     assert prompts[0] == "a green triangle" and prompts[10] == "a yellow circle"
     assert prompts[1] == "a green triangle → a yellow circle, 10%"
