@@ -205,7 +205,7 @@ def _readme_layout() -> dict[str, str]:
 
 def test_the_readme_lists_each_module_under_its_layer():
     placed = _readme_layout()
-    assert len(placed) > 20, placed  # the parse found the layout
+    assert placed, "no module found in the README's layout"
     wrong = [
         f"{module} is listed under {heading}, LAYERS puts it in {LAYERS[layer_of(module)][0]}"
         for module, heading in placed.items()
