@@ -41,7 +41,7 @@ import torch
 from .metrics import as_rgb, hsv_to_rgb, lab_to_rgb, rgb_to_hsv, rgb_to_lab
 
 if TYPE_CHECKING:
-    from .engine import Frame
+    from .frames import Frame
     from .params import SequenceParams
     from .plan import LoopPlan
 

@@ -1,4 +1,5 @@
-"""ComfyUI workflows <-> `SequenceParams`: the KSampler Sequence node's settings.
+"""ComfyUI workflows <-> the KSampler Sequence node's settings (`SequenceParams.from_comfy` /
+`to_comfy` are the doors; this module knows ComfyUI's JSON and nothing of `SequenceParams`).
 
 ComfyUI saves a workflow in one of two JSON shapes:
 
@@ -11,7 +12,7 @@ ComfyUI saves a workflow in one of two JSON shapes:
 * the **API format** (Export (API)): ``{"<node id>": {"class_type": ..., "inputs": {...}}}``,
   where an input is a value or a link ``[origin_node_id, origin_slot]``.
 
-`params_from_workflow` reads the ``KSamplerSeq`` node and follows its ``positive_seq`` /
+`settings_from_workflow` reads the ``KSamplerSeq`` node and follows its ``positive_seq`` /
 ``negative_seq`` links (through ``Reroute`` nodes) to the ``CLIPTextEncodeList`` nodes (WAS_Extras'
 CLIP Text Encode Sequence) for the keyframe texts, and its ``latent_image`` link to an
 ``EmptyLatentImage`` for the width and height. `widgets_values`, `api_inputs` and `api_workflow`
@@ -28,8 +29,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import ParamWarning
-from .params import PARAM_SPECS, SequenceParams, short_repr
+from .errors import ParamWarning, short_repr
 
 __all__ = [
     "NODE_CLASS",
@@ -37,7 +37,7 @@ __all__ = [
     "TEXT_ENCODER_CLASS",
     "api_inputs",
     "api_workflow",
-    "params_from_workflow",
+    "settings_from_workflow",
     "widgets_values",
 ]
 
@@ -64,6 +64,8 @@ NODE_WIDGETS = (
 )
 #: The text encoder's widgets: ``token_normalization``, ``weight_interpretation``, ``text``.
 TEXT_ENCODER_WIDGETS = ("token_normalization", "weight_interpretation", "text")
+#: The node's ``INT`` widgets: ComfyUI's frontend may save them as JavaScript numbers (20.0).
+INT_WIDGETS = ("seed", "steps", "sequence_loop_count")
 CONTROL_VALUES = ("fixed", "increment", "decrement", "randomize")
 _KEYFRAME = re.compile(r"(\d+):")  # the encoder's own test: re.match, no leading spaces
 
@@ -71,10 +73,12 @@ _KEYFRAME = re.compile(r"(\d+):")  # the encoder's own test: re.match, no leadin
 # -- reading -----------------------------------------------------------------------------------
 
 
-def params_from_workflow(
+def settings_from_workflow(
     workflow: Mapping[str, Any] | str | os.PathLike, *, node_id: str | int | None = None
-) -> SequenceParams:
-    """`SequenceParams` from the ``KSamplerSeq`` node of a ComfyUI workflow.
+) -> tuple[str, dict[str, Any]]:
+    """The settings of the ``KSamplerSeq`` node of a ComfyUI workflow, as keyword arguments of
+    `SequenceParams` (which checks them: use `SequenceParams.from_comfy`), with the node's name
+    for messages (``"KSamplerSeq node 5"``).
 
     Args:
         workflow: the workflow as a dict, a path to its JSON file, or JSON text (UI or API
@@ -83,8 +87,8 @@ def params_from_workflow(
 
     Keyframe lines that ComfyUI's encoder skips (no ``N:`` at the very start of the line) are
     dropped with a `UserWarning`, as are repeated indices (the node uses the first). Settings
-    outside what seqwidgets supports (e.g. a sampler it lacks) raise `ValueError` naming the
-    node and the field.
+    outside what seqwidgets supports (e.g. a sampler it lacks) are left for `SequenceParams`,
+    whose `ValueError` `SequenceParams.from_comfy` prefixes with the node's name.
 
     Raises:
         `ValueError`: not a workflow, no (or an ambiguous) ``KSamplerSeq`` node, a malformed
@@ -96,14 +100,11 @@ def params_from_workflow(
     values = graph.widgets(node, NODE_WIDGETS, seed_control=True)
     fields: dict[str, Any] = {}
     for name, value in values.items():
-        fields[name] = _js_int(value) if PARAM_SPECS[name].kind == "int" else value
+        fields[name] = _js_int(value) if name in INT_WIDGETS else value
     for name in ("positive_seq", "negative_seq"):
         fields[name] = graph.keyframe_text(node, name)
     fields.update(graph.latent_size(node))
-    try:
-        return SequenceParams(**fields)
-    except ValueError as error:
-        raise ValueError(f"{where}: {error}") from None
+    return where, fields
 
 
 def _js_int(value: Any) -> Any:
@@ -413,13 +414,11 @@ def _comfy_keyframes(text: str, where: str) -> str:
 # -- writing -----------------------------------------------------------------------------------
 
 
-def widgets_values(
-    params: SequenceParams, *, control_after_generate: str | None = "fixed"
-) -> list[Any]:
+def widgets_values(params: Any, *, control_after_generate: str | None = "fixed") -> list[Any]:
     """The node's ``widgets_values`` as the ComfyUI frontend saves them.
 
     Args:
-        params: the settings.
+        params: the settings, a `SequenceParams` (read by attribute).
         control_after_generate (`str` or `None`, defaults to ``"fixed"``): the value the
             frontend inserts after ``seed`` (``"fixed"`` keeps the seed from run to run);
             ``None`` leaves it out.
@@ -436,24 +435,25 @@ def widgets_values(
     return values
 
 
-def api_inputs(params: SequenceParams) -> dict[str, Any]:
+def api_inputs(params: Any) -> dict[str, Any]:
     """The node's widget inputs for the API format (the links are not included)."""
     _drop_ours(params)
     return {name: getattr(params, name) for name in NODE_WIDGETS}
 
 
-#: Our settings the node has no input for, with what their loss means in ComfyUI.
-_DROPPED = {
-    "color_coherence": "the node runs without colour coherence",
-    "flux_guidance": "set it with ComfyUI's FluxGuidance node on the positive conditioning",
+#: Our settings the node has no input for: the value that means "as the node does" (their
+#: `SequenceParams` default) and what losing another value means in ComfyUI.
+DROPPED = {
+    "color_coherence": ("none", "the node runs without colour coherence"),
+    "flux_guidance": (3.5, "set it with ComfyUI's FluxGuidance node on the positive conditioning"),
 }
 
 
-def _drop_ours(params: SequenceParams) -> None:
+def _drop_ours(params: Any) -> None:
     """Warn about each of our settings, changed from its default, that the node's inputs lose."""
-    for name, consequence in _DROPPED.items():
+    for name, (default, consequence) in DROPPED.items():
         value = getattr(params, name)
-        if value != PARAM_SPECS[name].default:
+        if value != default:
             warnings.warn(
                 ParamWarning(
                     name,
@@ -465,11 +465,11 @@ def _drop_ours(params: SequenceParams) -> None:
 
 
 def api_workflow(
-    params: SequenceParams, *, ckpt_name: str = "v1-5-pruned-emaonly.safetensors"
+    params: Any, *, ckpt_name: str = "v1-5-pruned-emaonly.safetensors"
 ) -> dict[str, Any]:
     """A complete API-format workflow running ``params``: checkpoint loader, the two keyframe
     encoders, an empty latent (``params.width`` / ``height``, default 512), KSamplerSeq, VAE
-    decode and save. `params_from_workflow` reads it back to ``params`` (whose
+    decode and save. `settings_from_workflow` reads it back to ``params`` (whose
     ``keyframe_interpolation``, a seqwidgets addition, must be ``"none"``)."""
     if params.keyframe_interpolation != "none":
         raise ValueError(

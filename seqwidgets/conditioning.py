@@ -14,6 +14,8 @@ CLIPs and a pooled embedding; SD3 two CLIPs and T5 (optional); Flux CLIP pooled 
 from __future__ import annotations
 
 import warnings
+from collections import OrderedDict
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import torch
@@ -54,6 +56,10 @@ class Conditioning:
 class PromptEncoder:
     """Encodes prompts with a pipeline's text encoder(s), once per distinct text.
 
+    Encodings are kept until `keep_only` drops them; folded chains only for the last
+    `CHAINS_KEPT` used, since an interpolated run makes a new chain every loop and a slerp is
+    cheap to redo.
+
     Args:
         pipe: a diffusers pipeline of one of `seqwidgets.families.FAMILIES`.
         device: where the encodings live (default: the denoising network's device).
@@ -66,7 +72,12 @@ class PromptEncoder:
         >>> a = encoder.encode("a red circle"); b = encoder.encode("a red circle")
         >>> a is b, encoder.encoded
         (True, 1)
+        >>> encoder.keep_only({"a blue square"}), encoder.cached_prompts
+        (1, [])
     """
+
+    #: Folded prompt chains kept, the least recently used dropped first.
+    CHAINS_KEPT = 64
 
     def __init__(
         self,
@@ -83,7 +94,7 @@ class PromptEncoder:
         self.max_sequence_length = int(max_sequence_length)
         self.encoded = 0  # distinct prompts sent through the text encoder(s)
         self._prompts: dict[str, Conditioning] = {}
-        self._chains: dict[tuple, Conditioning] = {}
+        self._chains: OrderedDict[tuple, Conditioning] = OrderedDict()
 
     @torch.no_grad()
     def encode(self, prompt: str) -> Conditioning:
@@ -128,6 +139,25 @@ class PromptEncoder:
         self._prompts[prompt] = conditioning
         return conditioning
 
+    @property
+    def cached_prompts(self) -> list[str]:
+        """The prompt texts whose encodings are held, in the order they were encoded."""
+        return list(self._prompts)
+
+    def keep_only(self, prompts: Collection[str]) -> int:
+        """Forget every encoding of a prompt not in ``prompts``, and the chains that use one;
+        return how many encodings were freed. The session calls this when branches are deleted,
+        so the cache holds what the remaining branches may use, not every prompt ever seen.
+        """
+        keep = set(prompts)
+        freed = sum(1 for prompt in self._prompts if prompt not in keep)
+        # New dicts, swapped in whole: a run on another thread never sees one half-filtered.
+        self._prompts = {p: c for p, c in self._prompts.items() if p in keep}
+        self._chains = OrderedDict(
+            (chain, c) for chain, c in self._chains.items() if all(p in keep for p, _ in chain)
+        )
+        return freed
+
     def _warn_if_truncated(self, prompt: str) -> None:
         """Say so when the tokenizer will cut a prompt, as diffusers does (once per prompt)."""
         tokenizer = self.pipe.tokenizer
@@ -144,12 +174,16 @@ class PromptEncoder:
 
     def chain(self, chain: tuple[tuple[str, float], ...]) -> Conditioning:
         """Fold a prompt chain: start at the first prompt, slerp towards each next by its weight."""
-        cached = self._chains.get(chain)
+        chains = self._chains
+        cached = chains.get(chain)
         if cached is not None:
+            chains.move_to_end(chain)
             return cached
         (first, _), *rest = chain
         conditioning = self.encode(first)
         for prompt, t in rest:
             conditioning = conditioning.slerp_to(self.encode(prompt), t)
-        self._chains[chain] = conditioning
+        chains[chain] = conditioning
+        while len(chains) > self.CHAINS_KEPT:
+            chains.popitem(last=False)
         return conditioning

@@ -214,6 +214,23 @@ class PIDStepSizeController:
         return accept
 
 
+def _propose_steps(
+    pids: list[PIDStepSizeController], scaled: torch.Tensor, running: list[bool]
+) -> list[bool]:
+    """Each running item's controller judges its own scaled error; whether each step is kept."""
+    accepted = [False] * len(pids)
+    for i, pid in enumerate(pids):
+        if not running[i]:
+            continue
+        error = torch.linalg.norm(scaled[i]) / scaled[i].numel() ** 0.5
+        if not math.isfinite(float(error)):
+            raise FloatingPointError(
+                "dpm_adaptive: the step error is not finite (NaN or Inf in the model output)"
+            )
+        accepted[i] = pid.propose_step(error)
+    return accepted
+
+
 @torch.no_grad()
 def sample_dpm_adaptive(
     model: Callable[..., torch.Tensor],
@@ -297,17 +314,7 @@ def sample_dpm_adaptive(
             x_low, eps_r1 = _dpm_solver_2_step(eps_fn, x, s, t, eps, r1=1 / 3)
             x_high = _dpm_solver_3_step(eps_fn, x, s, t, eps, eps_r1)
         delta = torch.maximum(atol_t, rtol_t * torch.maximum(x_low.abs(), x_prev.abs()))
-        scaled = (x_low - x_high) / delta
-        accepted = [False] * batch
-        for i in range(batch):
-            if not running[i]:
-                continue
-            error = torch.linalg.norm(scaled[i]) / scaled[i].numel() ** 0.5
-            if not math.isfinite(float(error)):
-                raise FloatingPointError(
-                    "dpm_adaptive: the step error is not finite (NaN or Inf in the model output)"
-                )
-            accepted[i] = pids[i].propose_step(error)
+        accepted = _propose_steps(pids, (x_low - x_high) / delta, running)
         if all(accepted):  # the common case, without a select over the whole latent
             x_prev, x, s = x_low, x_high, t
         elif any(accepted):

@@ -28,7 +28,6 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 
 import torch
 
@@ -38,46 +37,12 @@ from .coherence import ColorCoherence
 from .conditioning import PromptEncoder
 from .denoiser import CFGDenoiser, sdxl_time_ids
 from .families import detect_family
+from .frames import Frame
 from .interp import LATENT_INTERPOLATIONS
 from .params import SequenceParams
-from .plan import LoopPlan, PromptChain, plan_sequence
+from .plan import LoopPlan, plan_sequence
 
 StepCallback = Callable[[int, int, float, torch.Tensor], None]
-
-
-@dataclass(frozen=True)
-class Frame:
-    """One finished loop of a run.
-
-    Attributes:
-        index: the loop number, 0-based.
-        seed: the seed whose CPU noise this loop used.
-        latent: the loop's result ``[C, h, w]`` on the CPU, in diffusers' scaling and the
-            pipeline's dtype; the next loop starts from exactly these values.
-        denoise: the loop's denoise (``denoise_start`` for loop 0, ``denoise_seq`` after).
-        positive, negative: the prompt chains the loop was conditioned on.
-        sigmas: the slice of the noise schedule the loop ran (empty at denoise 0).
-        timings: seconds spent, ``{"unsample", "sample", "total"}``.
-    """
-
-    index: int
-    seed: int
-    latent: torch.Tensor
-    denoise: float
-    positive: PromptChain
-    negative: PromptChain
-    sigmas: torch.Tensor
-    timings: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def steps(self) -> int:
-        """Model steps the loop ran (``steps`` of the settings, 0 at denoise 0)."""
-        return max(len(self.sigmas) - 1, 0)
-
-    @property
-    def prompt(self) -> str:
-        """The positive keyframe prompt the loop's chain ends on (for captions)."""
-        return self.positive[-1][0]
 
 
 def _mark_loop(error: BaseException, index: int) -> None:

@@ -13,7 +13,10 @@ Example:
 
 from __future__ import annotations
 
-__all__ = ["ParamError", "ParamWarning"]
+import reprlib
+from typing import Any
+
+__all__ = ["ParamError", "ParamWarning", "short_repr"]
 
 
 class ParamError(ValueError):
@@ -32,3 +35,18 @@ class ParamWarning(UserWarning):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
         self.field = field
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 80
+_REPR.maxlong = 40
+
+
+def short_repr(value: Any) -> str:
+    """``repr(value)``, shortened for a message.
+
+    Example:
+        >>> len(short_repr("x" * 10_000)) < 100
+        True
+    """
+    return _REPR.repr(value)

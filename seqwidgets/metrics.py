@@ -29,10 +29,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .errors import short_repr
+
 if TYPE_CHECKING:
     from PIL import Image
 
-    from seqwidgets.engine import Frame
+    from seqwidgets.frames import Frame
 
 __all__ = [
     "MEASURES",
@@ -537,15 +539,73 @@ class FramePair:
 class BranchDiff:
     """What differs between two branches: settings, and frames loop by loop.
 
+    ``print(diff)`` shows the changed settings and, per loop, the seeds and how far apart the
+    two latents are; its ``repr`` is one line. Neither decodes an image nor prints a tensor.
+
     Attributes:
         settings: ``{field: (value in a, value in b)}`` for every setting that differs.
         pairs: one `FramePair` per loop index both timelines have, in loop order.
+        names: the two branches' names, for the printed text.
     """
 
     settings: dict[str, tuple[Any, Any]]
     pairs: list[FramePair]
+    names: tuple[str, str] = ("a", "b")
+
+    #: Loops listed by ``str`` after the shared ones; the rest are counted.
+    SHOWN_LOOPS = 12
 
     @property
     def parted_at(self) -> int | None:
         """The first loop whose frames differ (``None`` if every compared frame is shared)."""
         return next((pair.index for pair in self.pairs if not pair.shared), None)
+
+    def __repr__(self) -> str:
+        changed = ", ".join(self.settings) or "no setting"
+        parted = "never parted" if self.parted_at is None else f"parted at loop {self.parted_at}"
+        a, b = (short_repr(name) for name in self.names)
+        return f"<BranchDiff {a} vs {b}: {changed} changed; {len(self.pairs)} loops, {parted}>"
+
+    def __str__(self) -> str:
+        a, b = (short_repr(name) for name in self.names)
+        lines = [f"{a} vs {b}"]
+        if self.settings:
+            lines.append("settings that differ:")
+            for name, (value_a, value_b) in self.settings.items():
+                lines.append(f"  {name}: {short_repr(value_a)} -> {short_repr(value_b)}")
+        else:
+            lines.append("settings: the same")
+        shared = [pair.index for pair in self.pairs if pair.shared]
+        parted = [pair for pair in self.pairs if not pair.shared]
+        if not self.pairs:
+            lines.append("no loop computed in both")
+        elif shared:
+            span = f"loop {shared[0]}" if len(shared) == 1 else f"loops {shared[0]}..{shared[-1]}"
+            lines.append(f"{span}: shared (the same frames)")
+        if parted:
+            lines.append("loop  seed a  seed b  latent RMS difference")
+            for pair in parted[: self.SHOWN_LOOPS]:
+                lines.append(
+                    f"{pair.index:>4}  {pair.a.seed:>6}  {pair.b.seed:>6}  "
+                    f"{latent_rms_difference(pair.a.latent, pair.b.latent):.4f}"
+                )
+            if len(parted) > self.SHOWN_LOOPS:
+                lines.append(f"... {len(parted) - self.SHOWN_LOOPS} more loops")
+        return "\n".join(lines)
+
+
+def latent_rms_difference(a: Any, b: Any) -> float:
+    """The root mean square of ``a - b`` for two latents of one shape (tensors or arrays).
+
+    Example:
+        >>> latent_rms_difference(np.zeros((4, 2, 2)), np.full((4, 2, 2), 0.5))
+        0.5
+    """
+    a, b = (_as_float64(x) for x in (a, b))
+    return float(np.sqrt(np.mean((a - b) ** 2)))
+
+
+def _as_float64(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):  # a torch tensor; numpy has no bfloat16
+        x = x.detach().cpu().double().numpy()
+    return np.asarray(x, dtype=np.float64)

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
-import reprlib
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from seqwidgets import comfy
 from seqwidgets.choices import (
     COLOR_COHERENCE_MODES,
     COLOR_REFERENCES,
@@ -28,7 +28,7 @@ from seqwidgets.choices import (
     SAMPLERS,
     SCHEDULERS,
 )
-from seqwidgets.errors import ParamError, ParamWarning
+from seqwidgets.errors import ParamError, ParamWarning, short_repr
 from seqwidgets.keyframes import Keyframes, parse_keyframes
 
 __all__ = ["PARAM_SPECS", "ParamError", "ParamSpec", "SequenceParams", "DEFAULT_POSITIVE_SEQ"]
@@ -143,16 +143,6 @@ class ParamSpec:
         return ParamError(
             self.name, f"{self.name}: {shown} is {problem}; allowed: {self.allowed()}"
         )
-
-
-_REPR = reprlib.Repr()
-_REPR.maxstring = _REPR.maxother = 80
-_REPR.maxlong = 40
-
-
-def short_repr(value: Any) -> str:
-    """``repr(value)``, shortened for a message."""
-    return _REPR.repr(value)
 
 
 def lone_surrogate(text: str) -> int | None:
@@ -477,17 +467,17 @@ class SequenceParams:
     @classmethod
     def from_comfy(cls, workflow: Any, *, node_id: str | int | None = None) -> SequenceParams:
         """Read the KSamplerSeq node of a ComfyUI workflow (dict, path or JSON text; UI or API
-        format). See `seqwidgets.comfy.params_from_workflow`."""
-        from seqwidgets.comfy import params_from_workflow
-
-        return params_from_workflow(workflow, node_id=node_id)
+        format). See `seqwidgets.comfy.settings_from_workflow`."""
+        where, settings = comfy.settings_from_workflow(workflow, node_id=node_id)
+        try:
+            return cls(**settings)
+        except ValueError as error:
+            raise ValueError(f"{where}: {error}") from None
 
     def to_comfy(self, format: str = "widgets", **options: Any) -> Any:
         """The KSamplerSeq node's settings for ComfyUI: ``"widgets"`` (its ``widgets_values``
         list, with ``control_after_generate`` after the seed), ``"api"`` (its API-format widget
         inputs) or ``"workflow"`` (a complete API-format workflow). See `seqwidgets.comfy`."""
-        from seqwidgets import comfy
-
         writers = {
             "widgets": comfy.widgets_values,
             "api": comfy.api_inputs,

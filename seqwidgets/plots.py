@@ -40,13 +40,13 @@ from matplotlib.ticker import MaxNLocator
 
 from seqwidgets import interp
 from seqwidgets.choices import SCHEDULERS
-from seqwidgets.plan import PromptChain, plan_sequence, seed_sequence
+from seqwidgets.plan import LoopPlan, PromptChain, plan_sequence, seed_sequence
 from seqwidgets.schedules import ModelSampling, calculate_sigmas, loop_sigmas
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from seqwidgets.engine import Frame
+    from seqwidgets.frames import Frame
     from seqwidgets.params import SequenceParams
 
 __all__ = [
@@ -197,8 +197,14 @@ def plot_sigma_slices(
     ms = _model_sampling(pipe_or_model_sampling)
     plans = plan_sequence(params, ms)
     fig, (curve, run) = _figure(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [1, 1.35]})
+    _draw_noise_curve(curve, params, ms)
+    _draw_sawtooth(run, plans, max_loops)
+    fig.suptitle("Where each loop starts and ends on the noise schedule", fontsize=13)
+    return fig
 
-    # Left: the model's sigma(t) curve and where the two slices sit on it.
+
+def _draw_noise_curve(curve, params: SequenceParams, ms: ModelSampling) -> None:
+    """The left panel: the model's sigma(t) curve and where the two slices sit on it."""
     timesteps = np.arange(ms.num_timesteps)
     curve.plot(timesteps, ms.sigmas.numpy(), color=_MUTED, lw=1.5, label="model noise curve")
     groups = [(params.denoise_start, "loop 0", _LOOP0, "o")]
@@ -219,7 +225,9 @@ def plot_sigma_slices(
     curve.set_title(f"{params.steps} steps per loop, {params.scheduler} scheduler", fontsize=11)
     curve.legend(fontsize=8.5, frameon=False, loc="upper right")
 
-    # Right: the saw-tooth of the run.
+
+def _draw_sawtooth(run, plans: Sequence[LoopPlan], max_loops: int) -> None:
+    """The right panel: the saw-tooth of the run, one tooth per loop (``max_loops`` at most)."""
     offset = 0
     shown = plans[:max_loops]
     previous_end: tuple[float, float] | None = None
@@ -262,8 +270,6 @@ def plot_sigma_slices(
         frameon=False,
         loc="upper right",
     )
-    fig.suptitle("Where each loop starts and ends on the noise schedule", fontsize=13)
-    return fig
 
 
 def plot_schedulers(model_sampling: Any = None, steps: int = 20) -> Figure:

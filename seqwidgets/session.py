@@ -47,7 +47,8 @@ from PIL import Image
 from . import export as _export
 from . import session_io
 from .decode import ImageCache, decode_latents, thumbnail
-from .engine import CancelToken, Frame, SequenceSampler, StepCallback
+from .engine import CancelToken, SequenceSampler, StepCallback
+from .frames import Frame
 from .params import SequenceParams
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "Branch", "Session"]
@@ -181,6 +182,16 @@ class Session:
         self._cancel = CancelToken()  # the current run's; a new one per run
         self._stopped = False
 
+    def __repr__(self) -> str:
+        with self._lock:
+            branches = list(self._branches)
+        frames = sum(len(branch.frames) for branch in branches)
+        state = "running" if self.running else "stopped" if self._stopped else "idle"
+        return (
+            f"<Session {self.sampler.family.name}: {len(branches)} branch(es), {frames} "
+            f"frame(s), {state}>"
+        )
+
     # -- the tree ------------------------------------------------------------------------------
 
     @property
@@ -247,6 +258,7 @@ class Session:
         init_image=None,
         callback: StepCallback | None = None,
         on_frame: FrameCallback | None = None,
+        cancel: CancelToken | None = None,
         name: str | None = None,
         wait: bool = True,
     ) -> Branch:
@@ -262,6 +274,9 @@ class Session:
             wait (`bool`, defaults to True): ``False`` computes in a background thread and
                 returns the branch at once; `running` says when it is done, and `stop` works
                 from the moment this returns.
+            cancel (`CancelToken`, *optional*): the run's stop request, for a caller that
+                starts the run on a thread of its own: cancelling it stops the run even before
+                the run has begun (`stop` cancels it too). Default: a new one.
 
         The branch is listed in `branches` as soon as the run starts. If the run is stopped or
         raises, the finished frames stay in the branch; an error is also kept in `last_error`.
@@ -273,7 +288,7 @@ class Session:
         if latent_image is not None or init_image is not None:
             initial = self.sampler.initial_latent(params, latent_image, init_image)
         if not wait:
-            self._begin()
+            self._begin(cancel)
             try:
                 branch = self._new_branch(params, None, 0, initial, name)
             except BaseException:
@@ -290,7 +305,7 @@ class Session:
 
             threading.Thread(target=work, name="seqwidgets-run", daemon=True).start()
             return branch
-        with self._running():
+        with self._running(cancel):
             branch = self._new_branch(params, None, 0, initial, name)
             self._compute(branch, 0, callback, on_frame)
         return branch
@@ -301,6 +316,7 @@ class Session:
         *,
         callback: StepCallback | None = None,
         on_frame: FrameCallback | None = None,
+        cancel: CancelToken | None = None,
         name: str | None = None,
         **changes: Any,
     ) -> Branch:
@@ -308,6 +324,7 @@ class Session:
 
         Args:
             frame: a `Frame` of this session, or ``(branch, index)``.
+            cancel (`CancelToken`, *optional*): the run's stop request, as for `run`.
             **changes: settings to change (any `SequenceParams` field), applied to the loops
                 after ``frame``. With no changes the new frames equal the original ones bitwise.
 
@@ -316,7 +333,7 @@ class Session:
         """
         parent, index = self._resolve(frame)
         name = name or Branch.fork_name(parent, index + 1)
-        return self._fork(parent, index, index + 1, changes, callback, on_frame, name)
+        return self._fork(parent, index, index + 1, changes, callback, on_frame, name, cancel)
 
     def branch_many(
         self,
@@ -325,6 +342,7 @@ class Session:
         *,
         callback: StepCallback | None = None,
         on_frame: FrameCallback | None = None,
+        cancel: CancelToken | None = None,
     ) -> list[Branch]:
         """Fork several branches after ``frame`` and compute them together, as one batch.
 
@@ -362,7 +380,7 @@ class Session:
             groups.setdefault(key, []).append(i)
         previous = self.frame(parent, index).latent
         branches: list[Branch] = [None] * len(items)
-        with self._running():
+        with self._running(cancel):
             for members in groups.values():
                 group = [
                     self._new_branch(
@@ -392,13 +410,14 @@ class Session:
         *,
         callback: StepCallback | None = None,
         on_frame: FrameCallback | None = None,
+        cancel: CancelToken | None = None,
         name: str | None = None,
         **changes: Any,
     ) -> Branch:
         """Like `branch`, but recompute ``frame`` itself too (the new branch forks at its loop)."""
         parent, index = self._resolve(frame)
         name = name or Branch.fork_name(parent, index)
-        return self._fork(parent, index, index, changes, callback, on_frame, name)
+        return self._fork(parent, index, index, changes, callback, on_frame, name, cancel)
 
     def extend(
         self,
@@ -407,6 +426,7 @@ class Session:
         *,
         callback: StepCallback | None = None,
         on_frame: FrameCallback | None = None,
+        cancel: CancelToken | None = None,
     ) -> Branch:
         """Add ``loops`` loops to ``branch`` (its ``sequence_loop_count`` grows) and compute them.
 
@@ -424,7 +444,7 @@ class Session:
                 f"extend: {branch.params.sequence_loop_count} + {loops} loops = {count} exceeds "
                 "the node's maximum sequence_loop_count of 1024"
             )
-        with self._running():
+        with self._running(cancel):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # keyframes still beyond the end
                 branch.params = branch.params.replace(sequence_loop_count=count)
@@ -441,7 +461,8 @@ class Session:
             self._cancel.cancel()
 
     def delete(self, branch: Branch, *, recursive: bool = False) -> None:
-        """Remove ``branch`` and free its frames and cached images.
+        """Remove ``branch`` and free its frames, cached images and the prompt encodings that no
+        remaining branch uses.
 
         Raises:
             `ValueError`: other branches fork from it and ``recursive`` is False.
@@ -473,6 +494,15 @@ class Session:
         for table in (self._metric_rows, self._color_stats):  # they hold frames: free them too
             for key in [key for key in table if key[0] in ids]:
                 del table[key]
+        # Prompt encodings that no remaining branch can use again (a re-run or branch of a kept
+        # branch still finds all of its own).
+        with self._lock:
+            used = {
+                prompt
+                for b in self._branches
+                for _, prompt in b.params.positive_keyframes + b.params.negative_keyframes
+            }
+        self.sampler.encoder.keep_only(used)
 
     # -- measures and comparison (seqwidgets.metrics) -------------------------------------------
 
@@ -531,7 +561,7 @@ class Session:
                 )
                 for i in common
             ]
-        return BranchDiff(settings, pairs)
+        return BranchDiff(settings, pairs, (a.name, b.name))
 
     def _metrics_row(self, branch: Branch, index: int) -> dict[str, float]:
         """The metrics row of loop ``index``, cached per frame (its owner and loop)."""
@@ -718,7 +748,7 @@ class Session:
             raise ValueError(f"frame of loop {ref.index} does not belong to this session")
         raise TypeError(f"expected a Frame or a (branch, index) pair, got {type(ref).__name__}")
 
-    def _fork(self, parent, index, fork, changes, callback, on_frame, name) -> Branch:
+    def _fork(self, parent, index, fork, changes, callback, on_frame, name, cancel) -> Branch:
         """A branch of ``parent`` computing loops ``fork..``; loop ``index`` must stay in it."""
         params = parent.params.replace(**changes)
         if params.sequence_loop_count <= index:
@@ -736,7 +766,7 @@ class Session:
                 "from the empty latent (a branch continues from a latent of the original size)"
             )
         self.sampler.latent_shape(params)  # checks width / height before anything is listed
-        with self._running():
+        with self._running(cancel):
             branch = self._new_branch(params, parent, fork, initial, name)
             self._compute(branch, fork, callback, on_frame)
         return branch
@@ -754,15 +784,16 @@ class Session:
         return branch
 
     @contextmanager
-    def _running(self) -> Iterator[None]:
-        self._begin()
+    def _running(self, cancel: CancelToken | None = None) -> Iterator[None]:
+        self._begin(cancel)
         try:
             yield
         finally:
             self._end()
 
-    def _begin(self) -> None:
-        """Claim the session for one run, with a new cancel token (released by `_end`)."""
+    def _begin(self, cancel: CancelToken | None = None) -> None:
+        """Claim the session for one run, with its cancel token (a new one unless the caller
+        made it before starting the run); released by `_end`."""
         if not self._busy.acquire(blocking=False):
             active = self._active
             what = f" (branch {active.id}, {active.name})" if active is not None else ""
@@ -770,7 +801,7 @@ class Session:
                 f"a run is already in progress in this session{what}; call stop() and wait for "
                 "it to return before starting another"
             )
-        self._cancel = CancelToken()
+        self._cancel = CancelToken() if cancel is None else cancel
         self._stopped = False
         self.last_error = None
 

@@ -1,8 +1,9 @@
 """Imports run one way: each module imports only its own layer or the layers below it.
 
 The layers are those of the README's layout section. Every ``import`` and ``from ... import`` in
-the package counts, including those inside functions (a deferred import still ties the modules
-together); only ``if TYPE_CHECKING:`` blocks are left out, since they never run.
+the package counts, wherever it is: inside functions (a deferred import still ties the modules
+together) and under ``if TYPE_CHECKING:`` (a type-only import still says the lower module knows
+the higher one). No two modules import each other, directly or through others.
 """
 
 from __future__ import annotations
@@ -25,17 +26,13 @@ PACKAGE = ROOT / "seqwidgets"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundations", ("_version", "_lazy", "_loading", "_io", "errors", "choices", "device")),
     ("settings", ("keyframes", "params", "comfy")),
-    ("numerics", ("interp", "schedules", "uni_pc", "dpm_solver", "samplers", "families", "plan")),
-    ("model", ("conditioning", "denoiser", "decode", "metrics", "coherence", "engine")),
+    ("numerics", ("interp", "schedules", "samplers", "uni_pc", "dpm_solver", "families", "plan")),
+    ("model", ("frames", "conditioning", "denoiser", "decode", "metrics", "coherence", "engine")),
     ("pipelines", ("testing", "models", "models.*")),
     ("session", ("export", "session", "session_io", "plots")),
     ("widgets", ("widgets", "widgets.*")),
     ("entry points", ("cli",)),
 ]
-
-# The one cycle left, between two modules of one layer: SequenceParams.from_comfy / to_comfy are
-# the public doors to the ComfyUI codec, and the codec builds SequenceParams.
-ALLOWED_CYCLES = [{"params", "comfy"}]
 
 
 def module_name(path: Path) -> str:
@@ -48,26 +45,6 @@ def module_name(path: Path) -> str:
 MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
 
-def _is_type_checking(node: ast.If) -> bool:
-    test = node.test
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
-    )
-
-
-def _runtime_nodes(tree: ast.AST):
-    """Every node except those under ``if TYPE_CHECKING:``."""
-    stack = [tree]
-    while stack:
-        node = stack.pop()
-        yield node
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and _is_type_checking(child):
-                stack.extend(child.orelse)
-            else:
-                stack.append(child)
-
-
 def imports_of(name: str, source: str) -> set[str]:
     """The package modules ``name`` imports ("" for the package root itself).
 
@@ -78,7 +55,7 @@ def imports_of(name: str, source: str) -> set[str]:
     is_package = name == "" or MODULES.get(name, Path()).name == "__init__.py"
     here = name.split(".") if name else []
     found = set()
-    for node in _runtime_nodes(ast.parse(source)):
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
             found.update(_inside(t) for t in targets if t.split(".")[0] == "seqwidgets")
@@ -145,7 +122,7 @@ def test_imports_go_down_never_up():
 
 def test_no_import_cycles():
     edges = {name: targets - {""} for name, targets in graph().items() if name}
-    cycles = [c for c in _strongly_connected(edges) if len(c) > 1 and c not in ALLOWED_CYCLES]
+    cycles = [sorted(c) for c in _strongly_connected(edges) if len(c) > 1]
     assert not cycles, f"import cycles: {cycles}"
 
 
@@ -153,8 +130,16 @@ def test_the_checker_sees_an_upward_import_in_a_function():
     source = "def f():\n    from seqwidgets.session import Session\n"
     assert imports_of("plan", source) == {"session"}
     assert layer_of("session") > layer_of("plan")
+
+
+def test_the_checker_counts_type_only_imports():
     hidden = "if TYPE_CHECKING:\n    from .engine import Frame\nfrom . import __version__\n"
-    assert imports_of("metrics", hidden) == {""}  # the root, not the type-only import
+    assert imports_of("metrics", hidden) == {"engine", ""}
+
+
+def test_the_checker_sees_a_cycle_through_a_third_module():
+    edges = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert [c for c in _strongly_connected(edges) if len(c) > 1] == [{"a", "b", "c"}]
 
 
 def _strongly_connected(edges: dict[str, set[str]]) -> list[set[str]]:
@@ -197,6 +182,36 @@ def test_the_readme_layout_names_the_layers_in_order():
     positions = [layout.find(f"{title}:") for title, _ in LAYERS]
     assert -1 not in positions, [t for (t, _), p in zip(LAYERS, positions, strict=True) if p == -1]
     assert positions == sorted(positions, reverse=True), "the README lists layers top first"
+
+
+def _readme_layout() -> dict[str, str]:
+    """The README layout's modules, each with the layer heading it is listed under."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("## Layout", 1)[1].split("```", 2)[1]
+    titles = {title for title, _ in LAYERS}
+    placed: dict[str, str] = {}
+    heading = None
+    for line in block.splitlines():
+        words = line.split()
+        if not words or not line.startswith("  ") or line.startswith(" " * 5):
+            continue  # the root line, a continuation, or a blank
+        first = " ".join(words[:2]) if words[0] == "entry" else words[0]
+        if first.rstrip(":") in titles and first.endswith(":"):
+            heading = first.rstrip(":")
+        elif heading and first.endswith((".py", "/")):
+            placed[first.removesuffix(".py").removesuffix("/")] = heading
+    return placed
+
+
+def test_the_readme_lists_each_module_under_its_layer():
+    placed = _readme_layout()
+    assert placed, "no module found in the README's layout"
+    wrong = [
+        f"{module} is listed under {heading}, LAYERS puts it in {LAYERS[layer_of(module)][0]}"
+        for module, heading in placed.items()
+        if module != "__init__" and LAYERS[layer_of(module)][0] != heading
+    ]
+    assert not wrong, "\n".join(wrong)
 
 
 # -- what an import costs ------------------------------------------------------------------------

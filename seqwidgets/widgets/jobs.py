@@ -18,10 +18,11 @@ from __future__ import annotations
 import threading
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from seqwidgets.engine import CancelToken
 from seqwidgets.export import EXPORT_FORMATS
 from seqwidgets.params import SequenceParams
 
@@ -43,6 +44,8 @@ class Job:
         branch: the `Branch` the frames go to, once known.
         follow (`bool`): the selection follows each new frame (until the user picks another).
         stopping (`bool`): Stop was pressed.
+        cancel (`CancelToken`): the job's stop request, made with the job and handed to the
+            session's run: a Stop pressed before the job's thread reaches the run still stops it.
         finished (`bool`): it has ended, however.
         result: what the job returned; error: what it raised (``None`` if nothing).
         shown_error (`bool`): an error from a callback was already shown (shown once per job).
@@ -62,6 +65,7 @@ class Job:
     branch: Any = None
     follow: bool = True
     stopping: bool = False
+    cancel: CancelToken = field(default_factory=CancelToken)
     finished: bool = False
     result: Any = None
     error: BaseException | None = None
@@ -192,9 +196,10 @@ class JobRunner:
         return job.result
 
     def stop(self) -> bool:
-        """Mark the job as stopping; return whether one is running (the caller stops the work)."""
+        """Mark the job as stopping and cancel its token; return whether one is running."""
         if self._running and self.job is not None:
             self.job.stopping = True
+            self.job.cancel.cancel()
             return True
         return False
 

@@ -27,10 +27,11 @@ import traitlets
 from seqwidgets.params import PARAM_SPECS, ParamSpec, SequenceParams
 
 from .render import describe_changes
+from .sections import make_sections
 
 __all__ = ["GROUPS", "ControlPanel"]
 
-#: Where each field sits on screen. Prompts are always visible; the rest fold in an accordion.
+#: Where each field sits on screen. Prompts are always visible; the rest fold in sections.
 GROUPS: dict[str, tuple[str, ...]] = {
     "Prompts": ("positive_seq", "negative_seq"),
     "Sampling": (
@@ -217,7 +218,7 @@ class ControlPanel(W.VBox):
                 children.append(init_row)
             sections.append(W.VBox(children, layout=W.Layout(padding="2px 4px")))
         self._section_titles = list(groups)
-        self.sections = W.Accordion(children=sections, titles=tuple(self._section_titles))
+        self.sections = make_sections(sections, self._section_titles)  # no Accordion on Colab
         self.sections.selected_index = self._section_titles.index("Sampling")
         self.general_message = W.HTML(layout=W.Layout(display="none"))
 

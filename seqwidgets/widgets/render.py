@@ -13,6 +13,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
+from seqwidgets.frames import chain_blend
 from seqwidgets.params import PARAM_SPECS
 
 __all__ = [
@@ -240,12 +241,22 @@ def finish_note(job, now: float, stopped: bool) -> tuple[str, str]:
 
 
 def chain_html(chain) -> str:
-    """A frame's prompt chain (``[(prompt, weight), ...]``): the last three, newest last."""
-    parts = []
-    for i, (prompt, t) in enumerate(chain):
-        text = f"<span class='sw-prompt'>{html.escape(prompt) or '(empty)'}</span>"
-        parts.append(text if i == 0 else f"→ {text} <span class='sw-muted'>({t:.2f})</span>")
-    return " ".join(parts[-3:])
+    """A frame's prompt chain as the caption says it (`seqwidgets.frames.chain_blend`): its
+    prompt, or between keyframes the prompt, the next one and the next one's share.
+
+    >>> chain_html([("a red circle", 1.0), ("a blue square", 0.25)])
+    "<span class='sw-prompt'>a red circle</span> → <span class='sw-prompt'>a blue square</span> <span class='sw-muted'>25%</span>"
+    """
+    if not chain:
+        return ""
+    prompt, following, percent = chain_blend(chain)
+    shown = f"<span class='sw-prompt'>{html.escape(prompt) or '(empty)'}</span>"
+    if following is None:
+        return shown
+    return (
+        f"{shown} → <span class='sw-prompt'>{html.escape(following) or '(empty)'}</span> "
+        f"<span class='sw-muted'>{percent}%</span>"
+    )
 
 
 def live_info_html(loop: int, step: int, params, preview: str = "latent-to-RGB") -> str:
@@ -295,7 +306,7 @@ def frame_info_html(branch, frame, size: tuple[int, int], decoded: str = "") -> 
     ``decoded`` names the decoder in a badge (e.g. ``"full VAE"``) when the user asked for it.
 
     >>> import torch
-    >>> from seqwidgets.engine import Frame
+    >>> from seqwidgets.frames import Frame
     >>> from seqwidgets.params import SequenceParams
     >>> from seqwidgets.session import Branch
     >>> run = Branch(1, "run 1", SequenceParams(positive_seq="0: a red circle"))

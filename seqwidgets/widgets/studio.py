@@ -214,10 +214,10 @@ class Studio(W.VBox):
         return self._fork("rerun", wait, changes)
 
     def stop(self) -> None:
-        """Stop the job at the next model step (finished frames stay)."""
-        if self.jobs.stop() and self._session is not None:
+        """Stop the job at the next model step (finished frames stay); a job whose run has not
+        begun yet never starts it."""
+        if self.jobs.stop():  # cancels the job's token, which its run was (or will be) given
             self.header.set_state("stopping")
-            self._session.stop()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for the background job; return whether it is done."""
@@ -299,13 +299,19 @@ class Studio(W.VBox):
         self.header.set_state("running")
         self.transport.show(job, note=f"{kind}: starting…")
         guard = self.jobs.guarded  # an error in a callback shows once, never reaching the sampler
-        callbacks = {"callback": guard(self._on_step), "on_frame": guard(self._on_frame)}
+        callbacks = {
+            "callback": guard(self._on_step),
+            "on_frame": guard(self._on_frame),
+            "cancel": job.cancel,  # made with the job, before its thread: no Stop is lost
+        }
 
         def run(job: Job):
             self._update_buttons()  # the runner now counts the job as running
             if self._session is None:
                 self.transport.show(job, note="loading the model…")
             self.session  # noqa: B018 (loads the pipeline on the first job)
+            if job.cancel.cancelled:
+                return None  # stopped before it began: no empty branch
             return work(callbacks)
 
         return self.jobs.start(job, run, wait=wait)

@@ -165,7 +165,8 @@ def sequence_check(pipe, model: Classifier, loops: int = 12, switch: int = 6, de
     ]
 
 
-def main(argv=None):
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m seqwidgets.models.toy.evaluate``."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument(
         "--model", default=str(TOY_MODEL_PATH), help="pipeline folder (default: shipped)"
@@ -187,7 +188,73 @@ def main(argv=None):
     p.add_argument("--sheet", default=None, help="contact sheet PNG to write")
     p.add_argument("--json", default=None, help="results JSON to write")
     p.add_argument("--threads", type=int, default=None)
-    args = p.parse_args(argv)
+    return p
+
+
+def load_or_train_classifier(path: str | None, steps: int, log=print) -> Classifier:
+    """Step 1: the classifier from ``path`` if it exists, else trained (and saved to ``path``)."""
+    if path and Path(path).exists():
+        model = Classifier()
+        model.load_state_dict(torch.load(path, weights_only=True))
+        model.eval()
+        return model
+    model = train_classifier(steps, log=log)
+    if path:
+        torch.save(model.state_dict(), path)
+    return model
+
+
+def score_full_prompts(pipe, model: Classifier, seeds: int, settings: dict, log=print):
+    """Steps 2-3 for every (color, shape, position), "a red circle on the left".
+
+    Returns ``(results, images, combos, seconds_per_image)``: accuracy per head, the pictures
+    (``seeds`` per combination, in order) and the combinations.
+    """
+    combos = [(c, s, q) for c in COLORS for s in SHAPES for q in POSITIONS]
+    prompts = [caption(c, s, q) for c, s, q in combos for _ in range(seeds)]
+    t = time.time()
+    images = generate(pipe, prompts, [k for _ in combos for k in range(seeds)], **settings)
+    per_image = (time.time() - t) / len(prompts)
+    pred = classify(model, images)
+    want = {
+        k: np.array([HEADS[k].index(v[j]) for v in combos for _ in range(seeds)])
+        for j, k in enumerate(("color", "shape", "position"))
+    }
+    results = {k: float((pred[k] == want[k]).mean()) for k in want}
+    log(f"full prompts ({len(prompts)} pictures, {per_image:.3f} s each): {results}")
+    return results, images, combos, per_image
+
+
+def score_plain_prompts(pipe, model: Classifier, seeds: int, settings: dict) -> dict[str, float]:
+    """Steps 2-3 for every plain (color, shape), "a red circle": color and shape accuracy."""
+    plain = [(c, s) for c in COLORS for s in SHAPES]
+    prompts = [caption(c, s) for c, s in plain for _ in range(seeds)]
+    images = generate(pipe, prompts, [100 + k for _ in plain for k in range(seeds)], **settings)
+    pred = classify(model, images)
+    colors = np.array([COLORS.index(c) for c, _ in plain for _ in range(seeds)])
+    shapes = np.array([SHAPES.index(s) for _, s in plain for _ in range(seeds)])
+    return {
+        "plain_color": float((pred["color"] == colors).mean()),
+        "plain_shape": float((pred["shape"] == shapes).mean()),
+    }
+
+
+def write_sheet(path: str, full: np.ndarray, combos: list, seeds: int, frames: np.ndarray) -> None:
+    """Step 5: the grid of first-seed pictures, with the quickstart sequence under it."""
+    first = full.reshape(len(combos), seeds, 64, 64, 3)[:, 0]
+    cols = [f"{s}\n{q}" for s in SHAPES for q in POSITIONS]
+    grid = contact_sheet(first, list(COLORS), cols)
+    seq = contact_sheet(frames, ["seq"], [str(i) for i in range(len(frames))])
+    # the quickstart sequence under the grid: loops 0-5 "a red circle", 6-11 "a blue square"
+    sheet = Image.new("RGB", (max(grid.width, seq.width), grid.height + seq.height + 8), "white")
+    sheet.paste(grid, (0, 0))
+    sheet.paste(seq, (0, grid.height + 8))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path, optimize=True)
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     t0 = time.time()
@@ -195,15 +262,8 @@ def main(argv=None):
     def log(msg):
         print(f"[{time.time() - t0:6.1f}s] {msg}", flush=True)
 
-    if args.classifier and Path(args.classifier).exists():
-        model = Classifier()
-        model.load_state_dict(torch.load(args.classifier, weights_only=True))
-        model.eval()
-    else:
-        model = train_classifier(args.classifier_steps, log=log)
-        if args.classifier:
-            torch.save(model.state_dict(), args.classifier)
-
+    # 1. the classifier
+    model = load_or_train_classifier(args.classifier, args.classifier_steps, log=log)
     pipe = load_pipeline(args.model)
     if args.scheduler:
         import diffusers
@@ -211,41 +271,12 @@ def main(argv=None):
         pipe.scheduler = getattr(diffusers, args.scheduler).from_config(pipe.scheduler.config)
     settings = {"num_inference_steps": args.steps, "guidance_scale": args.cfg}
 
-    # every (color, shape, position): "a red circle on the left"
-    combos = [(c, s, q) for c in COLORS for s in SHAPES for q in POSITIONS]
-    prompts = [caption(c, s, q) for c, s, q in combos for _ in range(args.seeds)]
-    seeds = [k for _ in combos for k in range(args.seeds)]
-    t = time.time()
-    full = generate(pipe, prompts, seeds, **settings)
-    per_image = (time.time() - t) / len(prompts)
-    pred = classify(model, full)
-    want = {
-        k: np.array([HEADS[k].index(v[j]) for v in combos for _ in range(args.seeds)])
-        for j, k in enumerate(("color", "shape", "position"))
-    }
-    results = {k: float((pred[k] == want[k]).mean()) for k in want}
-    log(f"full prompts ({len(prompts)} pictures, {per_image:.3f} s each): {results}")
-
-    # every plain (color, shape): "a red circle"
-    plain = [(c, s) for c in COLORS for s in SHAPES]
-    prompts_p = [caption(c, s) for c, s in plain for _ in range(args.seeds)]
-    seeds_p = [100 + k for _ in plain for k in range(args.seeds)]
-    images_p = generate(pipe, prompts_p, seeds_p, **settings)
-    pred_p = classify(model, images_p)
-    results["plain_color"] = float(
-        (
-            pred_p["color"]
-            == np.array([COLORS.index(c) for c, _ in plain for _ in range(args.seeds)])
-        ).mean()
-    )
-    results["plain_shape"] = float(
-        (
-            pred_p["shape"]
-            == np.array([SHAPES.index(s) for _, s in plain for _ in range(args.seeds)])
-        ).mean()
-    )
+    # 2-3. the prompts' pictures, scored
+    results, full, combos, per_image = score_full_prompts(pipe, model, args.seeds, settings, log)
+    results.update(score_plain_prompts(pipe, model, args.seeds, settings))
     log(f"plain prompts: color {results['plain_color']:.3f} shape {results['plain_shape']:.3f}")
 
+    # 4. the quickstart sequence
     frames, calls = sequence_check(pipe, model)
     results["sequence_last_frames"] = [" ".join(c) for c in calls[-3:]]
     log(f"sequence red circle -> blue square (denoise 0.6): {calls}")
@@ -260,19 +291,9 @@ def main(argv=None):
     }
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+    # 5. the contact sheet
     if args.sheet:
-        first = full.reshape(len(combos), args.seeds, 64, 64, 3)[:, 0]
-        cols = [f"{s}\n{q}" for s in SHAPES for q in POSITIONS]
-        grid = contact_sheet(first, list(COLORS), cols)
-        seq = contact_sheet(frames, ["seq"], [str(i) for i in range(len(frames))])
-        # the quickstart sequence under the grid: loops 0-5 "a red circle", 6-11 "a blue square"
-        sheet = Image.new(
-            "RGB", (max(grid.width, seq.width), grid.height + seq.height + 8), "white"
-        )
-        sheet.paste(grid, (0, 0))
-        sheet.paste(seq, (0, grid.height + 8))
-        Path(args.sheet).parent.mkdir(parents=True, exist_ok=True)
-        sheet.save(args.sheet, optimize=True)
+        write_sheet(args.sheet, full, combos, args.seeds, frames)
         log(f"wrote {args.sheet}")
     return results
 
