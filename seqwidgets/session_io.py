@@ -8,8 +8,10 @@ plus safetensors for the latents, in one of two layouts:
 * a folder holding ``manifest.json`` and ``latents.safetensors``.
 
 Files are written through `seqwidgets._io`: a save is all or nothing even when the process is
-killed, and a folder whose replacement was interrupted is put back by the next load or save.
-Only what is recognisably a seqwidgets session is ever replaced. Nothing is ever unpickled.
+killed, saves of one path take turns under its lock, and a folder whose replacement was
+interrupted is put back by the next load or save. Only what is recognisably a seqwidgets
+session is ever replaced. Nothing is ever unpickled. A read takes each file through one
+descriptor, so it sees one complete session even while another process saves over it.
 
 Reading checks everything before a branch is built, and every problem is a `ValueError` naming
 the file and the field (or `FileNotFoundError` for a missing path).
