@@ -62,6 +62,7 @@ except ImportError:  # Windows: no flock; liveness falls back to process ids (se
 
 __all__ = [
     "NotRegularFileError",
+    "check_regular",
     "open_regular",
     "read_regular",
     "recover_folder",
@@ -313,13 +314,13 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
-def check_regular(path: Path, what: str = "file") -> bool:
+def check_regular(path: str | os.PathLike, what: str = "file") -> bool:
     """Whether ``path`` exists; a `ValueError` if it is neither a regular file nor a folder
     (opening a FIFO would block until someone writes to it)."""
     try:
         mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        return False
+    except (FileNotFoundError, NotADirectoryError, ValueError):
+        return False  # as Path.exists: a missing folder on the way, a NUL in the name
     if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
         raise NotRegularFileError(
             f"{path} is {_kind(mode)}, not a {what}: refused without opening it"
@@ -356,12 +357,13 @@ def open_regular(
         ...     print(str(error).split(": ")[1])
         a FIFO (named pipe), not a workflow file
     """
-    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_BINARY", 0)
+    nonblocking = getattr(os, "O_NONBLOCK", 0)  # POSIX; Windows has no FIFOs to block on
+    flags = os.O_RDONLY | nonblocking | getattr(os, "O_BINARY", 0)
     fd = os.open(path, flags, dir_fd=dir_fd)
     try:
         mode = os.fstat(fd).st_mode
         if stat.S_ISREG(mode) or (folder_ok and stat.S_ISDIR(mode)):
-            if stat.S_ISREG(mode) and hasattr(os, "set_blocking"):
+            if nonblocking and stat.S_ISREG(mode):
                 os.set_blocking(fd, True)
             return fd
     except BaseException:
