@@ -15,7 +15,6 @@ guarantees:
   one keeps its own, as when a file is written over in place.
 * **No surprise replacement.** With ``overwrite=False`` a file that appears under the name while
   we write is not replaced (`FileExistsError`).
-
 * **One writer at a time.** A write holds an exclusive lock on ``.NAME.seqwidgets-lock`` beside
   the target for its whole length (`target_lock`): two processes writing one name take turns,
   and the last to finish wins. The kernel releases the lock when its process dies, even on
@@ -144,8 +143,8 @@ class _Lock:
     Whoever takes the lock checks that the file it locked still has the lock's name (a holder
     may have removed it meanwhile) and tries again if not; so at any moment at most one process
     holds the lock of a name, and a lock file that a killed process left is taken over by the
-    next. Where ``flock`` is missing (Windows, some network mounts) nothing is locked and
-    `alive` falls back to the process id in a temporary name.
+    next. Where ``flock`` is missing (Windows, some network mounts) nothing is locked, and
+    `remove_orphans` and `recover_folder` fall back to the process id in a temporary name.
     """
 
     def __init__(self, path: Path, fd: int | None):
@@ -178,7 +177,9 @@ class _Lock:
             except OSError as error:
                 os.close(fd)
                 if error.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
-                    return cls(path, None)  # a file system without flock
+                    # A file system without flock: the lock file means nothing here.
+                    path.unlink(missing_ok=True)
+                    return cls(path, None)
                 raise
             if same_file(path, fd, follow_symlinks=False):
                 return cls(path, fd)
@@ -626,8 +627,19 @@ def _clean(stem: str, found: list[tuple[Path, re.Match]], target: Path | None) -
 def _remove_stale(path: Path) -> None:
     """Remove what earlier, killed writes of ``path`` left (its lock is held by this thread)."""
     found = _temporaries(path.parent).get(_stem(path.name), [])
+    if not _held_locks()[os.fspath(_lock_name(path))][0].real:
+        found = _dead_only(found)
     target = path if path.exists() or path.is_symlink() else None
     _clean(_stem(path.name), found, target)
+
+
+def _dead_only(found: list[tuple[Path, re.Match]]) -> list[tuple[Path, re.Match]]:
+    """Without a lock to ask: the temporary names whose process id no process has now."""
+    return [
+        (entry, match)
+        for entry, match in found
+        if match["pid"] and not _pid_alive(int(match["pid"]))
+    ]
 
 
 def recover_folder(path: str | os.PathLike) -> bool:
@@ -694,7 +706,7 @@ def remove_orphans(folder: str | os.PathLike) -> list[Path]:
             continue  # a write in progress
         try:
             if not lock.real:
-                found = [(e, m) for e, m in found if m["pid"] and not _pid_alive(int(m["pid"]))]
+                found = _dead_only(found)
             removed += _clean(stem, found, targets.get(stem))
         finally:
             lock.release()

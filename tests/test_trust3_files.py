@@ -1,6 +1,7 @@
 """The file paths that lost work or hung: reused pids, odd and multibyte names, folders that only
 look like sessions, FIFOs, concurrent savers, what load lets through, float8 and huge manifests."""
 
+import errno
 import json
 import os
 import secrets
@@ -421,3 +422,24 @@ def test_a_save_waits_for_a_running_one_and_a_killed_one_frees_the_name(three, t
         child.wait()
     assert fingerprint(sw.Session.load(path, tiny_pipe)) == fingerprint(three[1])
     assert names(tmp_path) == ["s"]
+
+
+def test_where_flock_is_missing_saves_work_and_keep_a_running_writers_files(
+    three, tiny_pipe, tmp_path, monkeypatch, live_pid
+):
+    """Some network mounts refuse flock (ENOLCK): saves still work, and liveness falls back
+    to process ids, which may keep a leftover longer but never removes a running writer's."""
+
+    def no_flock(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(_io.fcntl, "flock", no_flock)
+    running = tmp_path / f".a.gif.{live_pid}-00000000.tmp.gif"
+    running.write_bytes(b"in progress")
+    dead = tmp_path / f".b.gif.{2**22 + 7}-00000000.tmp.gif"
+    dead.write_bytes(b"left by a killed export")
+    path = three[0].save(tmp_path / "s")
+    killed_between_renames(path, 2**22 + 7)
+    assert fingerprint(sw.Session.load(path, tiny_pipe)) == fingerprint(three[0])
+    three[1].save(path, overwrite=True)
+    assert names(tmp_path) == [running.name, "s"]
