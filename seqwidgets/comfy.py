@@ -26,9 +26,9 @@ import os
 import re
 import warnings
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
+from . import _io
 from .errors import ParamWarning, short_repr
 
 __all__ = [
@@ -138,9 +138,12 @@ def _as_workflow(workflow: Any) -> dict:
 def _read_workflow_file(path: str | os.PathLike) -> str:
     shown = short_repr(str(path))
     try:
-        return Path(path).read_text(encoding="utf-8")
+        # Checked on the open descriptor: a FIFO or device is refused, never waited on.
+        return _io.read_regular(path, "workflow file", shown=shown).decode("utf-8")
     except FileNotFoundError:
         raise FileNotFoundError(f"{shown}: no such workflow file") from None
+    except _io.NotRegularFileError:
+        raise
     except UnicodeDecodeError as error:
         raise ValueError(f"{shown}: not a workflow (not UTF-8 text: {error})") from None
     except (OSError, ValueError) as error:  # a name too long for a path, a NUL, a folder

@@ -664,6 +664,9 @@ class Session:
 
         The write is atomic, even if the process is killed: the path then holds the previous
         session or the new one (a folder moved aside is put back by the next `load` or `save`).
+        Saves of one path by several processes take turns (a lock beside it, which the system
+        frees when a process dies); the last to finish wins. Latents in a float type a session
+        does not store (float8) are saved as float32, which holds them exactly.
 
         Args:
             path: a ``.safetensors`` file or a folder.
@@ -673,7 +676,9 @@ class Session:
 
         Raises:
             `FileExistsError`: ``path`` exists and ``overwrite`` is False, or it is not a
-                session. `ValueError`: a branch name that cannot be written (a lone surrogate).
+                session. `ValueError`: a branch name that cannot be written (a lone surrogate),
+                ``path`` is a FIFO, socket or device, or a ``.safetensors`` file cannot hold the
+                manifest (over 100 MB: save to a folder).
         """
         with self._lock:
             manifest, tensors = session_io.snapshot(self._branches, self._next_id, self.sampler)
@@ -688,7 +693,8 @@ class Session:
         of the shape its settings give). A pickle or ``torch.save`` file is refused without
         being unpickled. A session saved with another pipeline class or other weights loads
         with a `UserWarning`; one whose latents have another channel count than ``pipe``'s is
-        refused.
+        refused. Each file is read through one descriptor, so a save by another process
+        meanwhile gives the old session or the new one, never a mix.
 
         Args:
             path: the file or folder.
@@ -696,7 +702,8 @@ class Session:
             **options: passed to `Session` (``image_cache_items``...).
 
         Raises:
-            `ValueError`: saying what is wrong with the file. `FileNotFoundError`.
+            `ValueError`: saying what is wrong with the file (a FIFO or device is refused
+                without being opened). `FileNotFoundError`.
         """
         session = cls(pipe, **options)
         saved, next_id = session_io.read(path, session.sampler)

@@ -8,8 +8,10 @@ plus safetensors for the latents, in one of two layouts:
 * a folder holding ``manifest.json`` and ``latents.safetensors``.
 
 Files are written through `seqwidgets._io`: a save is all or nothing even when the process is
-killed, and a folder whose replacement was interrupted is put back by the next load or save.
-Only what is recognisably a seqwidgets session is ever replaced. Nothing is ever unpickled.
+killed, saves of one path take turns under its lock, and a folder whose replacement was
+interrupted is put back by the next load or save. Only what is recognisably a seqwidgets
+session is ever replaced. Nothing is ever unpickled. A read takes each file through one
+descriptor, so it sees one complete session even while another process saves over it.
 
 Reading checks everything before a branch is built, and every problem is a `ValueError` naming
 the file and the field (or `FileNotFoundError` for a missing path).
@@ -31,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import struct
 import warnings
 from pathlib import Path
@@ -65,8 +68,15 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 LATENTS = "latents.safetensors"
 METADATA_KEY = "seqwidgets.session"
-#: A safetensors header larger than this is not one of ours (and not worth reading to check).
-_MAX_HEADER = 256 * 2**20
+#: The largest safetensors header (bytes) the safetensors library writes or reads; a
+#: ``.safetensors`` session's manifest lives in it, so a larger one needs the folder form.
+MAX_HEADER = 100_000_000
+#: Branch ids (and ``next_id``) a session file may hold: checked on save and on load alike.
+MAX_BRANCH_ID = 2**62
+#: The tensor dtypes a session stores; other floating types (float8) are stored as float32.
+STORED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+# How often a read starts again when another process replaced the session while it was read.
+_READ_ATTEMPTS = 20
 
 
 class SavedBranch(NamedTuple):
@@ -152,7 +162,9 @@ def snapshot(
 
     tensors: dict[str, torch.Tensor] = {}
     entries = []
+    _check_id(next_id, "next_id", MAX_BRANCH_ID)
     for branch in branches:
+        _check_id(branch.id, f"branch {branch.id}: id", MAX_BRANCH_ID - 1)
         check_text(branch.name, f"branch {branch.id} name")
         sigma_keys: dict[int, str] = {}
         frames = []
@@ -161,8 +173,8 @@ def snapshot(
             key = sigma_keys.get(id(frame.sigmas))
             if key is None:
                 key = sigma_keys[id(frame.sigmas)] = f"sigmas/{branch.id}/{len(sigma_keys)}"
-                tensors[key] = frame.sigmas.detach().cpu().contiguous()
-            tensors[f"latent/{branch.id}/{index}"] = frame.latent.detach().cpu().contiguous()
+                tensors[key] = _stored(frame.sigmas)
+            tensors[f"latent/{branch.id}/{index}"] = _stored(frame.latent)
             frames.append(
                 {
                     "index": index,
@@ -175,7 +187,7 @@ def snapshot(
                 }
             )
         if branch.initial is not None:
-            tensors[f"initial/{branch.id}"] = branch.initial.detach().cpu().contiguous()
+            tensors[f"initial/{branch.id}"] = _stored(branch.initial)
         entries.append(
             {
                 "id": branch.id,
@@ -197,6 +209,28 @@ def snapshot(
         "branches": entries,
     }
     return manifest, tensors
+
+
+def _stored(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` as a session stores it: on the CPU, contiguous, and float8 widened to float32
+    (exactly: every float8 value is a float32 value). A file of float8 latents could be
+    written, but torch cannot check them for NaN on load, and `Session.load` casts latents to
+    the pipeline's dtype anyway, so nothing is gained by keeping them narrow.
+
+    Example:
+        >>> _stored(torch.ones(2, dtype=torch.float8_e4m3fn)).dtype
+        torch.float32
+    """
+    tensor = tensor.detach().cpu()
+    if tensor.is_floating_point() and tensor.dtype not in STORED_DTYPES:
+        tensor = tensor.float()
+    return tensor.contiguous()
+
+
+def _check_id(value: Any, where: str, high: int) -> int:
+    if type(value) is not int or not 0 <= value <= high:
+        raise ValueError(f"{where}: expected an integer from 0 to {high}, got {short_repr(value)}")
+    return value
 
 
 def _unshare(tensors: dict[str, torch.Tensor]) -> None:
@@ -240,27 +274,45 @@ def write(
     """Write a session: one file when ``path`` ends in ``.safetensors``, else a folder.
 
     An existing path is replaced only with ``overwrite`` and only if it is a seqwidgets session
-    (a folder holding nothing but a session's two files, or an empty folder). Temporary files
-    that a killed save left beside ``path`` are removed first.
+    (a folder holding exactly a session's two files, or an empty folder). Temporary files
+    that a killed save left beside ``path`` are removed first. The whole save holds the write
+    lock of ``path`` (`_io.target_lock`): saves of one path by several processes take turns, and
+    the last to finish wins.
     """
+    from safetensors import SafetensorError
     from safetensors.torch import save as st_save
 
     path = Path(path)
-    _io.recover_folder(path)
-    _check_target(path, overwrite)
     text = seal(manifest, tensors)
-    if path.parent.is_dir():
-        _io.remove_orphans(path.parent)
     if path.suffix == ".safetensors":
-        data = st_save(tensors, metadata={METADATA_KEY: text})
-        return _io.write_bytes(path, data, overwrite=overwrite)
-    files = {MANIFEST: text.encode("utf-8"), LATENTS: st_save(tensors)}
-    return _io.replace_folder(path, files, overwrite=overwrite)
+        try:
+            data = st_save(tensors, metadata={METADATA_KEY: text})
+        except SafetensorError as error:
+            if "too large" not in str(error):
+                raise
+            size = len(text.encode("utf-8")) / 1e6
+            raise ValueError(
+                f"{path}: the session's manifest ({size:.0f} MB) is over the "
+                f"{MAX_HEADER / 1e6:.0f} MB a .safetensors file's header can hold; save it as a "
+                f"folder instead (a path without .safetensors, e.g. {path.with_suffix('')})"
+            ) from None
+        files = None
+    else:
+        files = {MANIFEST: text.encode("utf-8"), LATENTS: st_save(tensors)}
+    if not path.parent.is_dir():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    with _io.target_lock(path):
+        _io.recover_folder(path)
+        _check_target(path, overwrite)
+        _io.remove_orphans(path.parent)
+        if files is None:
+            return _io.write_bytes(path, data, overwrite=overwrite)
+        return _io.replace_folder(path, files, overwrite=overwrite)
 
 
 def _check_target(path: Path, overwrite: bool) -> None:
     """Refuse to replace anything but a seqwidgets session (and that only with overwrite)."""
-    if not path.exists() and not path.is_symlink():
+    if not _io.check_regular(path, "session file or folder") and not path.is_symlink():
         return
     if not overwrite:
         raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
@@ -284,25 +336,44 @@ def _check_target(path: Path, overwrite: bool) -> None:
         raise FileExistsError(
             refuse + f"overwrite=True (it holds {shown}); choose a new folder name"
         )
+
+    # Exactly the two files a save writes, as plain files, with a session's manifest: a folder
+    # named latents.safetensors (a user's, with files in it) must not be taken for ours.
+    def plain(name: str) -> bool:
+        return name in entries and stat.S_ISREG(os.lstat(path / name).st_mode)
+
     try:
-        manifest = json.loads((path / MANIFEST).read_bytes())
+        manifest = json.loads(_io.read_regular(path / MANIFEST)) if plain(MANIFEST) else None
     except (OSError, ValueError, RecursionError):
         manifest = None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise FileExistsError(refuse + f"overwrite=True ({MANIFEST} is not a session's)")
+    if not plain(LATENTS) or _header(path / LATENTS) is None:
+        raise FileExistsError(
+            refuse + f"overwrite=True ({LATENTS} is not a session's safetensors file)"
+        )
+
+
+def _header(path: Path) -> dict | None:
+    """The JSON header of the safetensors file ``path`` (read alone), or None if it has none."""
+    try:
+        with os.fdopen(_io.open_regular(path), "rb") as f:
+            (size,) = struct.unpack("<Q", f.read(8))
+            if size > MAX_HEADER:
+                return None
+            header = json.loads(f.read(size))
+    except (OSError, ValueError, RecursionError, struct.error):
+        return None
+    return header if isinstance(header, dict) else None
 
 
 def _is_session_file(path: Path) -> bool:
     """Whether ``path`` is a safetensors file with a seqwidgets manifest (the header only)."""
+    header = _header(path)
     try:
-        with open(path, "rb") as f:
-            (size,) = struct.unpack("<Q", f.read(8))
-            if size > _MAX_HEADER:
-                return False
-            header = json.loads(f.read(size))
         text = header["__metadata__"][METADATA_KEY]
         return json.loads(text).get("format") == FORMAT
-    except (OSError, ValueError, RecursionError, KeyError, TypeError, AttributeError, struct.error):
+    except (ValueError, RecursionError, KeyError, TypeError, AttributeError):
         return False
 
 
@@ -323,23 +394,28 @@ def _looks_like_pickle(head: bytes) -> bool:
     ] == b"PK\x03\x04"
 
 
-def _open_safetensors(path: Path) -> tuple[dict[str, str] | None, dict[str, torch.Tensor]]:
-    from safetensors import safe_open
+def _open_safetensors(
+    data: bytes, where: str | os.PathLike
+) -> tuple[dict[str, str] | None, dict[str, torch.Tensor]]:
+    """Metadata and tensors of the safetensors file whose bytes are ``data``."""
+    from safetensors.torch import load
 
     try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata()
-            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
-        return metadata, tensors
+        tensors = load(data)
     except Exception as error:  # SafetensorError and friends
-        reason = error
-    with open(path, "rb") as f:
-        head = f.read(8)
-    if _looks_like_pickle(head):
-        raise ValueError(f"{path}: {_PICKLE_HINT}")
-    if len(head) < 8:
-        raise ValueError(f"{path}: not a safetensors file (only {len(head)} bytes: truncated?)")
-    raise ValueError(f"{path}: not a valid safetensors file (truncated or damaged?): {reason}")
+        if _looks_like_pickle(data[:8]):
+            raise ValueError(f"{where}: {_PICKLE_HINT}") from None
+        if len(data) < 8:
+            raise ValueError(
+                f"{where}: not a safetensors file (only {len(data)} bytes: truncated?)"
+            ) from None
+        raise ValueError(
+            f"{where}: not a valid safetensors file (truncated or damaged?): {error}"
+        ) from None
+    # safetensors has checked the header: its length and JSON are sound.
+    (size,) = struct.unpack("<Q", data[:8])
+    metadata = json.loads(data[8 : 8 + size]).get("__metadata__")
+    return metadata, tensors
 
 
 def _parse_json(raw: bytes | str, where: str) -> Any:
@@ -353,33 +429,97 @@ def _parse_json(raw: bytes | str, where: str) -> Any:
         raise ValueError(f"{where}: the manifest is not valid JSON: {error}") from None
 
 
+class _Replaced(Exception):
+    """The session was replaced by another process while it was being read."""
+
+
 def _read_files(path: Path) -> tuple[dict, dict[str, torch.Tensor], str]:
-    """Manifest, tensors and the name to put in messages, checked against their checksum."""
-    try:
-        _io.recover_folder(path)
-        found = path.exists()
-    except (OSError, ValueError) as error:  # a name too long for a path, a NUL in it
-        reason = error.strerror if isinstance(error, OSError) else error
-        raise ValueError(f"{short_repr(str(path))}: not a usable session path ({reason})") from None
-    if not found:
-        raise FileNotFoundError(f"{path}: no such session file or folder")
-    if path.is_dir():
-        manifest_path, latents = path / MANIFEST, path / LATENTS
-        for part in (manifest_path, latents):
-            if not part.is_file():
-                raise ValueError(f"{path}: not a seqwidgets session folder ({part.name} missing)")
-        where = str(manifest_path)
-        manifest = _parse_json(manifest_path.read_bytes(), where)
-        _, tensors = _open_safetensors(latents)
+    """Manifest, tensors and the name to put in messages, checked against their checksum.
+
+    Each file is read through one descriptor, and a folder's two files through the folder
+    opened once, so a save by another process meanwhile gives the old session or the new one,
+    never a mix; if the save moved the folder away under the read, the read starts again.
+    """
+    if "\0" in os.fspath(path):
+        raise FileNotFoundError(
+            f"{short_repr(str(path))}: no such session file or folder (no name holds a NUL)"
+        )
+    for _ in range(_READ_ATTEMPTS):
+        try:
+            manifest, tensors, where = _read_once(path)
+            break
+        except _Replaced:
+            continue
     else:
-        metadata, tensors = _open_safetensors(path)
+        raise ValueError(
+            f"{path}: replaced by another process {_READ_ATTEMPTS} times while being read; "
+            "load it when it is no longer being saved"
+        )
+    return _check_manifest(manifest, tensors, where)
+
+
+def _read_once(path: Path) -> tuple[Any, dict[str, torch.Tensor], str]:
+    try:
+        # Puts back a folder whose save was killed; waits for a save in progress (its lock).
+        _io.recover_folder(path)
+        fd = _io.open_regular(path, "session file or folder", folder_ok=True)
+    except FileNotFoundError:
+        if _io.recover_folder(path) or path.exists():
+            raise _Replaced from None  # a save moved it aside and back meanwhile
+        raise FileNotFoundError(f"{path}: no such session file or folder") from None
+    except OSError as error:  # a name too long for a path, a loop of links
+        raise ValueError(
+            f"{short_repr(str(path))}: not a usable session path ({error.strerror})"
+        ) from None
+    if not stat.S_ISDIR(os.fstat(fd).st_mode):
+        where = str(path)
+        metadata, tensors = _open_safetensors(_io.read_fd(fd), where)
         if not metadata or METADATA_KEY not in metadata:
             raise ValueError(
                 f"{path}: a safetensors file but not a seqwidgets session (no "
                 f"{METADATA_KEY!r} metadata; a model checkpoint?)"
             )
-        where = str(path)
-        manifest = _parse_json(metadata[METADATA_KEY], where)
+        return _parse_json(metadata[METADATA_KEY], where), tensors, where
+    try:
+        manifest_fd, latents_fd = _open_parts(path, fd)
+    finally:
+        os.close(fd)
+    where = str(path / MANIFEST)
+    manifest = _parse_json(_io.read_fd(manifest_fd), where)
+    _, tensors = _open_safetensors(_io.read_fd(latents_fd), path / LATENTS)
+    return manifest, tensors, where
+
+
+def _open_parts(path: Path, folder_fd: int) -> tuple[int, int]:
+    """Descriptors of the folder's manifest and latents, opened in the folder ``folder_fd``
+    (the folder as it was when opened, even if a save has renamed it since)."""
+    opened: list[int] = []
+    try:
+        for name in (MANIFEST, LATENTS):
+            what = "session file (manifest or latents)"
+            try:
+                if os.open in os.supports_dir_fd:
+                    opened.append(_io.open_regular(name, what, dir_fd=folder_fd, shown=path / name))
+                else:
+                    opened.append(_io.open_regular(path / name, what))
+            except FileNotFoundError:
+                if not _io.same_file(path, folder_fd):
+                    raise _Replaced from None  # a save removed it: read the new one
+                raise ValueError(
+                    f"{path}: not a seqwidgets session folder ({name} missing)"
+                ) from None
+    except BaseException:
+        for fd in opened:
+            os.close(fd)
+        raise
+    return opened[0], opened[1]
+
+
+def _check_manifest(
+    manifest: Any, tensors: dict[str, torch.Tensor], where: str
+) -> tuple[dict, dict[str, torch.Tensor], str]:
+    """``manifest`` if it is a seqwidgets manifest of the version read here whose checksum
+    matches; else a `ValueError` naming ``where``."""
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
         raise ValueError(
@@ -529,10 +669,10 @@ def _tensor(tensors: dict, key: str, where: str, ndim: int) -> torch.Tensor:
     if key not in tensors:
         raise ValueError(f"{where}: tensor {short_repr(key)} missing")
     tensor = tensors[key]
-    if not tensor.is_floating_point() or tensor.ndim != ndim:
+    if tensor.dtype not in STORED_DTYPES or tensor.ndim != ndim:
         raise ValueError(
             f"{where}: tensor {short_repr(key)} is {tensor.dtype} {list(tensor.shape)}; expected a "
-            f"{ndim}-D floating-point tensor"
+            f"{ndim}-D float16, bfloat16, float32 or float64 tensor"
         )
     if not bool(torch.isfinite(tensor).all()):
         raise ValueError(f"{where}: tensor {short_repr(key)} holds NaN or infinite values")
@@ -558,15 +698,14 @@ class _Builder:
             raise ValueError(
                 f"{self.where}: tensors not described by the manifest: {', '.join(extra[:5])}"
             )
-        next_id = self.manifest.get("next_id", 1)
-        if type(next_id) is not int:
-            raise ValueError(
-                f"{self.where}: next_id: expected an integer, got {short_repr(next_id)}"
-            )
+        # The same bounds as `snapshot` checks: what loads here saves again and loads back.
+        next_id = _check_id(
+            self.manifest.get("next_id", 1), f"{self.where}: next_id", MAX_BRANCH_ID
+        )
         return list(by_id.values()), max([b.id + 1 for b in by_id.values()] + [next_id])
 
     def _branch(self, entry: Any, where: str, by_id: dict[int, SavedBranch]) -> SavedBranch:
-        branch_id = _integer(_field(entry, "id", int, where), f"{where}.id", 0, 2**62)
+        branch_id = _integer(_field(entry, "id", int, where), f"{where}.id", 0, MAX_BRANCH_ID - 1)
         if branch_id in by_id:
             raise ValueError(f"{where}: duplicate branch id {branch_id}")
         parent_id = entry.get("parent")

@@ -2,6 +2,7 @@
 
 import builtins
 import errno
+import fcntl
 import os
 import shutil
 import signal
@@ -40,6 +41,42 @@ def dead_pid() -> int:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
     return child.pid
+
+
+_WRITER = """
+import sys, time
+from pathlib import Path
+from seqwidgets import _io
+target = Path(sys.argv[1])
+with _io.target_lock(target):
+    tmp = _io._temp_name(target, "tmp", target.suffix)
+    tmp.write_bytes(b"in progress")
+    print(tmp.name, flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.fixture
+def writer():
+    """``writer(target)`` starts a process that is writing ``target`` (it holds its lock and
+    has made a temporary file) and returns ``(process, temporary name)``; ``kill -9`` it to
+    play a crash. Every process is killed at the end."""
+    started = []
+
+    def start(target: Path) -> tuple[subprocess.Popen, str]:
+        env = dict(os.environ, PYTHONPATH=str(Path(sw.__file__).parents[1]))
+        child = subprocess.Popen(
+            [sys.executable, "-c", _WRITER, str(target)], stdout=subprocess.PIPE, env=env
+        )
+        started.append(child)
+        name = child.stdout.readline().decode().strip()
+        assert name, "the writer did not start"
+        return child, name
+
+    yield start
+    for child in started:
+        child.kill()
+        child.wait()
 
 
 # -- the atomic-write helper -------------------------------------------------------------------
@@ -157,7 +194,7 @@ def test_a_folder_replacement_that_fails_puts_the_previous_folder_back(tmp_path,
         _io.replace_folder(folder, {"../escape": b""}, overwrite=True)
 
 
-def test_recovery_and_orphan_cleanup_touch_only_what_a_dead_writer_left(tmp_path):
+def test_recovery_and_orphan_cleanup_touch_only_what_a_dead_writer_left(tmp_path, writer):
     pid = dead_pid()
     # A save killed between its two renames: only the old copy and the new temporary remain.
     old = tmp_path / f".s.{pid}-0123abcd.old"
@@ -165,8 +202,8 @@ def test_recovery_and_orphan_cleanup_touch_only_what_a_dead_writer_left(tmp_path
     (old / "manifest.json").write_bytes(b"previous")
     (tmp_path / f".s.{pid}-89abcdef.tmp").mkdir()
     (tmp_path / f".a.gif.{pid}-00000000.tmp.gif").write_bytes(b"half")
-    alive = tmp_path / f".b.gif.{os.getpid()}-00000000.tmp.gif"  # a write still going on
-    alive.write_bytes(b"in progress")
+    child, alive = writer(tmp_path / "b.gif")  # a write still going on
+    alive = tmp_path / alive
     (tmp_path / ".s.notes.tmp").write_bytes(b"a user's own file")  # not one of our names
 
     assert _io.remove_orphans(tmp_path) != []
@@ -174,13 +211,19 @@ def test_recovery_and_orphan_cleanup_touch_only_what_a_dead_writer_left(tmp_path
     assert _io.recover_folder(tmp_path / "s") is True
     assert (tmp_path / "s" / "manifest.json").read_bytes() == b"previous"
     assert _io.recover_folder(tmp_path / "s") is False
-    assert names(tmp_path) == [alive.name, ".s.notes.tmp", "s"]
+    assert names(tmp_path) == [alive.name, ".b.gif.seqwidgets-lock", ".s.notes.tmp", "s"]
 
     # Once the target is back, a leftover .old copy is an orphan like any other.
     stale = tmp_path / f".s.{pid}-fedcba98.old"
     stale.mkdir()
     assert _io.remove_orphans(tmp_path) == [stale]
-    assert names(tmp_path) == [alive.name, ".s.notes.tmp", "s"]
+    assert names(tmp_path) == [alive.name, ".b.gif.seqwidgets-lock", ".s.notes.tmp", "s"]
+
+    # kill -9 frees the writer's lock: what it left is an orphan now, and its lock file goes too.
+    child.kill()
+    child.wait()
+    assert _io.remove_orphans(tmp_path) == [alive]
+    assert names(tmp_path) == [".s.notes.tmp", "s"]
 
 
 def test_temporary_names_of_long_targets_stay_short(tmp_path):
@@ -257,7 +300,7 @@ def test_every_header_length_saves_and_loads_back(tiny_pipe, tmp_path):
     assert 0x80 in seen
 
 
-# Every call that changes the file system, and the calls that write data.
+# Every call that changes the file system, and the calls that write data (and flock).
 _FS_CALLS = ("mkdir", "open", "rename", "replace", "link", "unlink", "rmdir", "fsync")
 
 
@@ -282,6 +325,7 @@ def save_killed_after(session: sw.Session, path: Path, calls: int) -> int:
             for name in _FS_CALLS:
                 setattr(os, name, counted(getattr(os, name)))
             builtins.open = counted(builtins.open)
+            fcntl.flock = counted(fcntl.flock)  # taking the save's lock, too
             session.save(path, overwrite=True)
             os._exit(0)
         except BaseException:
