@@ -783,6 +783,11 @@ class Session:
             name = session_io.check_text(str(name), "name")  # before an id is taken
         with self._lock:
             branch_id = self._next_id
+            if branch_id >= session_io.MAX_BRANCH_ID:  # a file forged at the top of the range
+                raise ValueError(
+                    f"this session has used every branch id (next id {branch_id}); "
+                    "save its branches into a new session"
+                )
             self._next_id += 1
             if name is None:
                 name = f"run {branch_id}"

@@ -338,7 +338,11 @@ def test_a_session_that_loads_saves_a_file_that_loads_back(tiny_pipe, tmp_path, 
     except ValueError as error:
         assert "next_id" in str(error)
         return
-    session.run(sw.SequenceParams(**FAST, sequence_loop_count=1, denoise_seq=0.0))
+    try:
+        session.run(sw.SequenceParams(**FAST, sequence_loop_count=1, denoise_seq=0.0))
+    except ValueError as error:  # the last id was taken: refused before any branch exists
+        assert "every branch id" in str(error) and session.branches == []
+        return
     again = session.save(tmp_path / "again.safetensors", overwrite=True)
     assert [b.id for b in sw.Session.load(again, tiny_pipe).branches] == [
         b.id for b in session.branches
@@ -443,3 +447,16 @@ def test_where_flock_is_missing_saves_work_and_keep_a_running_writers_files(
     assert fingerprint(sw.Session.load(path, tiny_pipe)) == fingerprint(three[0])
     three[1].save(path, overwrite=True)
     assert names(tmp_path) == [running.name, "s"]
+
+
+def test_a_session_at_the_last_branch_id_refuses_a_new_branch_and_still_saves(tiny_pipe, tmp_path):
+    from seqwidgets.session_io import MAX_BRANCH_ID
+
+    path = tmp_path / "full.safetensors"
+    sw.Session(tiny_pipe).save(path)
+    rewrite_manifest(path, next_id=MAX_BRANCH_ID)
+    session = sw.Session.load(path, tiny_pipe)
+    with pytest.raises(ValueError, match="every branch id"):
+        session.run(sw.SequenceParams(**FAST, sequence_loop_count=1))
+    assert session.branches == []
+    sw.Session.load(session.save(tmp_path / "again.safetensors"), tiny_pipe)
