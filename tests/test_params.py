@@ -123,7 +123,14 @@ COMFY_SCHEDULERS = [
 
 def test_sampler_and_scheduler_names_are_comfyuis():
     assert set(SAMPLERS) <= set(COMFY_SAMPLERS)
-    assert len(SAMPLERS) == 11  # the eleven samplers checked against ComfyUI
+    # in the order of ComfyUI's menu; the names still missing are the four written apart
+    assert list(SAMPLERS) == [name for name in COMFY_SAMPLERS if name in SAMPLERS]
+    assert set(COMFY_SAMPLERS) - set(SAMPLERS) <= {
+        "dpm_fast",
+        "dpm_adaptive",
+        "uni_pc",
+        "uni_pc_bh2",
+    }
     assert set(SCHEDULERS) <= set(COMFY_SCHEDULERS)
     assert len(SCHEDULERS) == 7
     for name in ("sampler_name", "scheduler"):  # the node's defaults are offered
