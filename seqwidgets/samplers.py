@@ -6,8 +6,16 @@ dispatcher by ComfyUI name. Which function a name runs and what noise it draws i
 `seqwidgets.choices.SAMPLER_SPECS`. The sigmas come from `seqwidgets.schedules`.
 
 A *model* for the samplers is any callable ``model(x, sigma_batch, **extra_args) -> denoised``
-where ``sigma_batch`` has shape ``[B]`` (k-diffusion's denoiser contract). ``sample_lcm`` also reads
-``model.model_sampling`` (a `seqwidgets.schedules.ModelSampling`).
+where ``sigma_batch`` has shape ``[B]`` (k-diffusion's denoiser contract). Where ComfyUI reads
+more, so do we: ``model.model_sampling`` (a `seqwidgets.schedules.ModelSampling` or
+``FlowModelSampling``) for the flow-model branches, ``sample_lcm`` and ``sample_sa_solver``; and
+the CFG++ samplers (``*_cfg_pp``) call ``model.denoise_with_uncond(x, sigma_batch)`` for the
+unconditional estimate beside the guided one (a model without it counts as its own uncond).
+
+Every sampler computes what ComfyUI a125cd8 computes, in its order of operations (checked bit
+for bit against ``comfy/k_diffusion/sampling.py`` on a stand-in model, eps, SD3 and Flux
+sampling), with one change taken from later ComfyUI: the CPU noise of ``default_noise_sampler``
+is seeded with ``seed + 1``.
 
 Example:
     >>> from seqwidgets.schedules import ModelSampling, loop_sigmas
