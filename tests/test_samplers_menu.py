@@ -384,3 +384,24 @@ def test_every_sampler_runs_a_sequence_and_a_branch_reproduces_it(engines, name,
     batch = next(engine.frames_batch([params, params], start=1, previous=frames[0].latent))
     for frame in batch:
         assert rel_l2(frame.latent, frames[1].latent) < 1e-4
+
+
+@pytest.mark.slow
+def test_the_samplers_benchmark_counts_what_the_specs_say(tmp_path) -> None:
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    import bench_samplers
+
+    names = ["heunpp2", "sa_solver_pece", "euler_cfg_pp"]
+    result = bench_samplers.main(
+        ["--model", "tiny-random", "--loops", "2", "--steps", "3", "--repeats", "1"]
+        + ["--samplers", *names, "--json", str(tmp_path / "s.json")]
+    )
+    assert list(result["samplers"]) == names
+    for name in names:
+        # loop 0 runs the full 3 steps to 0, loop 1 the last 3 of a 6-step schedule (denoise 0.5)
+        calls = SAMPLER_SPECS_BY_NAME[name].loop_calls(3, to_zero=True)
+        assert result["samplers"][name]["model_calls_per_loop"] == calls
+    assert (tmp_path / "s.json").exists()
