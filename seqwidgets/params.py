@@ -81,10 +81,14 @@ class ParamSpec:
     node: bool = True
     path_suffixes: tuple[str, ...] | None = None
 
-    def allowed(self) -> str:
-        """The allowed values, in words, for error messages and documentation."""
+    def allowed(self, limit: int | None = None) -> str:
+        """The allowed values, in words, for error messages and documentation (``limit``: name
+        at most that many choices, then say how many more there are)."""
         if self.kind == "choice":
-            text = "one of " + ", ".join(repr(c) for c in self.choices)
+            shown = self.choices if limit is None else self.choices[:limit]
+            text = "one of " + ", ".join(repr(c) for c in shown)
+            if len(shown) < len(self.choices):
+                text += f", ... and {len(self.choices) - len(shown)} more"
             if self.path_suffixes:
                 text += ", or a path to a " + "/".join(self.path_suffixes) + " file"
         elif self.kind in ("int", "float"):
@@ -141,7 +145,9 @@ class ParamSpec:
         if problem == "wrong type":
             shown = f"{type(value).__name__} {shown}"
         return ParamError(
-            self.name, f"{self.name}: {shown} is {problem}; allowed: {self.allowed()}"
+            # a menu of 40 names is a wall in one line: the first dozen and a count
+            self.name,
+            f"{self.name}: {shown} is {problem}; allowed: {self.allowed(limit=12)}",
         )
 
 
