@@ -8,7 +8,10 @@
 2. negative and positive prompts go through the network as one batch (one call per step);
 3. ``denoised = x - sigma * eps`` (or the v-prediction form, or ``x - sigma * v`` for flow);
 4. classifier-free guidance ``uncond + cfg * (cond - uncond)``; when every ``cfg == 1`` that is
-   ``cond`` alone, so the negative half is skipped (ComfyUI's cfg1 optimisation).
+   ``cond`` alone, so the negative half is skipped (ComfyUI's cfg1 optimisation). The CFG++
+   samplers also read the negative prompt's estimate: ``denoise_with_uncond`` returns both from
+   the same single call and never skips the negative half (ComfyUI disables the optimisation
+   for them).
 
 Flux reads the latent as 2x2 patches (packed tokens with image ids) and, for Flux dev, a
 distilled guidance value (``flux_guidance``, ComfyUI's FluxGuidance, default 3.5).
@@ -90,65 +93,99 @@ class CFGDenoiser:
         # Read once: `network.dtype` walks every parameter, too slow to ask on every step.
         self.dtype = network.dtype
         self.items = len(cfgs)
-        # Batch order [negatives..., positives...]; when every cfg is 1 only the positives.
+        # Batch order [negatives..., positives...]. When every cfg is 1 a plain call sends only
+        # the positives (ComfyUI's cfg1 optimisation); `denoise_with_uncond` always sends both.
         self.guided = any(c != 1.0 for c in cfgs)
-        sides = Conditioning.cat(negative + positive if self.guided else positive)
+        sides = Conditioning.cat(negative + positive)
         self._embeds = sides.embeds.to(self.dtype)
         device = self._embeds.device
         self._cfg = torch.tensor(cfgs, device=device).view(-1, 1, 1, 1)
         self._pooled = None if sides.pooled is None else sides.pooled.to(self.dtype)
-        self._added = None
+        self._time_ids = None
         if self.family.name == "sdxl":
-            ids = time_ids.to(device=device, dtype=self.dtype).repeat(len(sides.pooled), 1)
-            self._added = {"text_embeds": self._pooled, "time_ids": ids}
+            self._time_ids = time_ids.to(device=device, dtype=self.dtype).repeat(len(cfgs) * 2, 1)
         self._guidance = None
         if self.family.guidance_embeds:
             values = _per_item_list(guidance)
             values = values * len(cfgs) if len(values) == 1 else values
             if len(values) != len(cfgs):
                 raise ValueError(f"one guidance per item: got {len(values)} for {len(cfgs)}")
-            self._guidance = torch.tensor(values * (2 if self.guided else 1), device=device)
+            self._guidance = torch.tensor(values * 2, device=device)
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **extra_args) -> torch.Tensor:
-        ms = self.model_sampling
-        repeats = self._embeds.shape[0] // x.shape[0]
-        x_in = ms.calculate_input(sigma, x).repeat(repeats, 1, 1, 1).to(self.dtype)
-        timestep = ms.timestep(sigma).repeat(repeats)
-        out = self._forward(x_in, timestep).float()
-        self.calls += 1
-        denoised = ms.calculate_denoised(sigma.repeat(repeats), out, x.repeat(repeats, 1, 1, 1))
         if not self.guided:
-            return denoised
-        uncond, cond = denoised.chunk(2)
+            return self._denoise(x, sigma, both=False)
+        uncond, cond = self._denoise(x, sigma, both=True).chunk(2)
         return uncond + (cond - uncond) * self._cfg
 
-    def _forward(self, x_in: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
-        """One network call on the whole batch; returns eps / v in the latent's layout."""
+    @torch.no_grad()
+    def denoise_with_uncond(
+        self, x: torch.Tensor, sigma: torch.Tensor, **extra_args
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(denoised, uncond_denoised)`` from one network call on both prompt sides.
+
+        What ComfyUI's ``_cfg_pp`` samplers read through ``sampler_post_cfg_function``: they
+        also set ``disable_cfg1_optimization``, so at cfg 1 the negative half still runs and
+        ``uncond_denoised`` is the negative prompt's estimate (not the positive one).
+
+        Example:
+            >>> from seqwidgets.conditioning import PromptEncoder
+            >>> from seqwidgets.families import detect_family
+            >>> from seqwidgets.testing import tiny_pipeline
+            >>> pipe = tiny_pipeline()
+            >>> enc, family = PromptEncoder(pipe), detect_family(pipe)
+            >>> denoiser = CFGDenoiser(pipe.unet, family.model_sampling(pipe),
+            ...     enc.encode("a red circle"), enc.encode("blurry"), 1.0, family=family)
+            >>> denoised, uncond = denoiser.denoise_with_uncond(torch.zeros(1, 4, 8, 8),
+            ...     torch.tensor([1.0]))
+            >>> denoiser.calls, bool(torch.equal(denoised, uncond))
+            (1, False)
+        """
+        uncond, cond = self._denoise(x, sigma, both=True).chunk(2)
+        return uncond + (cond - uncond) * self._cfg, uncond
+
+    def _denoise(self, x: torch.Tensor, sigma: torch.Tensor, both: bool) -> torch.Tensor:
+        """Denoised estimates for ``[negatives..., positives...]`` (``both``) or the positives."""
+        ms = self.model_sampling
+        repeats = 2 if both else 1
+        x_in = ms.calculate_input(sigma, x).repeat(repeats, 1, 1, 1).to(self.dtype)
+        timestep = ms.timestep(sigma).repeat(repeats)
+        out = self._forward(x_in, timestep, slice(None) if both else slice(self.items, None))
+        self.calls += 1
+        return ms.calculate_denoised(sigma.repeat(repeats), out.float(), x.repeat(repeats, 1, 1, 1))
+
+    def _forward(self, x_in: torch.Tensor, timestep: torch.Tensor, rows: slice) -> torch.Tensor:
+        """One network call on the conditioning ``rows``; returns eps / v in the latent's layout."""
+        embeds = self._embeds[rows]
+        pooled = None if self._pooled is None else self._pooled[rows]
         if self.family.network == "unet":
+            added = None
+            if self._time_ids is not None:
+                added = {"text_embeds": pooled, "time_ids": self._time_ids[rows]}
             return self.network(
                 x_in,
                 timestep,
-                encoder_hidden_states=self._embeds,
-                added_cond_kwargs=self._added,
+                encoder_hidden_states=embeds,
+                added_cond_kwargs=added,
                 return_dict=False,
             )[0]
         if not self.family.packed:  # SD3
             return self.network(
                 hidden_states=x_in,
                 timestep=timestep.to(self.dtype),
-                encoder_hidden_states=self._embeds,
-                pooled_projections=self._pooled,
+                encoder_hidden_states=embeds,
+                pooled_projections=pooled,
                 return_dict=False,
             )[0]
         batch, channels, height, width = x_in.shape
         out = self.network(
             hidden_states=pack_latents(x_in),
             timestep=timestep.to(self.dtype),
-            guidance=None if self._guidance is None else self._guidance.to(self.dtype),
-            pooled_projections=self._pooled,
-            encoder_hidden_states=self._embeds,
-            txt_ids=torch.zeros(self._embeds.shape[1], 3, device=x_in.device, dtype=self.dtype),
+            guidance=None if self._guidance is None else self._guidance[rows].to(self.dtype),
+            pooled_projections=pooled,
+            encoder_hidden_states=embeds,
+            txt_ids=torch.zeros(embeds.shape[1], 3, device=x_in.device, dtype=self.dtype),
             img_ids=latent_image_ids(height, width, x_in.device, self.dtype),
             return_dict=False,
         )[0]

@@ -12,6 +12,7 @@ help text: validation reads it, and so do the widget panel and the README table.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import numbers
 import warnings
 from collections.abc import Mapping
@@ -81,10 +82,14 @@ class ParamSpec:
     node: bool = True
     path_suffixes: tuple[str, ...] | None = None
 
-    def allowed(self) -> str:
-        """The allowed values, in words, for error messages and documentation."""
+    def allowed(self, limit: int | None = None) -> str:
+        """The allowed values, in words, for error messages and documentation (``limit``: name
+        at most that many choices, then say how many more there are)."""
         if self.kind == "choice":
-            text = "one of " + ", ".join(repr(c) for c in self.choices)
+            shown = self.choices if limit is None else self.choices[:limit]
+            text = "one of " + ", ".join(repr(c) for c in shown)
+            if len(shown) < len(self.choices):
+                text += f", ... and {len(self.choices) - len(shown)} more"
             if self.path_suffixes:
                 text += ", or a path to a " + "/".join(self.path_suffixes) + " file"
         elif self.kind in ("int", "float"):
@@ -140,8 +145,15 @@ class ParamSpec:
         shown = short_repr(value)
         if problem == "wrong type":
             shown = f"{type(value).__name__} {shown}"
+        if problem == "unknown choice" and isinstance(value, str):
+            # A typo in a 42-name menu: name the closest entries before the list.
+            close = difflib.get_close_matches(value, self.choices, n=3, cutoff=0.6)
+            if close:
+                problem += f" (did you mean {' or '.join(repr(c) for c in close)}?)"
         return ParamError(
-            self.name, f"{self.name}: {shown} is {problem}; allowed: {self.allowed()}"
+            # a menu of 40 names is a wall in one line: the first dozen and a count
+            self.name,
+            f"{self.name}: {shown} is {problem}; allowed: {self.allowed(limit=12)}",
         )
 
 

@@ -328,8 +328,9 @@ class Session:
             **changes: settings to change (any `SequenceParams` field), applied to the loops
                 after ``frame``. With no changes the new frames equal the original ones bitwise.
 
-        Branching at loop ``k`` of ``n`` costs ``(n - k - 1) * steps`` UNet calls and no call
-        for loops ``0..k``. Returns the new branch, which shares loops ``0..k``.
+        Branching at loop ``k`` of ``n`` costs ``n - k - 1`` loops of model calls (``steps``
+        calls a loop for one-call samplers such as ``euler``; `SamplerSpec.loop_calls` gives the
+        count for the others) and no call for loops ``0..k``. Returns the new branch, which shares loops ``0..k``.
         """
         parent, index = self._resolve(frame)
         name = name or Branch.fork_name(parent, index + 1)

@@ -83,7 +83,11 @@ def test_model_calls_per_step(spec: choices.SamplerSpec) -> None:
 
     model.model_sampling = MS
     samplers.sample(spec.name, model, torch.ones(1, 1, 2, 2), SIGMAS, seed=0)
-    assert len(calls) == spec.model_calls * (len(SIGMAS) - 1)
+    assert len(calls) == spec.loop_calls(len(SIGMAS) - 1, to_zero=False)
+    calls.clear()
+    to_zero = torch.tensor([3.0, 2.0, 1.0, 0.5, 0.0])
+    samplers.sample(spec.name, model, torch.ones(1, 1, 2, 2), to_zero, seed=0)
+    assert len(calls) == spec.loop_calls(len(to_zero) - 1, to_zero=True)
 
 
 @pytest.mark.parametrize("spec", SAMPLER_SPECS, ids=lambda spec: spec.name)
@@ -129,6 +133,7 @@ def test_samplers_markdown_lists_every_sampler() -> None:
     for spec, row in zip(SAMPLER_SPECS, table[2:], strict=True):
         calls = "own grid" if spec.model_calls is None else spec.model_calls
         assert row.startswith(f"| `{spec.name}` | {calls} | {spec.noise} |")
+        assert row.endswith(f" | {spec.group} |")
 
 
 def test_choices_module_needs_no_torch() -> None:

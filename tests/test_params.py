@@ -123,7 +123,9 @@ COMFY_SCHEDULERS = [
 
 def test_sampler_and_scheduler_names_are_comfyuis():
     assert set(SAMPLERS) <= set(COMFY_SAMPLERS)
-    assert len(SAMPLERS) == 15  # the samplers checked against ComfyUI
+    # every name on ComfyUI's menus, in the order of ComfyUI's menu
+    assert list(SAMPLERS) == list(COMFY_SAMPLERS)
+    assert len(SAMPLERS) == 42
     assert set(SCHEDULERS) == set(COMFY_SCHEDULERS)
     for name in ("sampler_name", "scheduler"):  # the node's defaults are offered
         assert PARAM_SPECS[name].default in PARAM_SPECS[name].choices
@@ -325,3 +327,14 @@ def test_param_warning_names_its_field():
     with pytest.warns(ParamWarning) as caught:
         SequenceParams(positive_seq="0: a\n30: b", sequence_loop_count=5)
     assert caught[0].message.field == "positive_seq"
+
+
+@pytest.mark.parametrize(
+    "typo, closest",
+    [("eulr", "euler"), ("unipc", "uni_pc"), ("dpmpp_2m_sde_gpux", "dpmpp_2m_sde_gpu")],
+)
+def test_a_misspelt_menu_name_suggests_the_closest(typo, closest):
+    with pytest.raises(ParamError, match=rf"did you mean '{closest}'") as error:
+        SequenceParams(sampler_name=typo)
+    assert error.value.field == "sampler_name"
+    assert len(str(error.value)) < 400  # the menu stays one short line

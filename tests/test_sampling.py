@@ -261,7 +261,9 @@ def test_ddim_uniform_and_beta_lengths_follow_comfyui(ms: ModelSampling) -> None
 
 
 def test_unknown_names_raise_listing_supported(ms: ModelSampling) -> None:
-    with pytest.raises(ValueError, match="'eulr'.*euler, euler_ancestral.*lcm"):
+    with pytest.raises(
+        ValueError, match="'eulr'.*euler, euler_cfg_pp, euler_ancestral.*sa_solver_pece"
+    ):
         check_sampler("eulr")
     with pytest.raises(ValueError, match="'karas'.*normal, karras.*beta"):
         check_scheduler("karas")
