@@ -45,6 +45,9 @@ __all__ = [
     "check_sampler",
     "check_scheduler",
     "samplers_by_group",
+    "sampler_line",
+    "sampler_menu",
+    "samplers_help",
     "samplers_markdown",
 ]
 
@@ -506,6 +509,52 @@ def samplers_by_group() -> dict[str, tuple[str, ...]]:
         for group in SAMPLER_GROUPS
     }
 
+
+
+def sampler_menu() -> list[tuple[str, str]]:
+    """The sampler menu as ``(label, name)`` pairs: the common samplers first, then each other
+    group under its name, so 42 entries read as a few short lists.
+
+    Example:
+        >>> menu = sampler_menu()
+        >>> menu[0], len(menu) == len(SAMPLERS)
+        (('euler', 'euler'), True)
+        >>> ("CFG++ · euler_cfg_pp", "euler_cfg_pp") in menu
+        True
+    """
+    menu = []
+    for group, names in samplers_by_group().items():
+        for name in names:
+            menu.append((name if group == "common" else f"{group} · {name}", name))
+    return menu
+
+
+def sampler_line(name: str) -> str:
+    """One line on what the sampler ``name`` is: its group, cost and noise, then its summary.
+
+    Example:
+        >>> sampler_line("heun")
+        'heun · common · 2 model calls a step · deterministic. Heun, second order.'
+    """
+    spec = SAMPLER_SPECS_BY_NAME[check_sampler(name)]
+    if spec.model_calls is None:
+        calls = "chooses its own model calls"
+    else:
+        calls = f"{spec.model_calls} model call{'s' if spec.model_calls > 1 else ''} a step"
+    noise = {"none": "deterministic", "gaussian": "fresh noise each step", "brownian": "SDE noise"}
+    return f"{name} · {spec.group} · {calls} · {noise[spec.noise]}. {spec.summary}"
+
+
+def samplers_help() -> str:
+    """The samplers by menu group in a few lines, for ``seqwidgets render --help``.
+
+    Example:
+        >>> print(samplers_help().splitlines()[0][:40])
+        common: euler, euler_ancestral, heun, dp
+    """
+    return "\n".join(
+        f"{group}: {', '.join(names)}" for group, names in samplers_by_group().items() if names
+    )
 
 #: ComfyUI's sigma schedules, in the order the settings offer them (ComfyUI's last two,
 #: ``linear_quadratic`` and ``kl_optimal``, last here too).

@@ -24,6 +24,7 @@ from typing import Any
 import ipywidgets as W
 import traitlets
 
+from seqwidgets.choices import sampler_line, sampler_menu
 from seqwidgets.params import PARAM_SPECS, ParamSpec, SequenceParams
 
 from .render import describe_changes
@@ -94,6 +95,9 @@ def _make_control(spec: ParamSpec) -> W.Widget:
     if spec.kind == "choice" and spec.path_suffixes:
         # The choices, or a file path typed in.
         return W.Combobox(options=list(spec.choices), value=spec.default, layout=layout)
+    if spec.name == "sampler_name":
+        # 42 names: the common ones first, the others labelled by their group.
+        return W.Dropdown(options=sampler_menu(), value=spec.default, layout=layout)
     if spec.kind == "choice":
         return W.Dropdown(options=list(spec.choices), value=spec.default, layout=layout)
     if _is_text_int(spec):
@@ -145,6 +149,8 @@ class ControlPanel(W.VBox):
     Attributes:
         controls (`dict[str, Widget]`): the control of each field, keyed by field name.
         messages (`dict[str, HTML]`): the validation message shown under each field.
+        sampler_info (`HTML`): one line on what the selected sampler is (group, model calls a
+            step, noise, summary); the sampler menu lists the common samplers first.
         rows (`dict[str, Widget]`): each field's row (label, control, message); an edited
             field's row has the CSS class ``sw-changed``.
         params (`SequenceParams | None`): the current settings, or ``None`` while invalid.
@@ -186,6 +192,11 @@ class ControlPanel(W.VBox):
             self.controls[name] = _make_control(spec)
             self.messages[name] = W.HTML(layout=W.Layout(display="none", margin="0 0 2px 0"))
             self.rows[name] = self._row(spec)
+        # One line on what the selected sampler is, under its menu.
+        self.sampler_info = W.HTML(layout=W.Layout(margin="0 0 2px 0"))
+        self.rows["sampler_name"].children += (self.sampler_info,)
+        self.controls["sampler_name"].observe(self._show_sampler, "value")
+        self._show_sampler()
 
         self.init_upload = W.FileUpload(
             accept="image/*",
@@ -443,6 +454,10 @@ class ControlPanel(W.VBox):
         self.set_init_image(None)
 
     # -- validation ------------------------------------------------------------------------
+
+    def _show_sampler(self, _change=None) -> None:
+        line = sampler_line(self.controls["sampler_name"].value)
+        self.sampler_info.value = f"<span class='sw-muted'>{html.escape(line)}</span>"
 
     def _on_change(self, _change) -> None:
         if not self._quiet:
