@@ -510,7 +510,6 @@ def samplers_by_group() -> dict[str, tuple[str, ...]]:
     }
 
 
-
 def sampler_menu() -> list[tuple[str, str]]:
     """The sampler menu as ``(label, name)`` pairs: the common samplers first, then each other
     group under its name, so 42 entries read as a few short lists.
@@ -555,6 +554,7 @@ def samplers_help() -> str:
     return "\n".join(
         f"{group}: {', '.join(names)}" for group, names in samplers_by_group().items() if names
     )
+
 
 #: ComfyUI's sigma schedules, in the order the settings offer them (ComfyUI's last two,
 #: ``linear_quadratic`` and ``kl_optimal``, last here too).
