@@ -1784,6 +1784,13 @@ def sa_solver_coefficients(
     return sigma_next * lambda_t.exp() * torch.linalg.solve(vandermonde_t, integrals)
 
 
+def _sa_update(ratio, tau_t, h, x: torch.Tensor, preds: list[torch.Tensor], b) -> torch.Tensor:
+    """SA-Solver's predictor / corrector update: the decayed state plus the weighted estimates
+    (``ratio`` is sigma_next / sigma; the order of operations is ComfyUI's)."""
+    stacked = torch.stack(preds, dim=1)
+    return ratio * (-(tau_t**2) * h).exp() * x + torch.tensordot(stacked, b, dims=([1], [0]))
+
+
 @torch.no_grad()
 def sample_sa_solver(
     model: Denoiser,
@@ -1855,10 +1862,7 @@ def sample_sa_solver(
                 lambdas[i],
                 tau_t,
             )
-            stacked = torch.stack(preds[-corrector_used:], dim=1)
-            x = sigmas[i] / sigmas[i - 1] * (-(tau_t**2) * h).exp() * x + torch.tensordot(
-                stacked, b, dims=([1], [0])
-            )
+            x = _sa_update(sigmas[i] / sigmas[i - 1], tau_t, h, x, preds[-corrector_used:], b)
             if tau_t > 0 and s_noise > 0:
                 x = x + noise  # the previous predictor step's noise
             if use_pece:
@@ -1876,11 +1880,8 @@ def sample_sa_solver(
                 lambdas[i + 1],
                 tau_t,
             )
-            stacked = torch.stack(preds[-predictor_used:], dim=1)
             h = lambdas[i + 1] - lambdas[i]
-            x_pred = sigmas[i + 1] / sigmas[i] * (-(tau_t**2) * h).exp() * x + torch.tensordot(
-                stacked, b, dims=([1], [0])
-            )
+            x_pred = _sa_update(sigmas[i + 1] / sigmas[i], tau_t, h, x, preds[-predictor_used:], b)
             if tau_t > 0 and s_noise > 0:
                 noise = noise_sampler(sigmas[i], sigmas[i + 1]) * sigmas[i + 1]
                 noise = noise * (-2 * tau_t**2 * h).expm1().neg().sqrt() * s_noise
