@@ -32,7 +32,18 @@ import torch
 
 from .schedules import AnyModelSampling, FlowModelSampling, ModelSampling
 
-__all__ = ["FAMILIES", "Family", "detect_family", "model_sampling_for"]
+__all__ = [
+    "FAMILIES",
+    "Family",
+    "LatentFormat",
+    "NetworkInputs",
+    "detect_family",
+    "latent_format",
+    "model_sampling_for",
+    "pack_latents",
+    "sdxl_time_ids",
+    "unpack_latents",
+]
 
 # ComfyUI's preview factors (comfy/latent_formats.py): rows are latent channels, columns R, G, B,
 # for latents in the model's scaling (diffusers' scaling).
@@ -90,11 +101,87 @@ FLUX_LATENT_RGB_BIAS: tuple[float, float, float] = (-0.0329, -0.0718, -0.0851)
 
 
 @dataclass(frozen=True)
-class Family:
-    """What one model family needs from the engine.
+class LatentFormat:
+    """How a VAE's raw latents become the latents the network samples (diffusers' scaling).
+
+    ``process_in`` is ComfyUI's ``LatentFormat.process_in``: ``(raw - shift) * scale``, or with
+    per-channel statistics (Qwen-Image's Wan 2.1 VAE) ``(raw - mean_c) * scale / std_c``.
+
+    Example:
+        >>> fmt = LatentFormat(scale=0.3611, shift=0.1159)
+        >>> round(float(fmt.process_out(fmt.process_in(torch.tensor(1.0)))), 6)
+        1.0
+    """
+
+    scale: float = 1.0
+    shift: float = 0.0
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    def _stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        shape = (1, len(self.mean), *([1] * (like.ndim - 2)))
+        mean = torch.tensor(self.mean, device=like.device, dtype=like.dtype).view(shape)
+        std = torch.tensor(self.std, device=like.device, dtype=like.dtype).view(shape)
+        return mean, std
+
+    def process_in(self, raw: torch.Tensor) -> torch.Tensor:
+        """Raw VAE latents ``[N, C, ...]`` -> the model's latents."""
+        if self.mean is not None:
+            mean, std = self._stats(raw)
+            return (raw - mean) * self.scale / std
+        return (raw - self.shift) * self.scale
+
+    def process_out(self, latents: torch.Tensor) -> torch.Tensor:
+        """The model's latents ``[N, C, ...]`` -> raw VAE latents."""
+        if self.mean is not None:
+            mean, std = self._stats(latents)
+            return latents * std / self.scale + mean
+        return latents / self.scale + self.shift
+
+
+def latent_format(vae: Any) -> LatentFormat:
+    """The latent format a diffusers VAE's config declares (``scaling_factor``,
+    ``shift_factor``, or ``latents_mean`` / ``latents_std`` as diffusers reads them).
+
+    Example:
+        >>> from seqwidgets.testing import tiny_pipeline
+        >>> latent_format(tiny_pipeline().vae)
+        LatentFormat(scale=0.18215, shift=0.0, mean=None, std=None)
+    """
+    config = vae.config
+    scale = float(config.get("scaling_factor") or 1.0)
+    mean, std = config.get("latents_mean"), config.get("latents_std")
+    if mean is not None and std is not None:
+        return LatentFormat(scale=scale, mean=tuple(mean), std=tuple(std))
+    return LatentFormat(scale=scale, shift=float(config.get("shift_factor") or 0.0))
+
+
+@dataclass(frozen=True)
+class NetworkInputs:
+    """The conditioning side of one batched network call, built once per denoiser.
 
     Attributes:
-        name: ``"sd"``, ``"sd-v"``, ``"sdxl"``, ``"sd3"``, ``"flux-dev"`` or ``"flux-schnell"``.
+        embeds: token embeddings ``[B, tokens, dim]`` in the network's dtype.
+        pooled: pooled text embeddings ``[B, dim]`` (SDXL, SD3, Flux), else ``None``.
+        mask: ``[B, tokens]``, 1 where a token is read (padded prompts), else ``None``.
+        time_ids: SDXL's ``add_time_ids`` ``[B, 6]``, else ``None``.
+        guidance: Flux dev's distilled guidance ``[B]``, else ``None``.
+    """
+
+    embeds: torch.Tensor
+    pooled: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+    time_ids: torch.Tensor | None = None
+    guidance: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class Family:
+    """What one model family needs from the engine; one subclass per family, as ComfyUI's
+    ``comfy/supported_models.py`` has one class per model, inheriting from its nearest relative.
+
+    Attributes:
+        name: the family's short name (``"sd"``, ``"sdxl"``, ``"sd3"``, ``"flux-dev"``, ...).
         label: a name for people (``"Stable Diffusion 3"``).
         network: the pipeline attribute holding the denoising network (``"unet"`` or
             ``"transformer"``).
@@ -106,6 +193,9 @@ class Family:
         shift, multiplier: the flow table's settings (see `FlowModelSampling`).
         flow_kind: ``"discrete"`` or ``"flux"`` (the flow table).
         latent_rgb: ComfyUI's preview ``(factors, bias)``; bias ``None`` where ComfyUI has none.
+        taesd: the hub id of the family's tiny autoencoder (``AutoencoderTiny``), if one exists.
+        max_sequence_length: text tokens the pipeline's ``encode_prompt`` pads or cuts to by
+            default (T5, Gemma, Qwen); unused by CLIP-only families.
     """
 
     name: str
@@ -119,6 +209,8 @@ class Family:
     multiplier: float = 1000.0
     flow_kind: str = "discrete"
     latent_rgb: tuple[Any, Any] | None = None
+    taesd: str | None = None
+    max_sequence_length: int = 256
 
     def model_sampling(self, pipe: Any) -> AnyModelSampling:
         """This family's model sampling: ComfyUI's fixed settings, or the SD scheduler's betas."""
@@ -147,31 +239,198 @@ class Family:
 
     def default_image_size(self, pipe: Any) -> int:
         """The pipeline's default square image side in pixels."""
-        if self.packed:  # FluxPipeline keeps its default on the pipeline (128 latent pixels)
-            return int(getattr(pipe, "default_sample_size", 128)) * int(pipe.vae_scale_factor)
         return int(self.denoiser_network(pipe).config.sample_size) * int(pipe.vae_scale_factor)
+
+    def latent_format(self, pipe: Any) -> LatentFormat:
+        """How this pipeline's VAE latents are scaled for the network (`latent_format`)."""
+        return latent_format(pipe.vae)
+
+    def encode_prompt(
+        self, pipe: Any, prompt: str, device: torch.device, max_sequence_length: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """One prompt through the pipeline's own text encoder(s): ``(embeds, pooled, mask)``,
+        each with a batch dimension of 1; ``pooled`` and ``mask`` may be ``None``."""
+        raise NotImplementedError
+
+    def time_ids(self, height: int, width: int) -> torch.Tensor | None:
+        """Extra size conditioning for an image of this size (SDXL's); ``None`` elsewhere."""
+        return None
+
+    def forward(
+        self, network: Any, x_in: torch.Tensor, timestep: torch.Tensor, inputs: NetworkInputs
+    ) -> torch.Tensor:
+        """One network call on a batch ``x_in`` ``[B, C, h, w]`` at ComfyUI's ``timestep``;
+        returns the model output (eps, v or velocity) in the latent's layout, ComfyUI's sign."""
+        raise NotImplementedError
+
+
+class SD(Family):
+    """SD 1.x / 2.x (``sd``, ``sd-v``): one CLIP, a UNet, the nearest integer training step."""
+
+    def encode_prompt(self, pipe, prompt, device, max_sequence_length):
+        embeds, _ = pipe.encode_prompt(prompt, device, 1, False)
+        return embeds, None, None
+
+    def forward(self, network, x_in, timestep, inputs):
+        added = None
+        if inputs.time_ids is not None:
+            added = {"text_embeds": inputs.pooled, "time_ids": inputs.time_ids}
+        return network(
+            x_in,
+            timestep,
+            encoder_hidden_states=inputs.embeds,
+            added_cond_kwargs=added,
+            return_dict=False,
+        )[0]
+
+
+class SDXL(SD):
+    """SDXL: two CLIPs with a pooled embedding, and the image size as ``add_time_ids``."""
+
+    def encode_prompt(self, pipe, prompt, device, max_sequence_length):
+        embeds, _, pooled, _ = pipe.encode_prompt(
+            prompt=prompt, device=device, num_images_per_prompt=1, do_classifier_free_guidance=False
+        )
+        return embeds, pooled, None
+
+    def time_ids(self, height, width):
+        return sdxl_time_ids(height, width)
+
+
+class SD3(Family):
+    """SD3 / SD3.5: two CLIPs and T5, a transformer on 2x2 patches it makes itself, t = sigma x
+    1000."""
+
+    def encode_prompt(self, pipe, prompt, device, max_sequence_length):
+        embeds, _, pooled, _ = pipe.encode_prompt(
+            prompt=prompt,
+            prompt_2=None,
+            prompt_3=None,
+            device=device,
+            num_images_per_prompt=1,
+            do_classifier_free_guidance=False,
+            max_sequence_length=max_sequence_length,
+        )
+        return embeds, pooled, None
+
+    def forward(self, network, x_in, timestep, inputs):
+        return network(
+            hidden_states=x_in,
+            timestep=timestep.to(x_in.dtype),
+            encoder_hidden_states=inputs.embeds,
+            pooled_projections=inputs.pooled,
+            return_dict=False,
+        )[0]
+
+
+class Flux(Family):
+    """Flux (dev and schnell): CLIP pooled + T5, packed 2x2 latents with position ids, t = sigma
+    (the diffusers transformer multiplies by 1000 itself), guidance where it is embedded."""
+
+    def default_image_size(self, pipe):
+        # FluxPipeline keeps its default on the pipeline (128 latent pixels)
+        return int(getattr(pipe, "default_sample_size", 128)) * int(pipe.vae_scale_factor)
+
+    def encode_prompt(self, pipe, prompt, device, max_sequence_length):
+        embeds, pooled, _ = pipe.encode_prompt(
+            prompt=prompt,
+            prompt_2=None,
+            device=device,
+            num_images_per_prompt=1,
+            max_sequence_length=max_sequence_length,
+        )
+        return embeds, pooled, None
+
+    def forward(self, network, x_in, timestep, inputs):
+        batch, channels, height, width = x_in.shape
+        out = network(
+            hidden_states=pack_latents(x_in),
+            timestep=timestep.to(x_in.dtype),
+            guidance=None if inputs.guidance is None else inputs.guidance.to(x_in.dtype),
+            pooled_projections=inputs.pooled,
+            encoder_hidden_states=inputs.embeds,
+            txt_ids=torch.zeros(inputs.embeds.shape[1], 3, device=x_in.device, dtype=x_in.dtype),
+            img_ids=latent_image_ids(height, width, x_in.device, x_in.dtype),
+            return_dict=False,
+        )[0]
+        return unpack_latents(out, channels, height, width)
+
+
+def pack_latents(x: torch.Tensor) -> torch.Tensor:
+    """``[B, C, h, w]`` -> Flux's tokens ``[B, h/2 * w/2, 4C]`` (2x2 patches, channel-major).
+
+    Example:
+        >>> x = torch.arange(16.0).view(1, 1, 4, 4)
+        >>> pack_latents(x)[0, 0].tolist()
+        [0.0, 1.0, 4.0, 5.0]
+        >>> torch.equal(unpack_latents(pack_latents(x), 1, 4, 4), x)
+        True
+    """
+    b, c, h, w = x.shape
+    if h % 2 or w % 2:
+        raise ValueError(
+            f"Flux packs 2x2 latent patches: height and width must be even, got {h}x{w}"
+        )
+    x = x.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5)
+    return x.reshape(b, (h // 2) * (w // 2), c * 4)
+
+
+def unpack_latents(tokens: torch.Tensor, channels: int, height: int, width: int) -> torch.Tensor:
+    """The inverse of :func:`pack_latents`: ``[B, h/2 * w/2, 4C]`` -> ``[B, C, h, w]``."""
+    b = tokens.shape[0]
+    x = tokens.view(b, height // 2, width // 2, channels, 2, 2).permute(0, 3, 1, 4, 2, 5)
+    return x.reshape(b, channels, height, width)
+
+
+def latent_image_ids(height: int, width: int, device, dtype) -> torch.Tensor:
+    """Flux's image position ids ``[h/2 * w/2, 3]``: ``(0, row, column)`` of each 2x2 patch.
+
+    Example:
+        >>> latent_image_ids(4, 4, "cpu", torch.float32)[-1].tolist()
+        [0.0, 1.0, 1.0]
+    """
+    ids = torch.zeros(height // 2, width // 2, 3)
+    ids[..., 1] = torch.arange(height // 2)[:, None]
+    ids[..., 2] = torch.arange(width // 2)[None, :]
+    return ids.reshape(-1, 3).to(device=device, dtype=dtype)
+
+
+def sdxl_time_ids(height: int, width: int) -> torch.Tensor:
+    """SDXL's ``add_time_ids``: original size, crop top-left (0, 0), target size.
+
+    Example:
+        >>> sdxl_time_ids(1024, 768).tolist()
+        [[1024.0, 768.0, 0.0, 0.0, 1024.0, 768.0]]
+    """
+    return torch.tensor([[height, width, 0, 0, height, width]], dtype=torch.float32)
 
 
 FAMILIES: dict[str, Family] = {
     family.name: family
     for family in (
-        Family(
-            "sd", "Stable Diffusion 1.x / 2.x", "unet", latent_rgb=(SD15_LATENT_RGB_FACTORS, None)
+        SD(
+            "sd",
+            "Stable Diffusion 1.x / 2.x",
+            "unet",
+            latent_rgb=(SD15_LATENT_RGB_FACTORS, None),
+            taesd="madebyollin/taesd",
         ),
-        Family(
+        SD(
             "sd-v",
             "Stable Diffusion 2.x (v-prediction)",
             "unet",
             latent_rgb=(SD15_LATENT_RGB_FACTORS, None),
+            taesd="madebyollin/taesd",
         ),
-        Family(
+        SDXL(
             "sdxl",
             "Stable Diffusion XL",
             "unet",
             pooled=True,
             latent_rgb=(SDXL_LATENT_RGB_FACTORS, SDXL_LATENT_RGB_BIAS),
+            taesd="madebyollin/taesdxl",
         ),
-        Family(
+        SD3(
             "sd3",
             "Stable Diffusion 3 / 3.5",
             "transformer",
@@ -180,8 +439,9 @@ FAMILIES: dict[str, Family] = {
             shift=3.0,
             multiplier=1000.0,
             latent_rgb=(SD3_LATENT_RGB_FACTORS, SD3_LATENT_RGB_BIAS),
+            taesd="madebyollin/taesd3",
         ),
-        Family(
+        Flux(
             "flux-dev",
             "Flux (guidance-distilled, dev)",
             "transformer",
@@ -193,8 +453,10 @@ FAMILIES: dict[str, Family] = {
             multiplier=1.0,
             flow_kind="flux",
             latent_rgb=(FLUX_LATENT_RGB_FACTORS, FLUX_LATENT_RGB_BIAS),
+            taesd="madebyollin/taef1",
+            max_sequence_length=512,
         ),
-        Family(
+        Flux(
             "flux-schnell",
             "Flux (schnell)",
             "transformer",
@@ -204,6 +466,7 @@ FAMILIES: dict[str, Family] = {
             shift=1.0,
             multiplier=1.0,
             latent_rgb=(FLUX_LATENT_RGB_FACTORS, FLUX_LATENT_RGB_BIAS),
+            taesd="madebyollin/taef1",
         ),
     )
 }
