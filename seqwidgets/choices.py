@@ -165,6 +165,7 @@ BUILT_IN_MODELS: tuple[str, ...] = (
     "tiny-random-sd3",
     "tiny-random-flux",
     "tiny-random-flux-schnell",
+    "tiny-random-chroma",
     "random-sd15",
     "random-sd3",
 )

@@ -13,6 +13,7 @@ family             network         model sampling (ComfyUI)                    l
 ``sd3``            ``transformer`` discrete flow, shift 3, multiplier 1000     16 channels
 ``flux-dev``       ``transformer`` Flux flow, shift 1.15; guidance embedding   16, packed
 ``flux-schnell``   ``transformer`` discrete flow, shift 1, multiplier 1        16, packed
+``chroma``         ``transformer`` Flux flow, shift 1.15; T5 only, masked      16, packed
 =================  ==============  ==========================================  ==========
 
 Example:
@@ -342,18 +343,52 @@ class Flux(Family):
         return embeds, pooled, None
 
     def forward(self, network, x_in, timestep, inputs):
+        guidance = None if inputs.guidance is None else inputs.guidance.to(x_in.dtype)
+        return self._packed_call(
+            network, x_in, timestep, inputs, guidance=guidance, pooled_projections=inputs.pooled
+        )
+
+    def _packed_call(self, network, x_in, timestep, inputs, **extra) -> torch.Tensor:
+        """The transformer on 2x2-packed tokens with Flux's position ids; ``extra`` keywords
+        are the family's own inputs."""
         batch, channels, height, width = x_in.shape
         out = network(
             hidden_states=pack_latents(x_in),
             timestep=timestep.to(x_in.dtype),
-            guidance=None if inputs.guidance is None else inputs.guidance.to(x_in.dtype),
-            pooled_projections=inputs.pooled,
             encoder_hidden_states=inputs.embeds,
             txt_ids=torch.zeros(inputs.embeds.shape[1], 3, device=x_in.device, dtype=x_in.dtype),
             img_ids=latent_image_ids(height, width, x_in.device, x_in.dtype),
             return_dict=False,
+            **extra,
         )[0]
         return unpack_latents(out, channels, height, width)
+
+
+class Chroma(Flux):
+    """Chroma: Flux's layout with T5 alone (no pooled text; ComfyUI's guidance 0 is built into
+    diffusers' transformer). A prompt reads its T5 tokens and the first padding token, as
+    ComfyUI and Chroma's reference code mask it: the encoding keeps exactly those tokens.
+    (diffusers' ``ChromaPipeline`` passes its mask as floats, which attention adds as a bias
+    instead of masking: diffusers issue #12116.)"""
+
+    def encode_prompt(self, pipe, prompt, device, max_sequence_length):
+        embeds, _, mask, *_ = pipe.encode_prompt(
+            prompt=prompt,
+            device=device,
+            num_images_per_prompt=1,
+            do_classifier_free_guidance=False,
+            max_sequence_length=max_sequence_length,
+        )
+        read = int(mask[0].sum())  # the prompt's tokens and one padding token
+        return embeds[:, :read], None, None
+
+    def forward(self, network, x_in, timestep, inputs):
+        mask = None
+        if inputs.mask is not None:  # prompts of different lengths in one batch
+            batch, _, height, width = x_in.shape
+            image = torch.ones(batch, height * width // 4, dtype=torch.bool, device=x_in.device)
+            mask = torch.cat([inputs.mask.bool(), image], dim=1)
+        return self._packed_call(network, x_in, timestep, inputs, attention_mask=mask)
 
 
 def pack_latents(x: torch.Tensor) -> torch.Tensor:
@@ -405,6 +440,13 @@ def sdxl_time_ids(height: int, width: int) -> torch.Tensor:
     return torch.tensor([[height, width, 0, 0, height, width]], dtype=torch.float32)
 
 
+#: Latents in Flux's format (its 16-channel VAE): ComfyUI's previews and the tiny decoder.
+FLUX_LATENTS = dict(
+    latent_rgb=(FLUX_LATENT_RGB_FACTORS, FLUX_LATENT_RGB_BIAS), taesd="madebyollin/taef1"
+)
+#: ComfyUI's ``ModelSamplingFlux`` at its default shift (``timestep = sigma``).
+MODEL_SAMPLING_FLUX = dict(flow=True, shift=1.15, multiplier=1.0, flow_kind="flux")
+
 FAMILIES: dict[str, Family] = {
     family.name: family
     for family in (
@@ -448,12 +490,8 @@ FAMILIES: dict[str, Family] = {
             pooled=True,
             packed=True,
             guidance_embeds=True,
-            flow=True,
-            shift=1.15,
-            multiplier=1.0,
-            flow_kind="flux",
-            latent_rgb=(FLUX_LATENT_RGB_FACTORS, FLUX_LATENT_RGB_BIAS),
-            taesd="madebyollin/taef1",
+            **MODEL_SAMPLING_FLUX,
+            **FLUX_LATENTS,
             max_sequence_length=512,
         ),
         Flux(
@@ -465,11 +503,27 @@ FAMILIES: dict[str, Family] = {
             flow=True,
             shift=1.0,
             multiplier=1.0,
-            latent_rgb=(FLUX_LATENT_RGB_FACTORS, FLUX_LATENT_RGB_BIAS),
-            taesd="madebyollin/taef1",
+            **FLUX_LATENTS,
+        ),
+        Chroma(
+            "chroma",
+            "Chroma",
+            "transformer",
+            packed=True,
+            **MODEL_SAMPLING_FLUX,
+            **FLUX_LATENTS,
+            max_sequence_length=512,
         ),
     )
 }
+
+#: Transformers recognised by their class (their configs share keys with Flux's).
+_TRANSFORMER_FAMILIES = {
+    "ChromaTransformer2DModel": "chroma",
+}
+
+
+_KNOWN = "SD 1.x/2.x, SDXL, SD3/SD3.5, Flux and Chroma pipelines"
 
 
 def _config(module: Any) -> Mapping[str, Any]:
@@ -478,9 +532,10 @@ def _config(module: Any) -> Mapping[str, Any]:
 
 
 def detect_family(pipe: Any) -> Family:
-    """The family of a diffusers pipeline, from its networks' configurations.
+    """The family of a diffusers pipeline, from its networks' classes and configurations.
 
-    A ``transformer`` whose config has rotary ``axes_dims_rope`` is Flux (dev when it has
+    A transformer of a class in ``_TRANSFORMER_FAMILIES`` (Chroma's) is that family's. Else a
+    ``transformer`` whose config has rotary ``axes_dims_rope`` is Flux (dev when it has
     guidance embeddings, schnell otherwise); one with ``caption_projection_dim`` is SD3. A
     ``unet`` with a second text encoder is SDXL; otherwise SD 1.x/2.x, ``sd-v`` when the
     scheduler predicts v.
@@ -495,14 +550,18 @@ def detect_family(pipe: Any) -> Family:
     """
     transformer = getattr(pipe, "transformer", None)
     if transformer is not None:
+        network = getattr(transformer, "_orig_mod", transformer)  # torch.compile wraps it
+        name = _TRANSFORMER_FAMILIES.get(type(network).__name__)
+        if name is not None:
+            return FAMILIES[name]
         config = _config(transformer)
         if "axes_dims_rope" in config:
             return FAMILIES["flux-dev" if config.get("guidance_embeds") else "flux-schnell"]
         if "caption_projection_dim" in config:
             return FAMILIES["sd3"]
         raise ValueError(
-            f"{type(pipe).__name__}: its transformer ({type(transformer).__name__}) is neither "
-            "SD3's nor Flux's; seqwidgets runs SD 1.x/2.x, SDXL, SD3/SD3.5 and Flux pipelines"
+            f"{type(pipe).__name__}: its transformer ({type(transformer).__name__}) is none "
+            f"seqwidgets knows; seqwidgets runs {_KNOWN}"
         )
     if getattr(pipe, "unet", None) is not None:
         if getattr(pipe, "text_encoder_2", None) is not None:
@@ -510,8 +569,7 @@ def detect_family(pipe: Any) -> Family:
         scheduler = _config(getattr(pipe, "scheduler", None))
         return FAMILIES["sd-v" if scheduler.get("prediction_type") == "v_prediction" else "sd"]
     raise ValueError(
-        f"{type(pipe).__name__} has neither a 'unet' nor a 'transformer'; seqwidgets runs SD "
-        "1.x/2.x, SDXL, SD3/SD3.5 and Flux pipelines"
+        f"{type(pipe).__name__} has neither a 'unet' nor a 'transformer'; seqwidgets runs {_KNOWN}"
     )
 
 

@@ -160,7 +160,7 @@ def _sd_pipeline(vae, text_encoder, unet):
 
 
 #: The kinds `tiny_pipeline` builds.
-TINY_KINDS = ("sd", "sdxl", "sd3", "flux", "flux-schnell")
+TINY_KINDS = ("sd", "sdxl", "sd3", "flux", "flux-schnell", "chroma")
 
 
 def tiny_pipeline(kind: str = "sd", seed: int = 0):
@@ -200,6 +200,9 @@ def tiny_pipeline(kind: str = "sd", seed: int = 0):
         )
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"tiny_pipeline: seed must be a non-negative int, got {seed!r}")
+    if kind in FAMILY_BUILDERS:
+        torch.manual_seed(seed)
+        return FAMILY_BUILDERS[kind]()
     if kind not in ("sd", "sdxl"):
         return tiny_flow_pipeline(kind, seed)
 
@@ -263,6 +266,26 @@ def _tiny_t5(d_model: int):
     return T5EncoderModel(config).eval()
 
 
+#: The tiny Flux-style transformer's sizes (Flux, Chroma): one double and one single block.
+TINY_FLUX_BLOCKS = dict(
+    patch_size=1,
+    in_channels=64,  # 16 latent channels x a 2x2 patch
+    num_layers=1,
+    num_single_layers=1,
+    attention_head_dim=16,
+    num_attention_heads=2,
+    joint_attention_dim=32,  # the T5's width
+    axes_dims_rope=(4, 4, 8),
+)
+
+
+def _flux_vae():
+    """A 16-channel VAE with Flux's scale and shift (Flux, Chroma, Lumina 2, Z-Image, HiDream)."""
+    return _vae(
+        (8, 8, 8, 8), 1, 4, 64, latent_channels=16, scaling_factor=0.3611, shift_factor=0.1159
+    )
+
+
 def tiny_flow_pipeline(kind: str = "sd3", seed: int = 0):
     """A random tiny flow-matching pipeline: SD3 (``"sd3"``) or Flux (``"flux"``,
     ``"flux-schnell"``), built offline in a fraction of a second (about 100 k weights).
@@ -323,25 +346,13 @@ def tiny_flow_pipeline(kind: str = "sd3", seed: int = 0):
             text_encoder_3=_tiny_t5(32),
             tokenizer_3=tiny_tokenizer(),
         )
-    vae = _vae(
-        (8, 8, 8, 8), 1, 4, 64, latent_channels=16, scaling_factor=0.3611, shift_factor=0.1159
-    )
     transformer = FluxTransformer2DModel(
-        patch_size=1,
-        in_channels=64,  # 16 latent channels x a 2x2 patch
-        num_layers=1,
-        num_single_layers=1,
-        attention_head_dim=16,
-        num_attention_heads=2,
-        joint_attention_dim=32,
-        pooled_projection_dim=16,
-        axes_dims_rope=(4, 4, 8),
-        guidance_embeds=kind == "flux",
+        **TINY_FLUX_BLOCKS, pooled_projection_dim=16, guidance_embeds=kind == "flux"
     ).eval()
     pipe = FluxPipeline(
         transformer=transformer,
         scheduler=FlowMatchEulerDiscreteScheduler(),
-        vae=vae,
+        vae=_flux_vae(),
         text_encoder=CLIPTextModel(_text_config(16)).eval(),
         tokenizer=tiny_tokenizer(),
         text_encoder_2=_tiny_t5(32),
@@ -349,6 +360,46 @@ def tiny_flow_pipeline(kind: str = "sd3", seed: int = 0):
     )
     pipe.default_sample_size = 8  # 64x64 images (FluxPipeline's own default is 1024)
     return pipe
+
+
+def tiny_chroma_pipeline():
+    """A ``ChromaPipeline``: a one-layer T5, a ``ChromaTransformer2DModel`` (one double and one
+    single block, a one-layer approximator) and a Flux VAE; 64x64 images by default.
+
+    Example:
+        >>> type(tiny_chroma_pipeline().transformer).__name__
+        'ChromaTransformer2DModel'
+    """
+    from ._loading import quiet_loading
+
+    with quiet_loading():
+        from diffusers import (
+            ChromaPipeline,
+            ChromaTransformer2DModel,
+            FlowMatchEulerDiscreteScheduler,
+        )
+
+    transformer = ChromaTransformer2DModel(
+        **TINY_FLUX_BLOCKS,
+        approximator_num_channels=16,
+        approximator_hidden_dim=32,
+        approximator_layers=1,
+    ).eval()
+    pipe = ChromaPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=_flux_vae(),
+        text_encoder=_tiny_t5(32),
+        tokenizer=tiny_tokenizer(),
+        transformer=transformer,
+    )
+    pipe.default_sample_size = 8  # 64x64 images (ChromaPipeline's own default is 1024)
+    return pipe
+
+
+#: `tiny_pipeline` kinds of the families added with their own builder.
+FAMILY_BUILDERS = {
+    "chroma": tiny_chroma_pipeline,
+}
 
 
 #: SD 1.5's UNet configuration (the published ``unet/config.json``), for full-size measurements.

@@ -8,9 +8,30 @@ family's constants from ``comfy/supported_models.py``, never by calling the code
 from __future__ import annotations
 
 import ast
+import math
+import warnings
 from pathlib import Path
 
+import numpy as np
+import pytest
+import torch
+
 import seqwidgets
+import seqwidgets as sw
+from seqwidgets.choices import BUILT_IN_MODELS
+from seqwidgets.cli import main
+from seqwidgets.conditioning import Conditioning, PromptEncoder
+from seqwidgets.families import (
+    FAMILIES,
+    NetworkInputs,
+    detect_family,
+    latent_image_ids,
+    pack_latents,
+    unpack_latents,
+)
+from seqwidgets.schedules import loop_sigmas
+from seqwidgets.session import Session
+from seqwidgets.testing import tiny_pipeline
 
 PACKAGE = Path(seqwidgets.__file__).parent
 
@@ -46,3 +67,246 @@ def test_the_name_test_check_finds_a_name_test(tmp_path):
     source = 'if self.family.name == "sdxl":\n    pass\nx = family.name in ("a", "b")\n'
     (tmp_path / "m.py").write_text(source)
     assert len(_family_name_tests(tmp_path / "m.py")) == 2
+
+
+# -- the 2026 families on their offline stand-ins ---------------------------------------------
+
+# kind -> (detect_family name, load_pipeline name, label in the studio header,
+#          ComfyUI's model sampling (table, shift, multiplier) from comfy/supported_models.py)
+CASES = {
+    "chroma": ("chroma", "tiny-random-chroma", "Chroma", ("flux", 1.15, 1.0)),
+}
+KINDS = list(CASES)
+
+
+@pytest.fixture(scope="module")
+def pipes():
+    return {kind: tiny_pipeline(kind) for kind in KINDS}
+
+
+def params(**changes) -> sw.SequenceParams:
+    base = dict(
+        positive_seq="0: a red circle\n2: a blue square on grass",
+        negative_seq="0: blurry",  # shorter than the positives: a batch of two lengths
+        steps=3,
+        sequence_loop_count=4,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return sw.SequenceParams(**{**base, **changes})
+
+
+def comfy_table(kind: str) -> np.ndarray:
+    """ComfyUI's sigma table in float64: ``ModelSamplingFlux`` (10,000 entries, ``exp(shift) /
+    (exp(shift) + 1/t - 1)``) or ``ModelSamplingDiscreteFlow`` (1,000 entries, ``shift * t /
+    (1 + (shift - 1) * t)``), t = i / entries."""
+    table, shift, _ = CASES[kind][3]
+    if table == "flux":
+        t = np.arange(1, 10001, dtype=np.float64) / 10000
+        return math.exp(shift) / (math.exp(shift) + (1 / t - 1))
+    t = np.arange(1, 1001, dtype=np.float64) / 1000
+    return shift * t / (1 + (shift - 1) * t)
+
+
+def comfy_schedule(kind: str, scheduler: str, steps: int) -> np.ndarray:
+    """comfy/samplers.py's schedulers over the family's table, with the trailing 0."""
+    table = comfy_table(kind)
+    multiplier = CASES[kind][3][2] if CASES[kind][3][0] == "discrete" else 1.0
+    smin, smax = table[0], table[-1]
+    if scheduler in ("normal", "sgm_uniform"):
+        # timestep(sigma) = sigma * multiplier; sigma(timestep) inverts it through the shift
+        count = steps + 1 if scheduler == "sgm_uniform" else steps
+        ts = np.linspace(smax * multiplier, smin * multiplier, count)[:steps]
+        out = [_sigma_of_timestep(kind, t) for t in ts]
+    elif scheduler == "karras":
+        ramp = np.linspace(0, 1, steps)
+        out = list((smax ** (1 / 7) + ramp * (smin ** (1 / 7) - smax ** (1 / 7))) ** 7)
+    elif scheduler == "exponential":
+        out = list(np.exp(np.linspace(math.log(smax), math.log(smin), steps)))
+    else:  # simple
+        out = [table[-(1 + int(i * len(table) / steps))] for i in range(steps)]
+    return np.array([*out, 0.0])
+
+
+def _sigma_of_timestep(kind: str, timestep: float) -> float:
+    table, shift, multiplier = CASES[kind][3]
+    if table == "flux":
+        return math.exp(shift) / (math.exp(shift) + (1 / timestep - 1))
+    t = timestep / multiplier
+    return shift * t / (1 + (shift - 1) * t)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_detected_with_comfyuis_model_sampling(pipes, kind):
+    name, model, _, (table, shift, multiplier) = CASES[kind]
+    family = detect_family(pipes[kind])
+    assert family is FAMILIES[name] and family.flow
+    assert (family.flow_kind, family.shift, family.multiplier) == (table, shift, multiplier)
+    ms = family.model_sampling(pipes[kind])
+    np.testing.assert_allclose(ms.sigmas.double().numpy(), comfy_table(kind), rtol=2e-6)
+    assert detect_family(sw.load_pipeline(model, device="cpu")) is family
+    assert model in BUILT_IN_MODELS
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("scheduler", ["normal", "sgm_uniform", "karras", "exponential", "simple"])
+@pytest.mark.parametrize(("steps", "denoise"), [(4, 1.0), (9, 1.0), (5, 0.5), (7, 0.3)])
+def test_sigmas_are_comfyuis(pipes, kind, scheduler, steps, denoise):
+    ms = detect_family(pipes[kind]).model_sampling(pipes[kind])
+    got = loop_sigmas(ms, scheduler, "euler", steps, denoise).double().numpy()
+    # KSampler.set_steps: below denoise 1, the last steps + 1 of an int(steps / d) schedule
+    want = comfy_schedule(kind, scheduler, int(steps / denoise))[-(steps + 1) :]
+    np.testing.assert_allclose(got, want, rtol=3e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(("cfg", "batch"), [(3.0, 2), (1.0, 1)])
+def test_steps_network_calls_per_loop_with_cfg_batched(pipes, record, kind, cfg, batch):
+    calls = record(pipes[kind].transformer)
+    sampler = sw.SequenceSampler(pipes[kind])
+    frames = list(sampler.frames(params(cfg=cfg)))
+    assert len(calls) == sampler.unet_calls == 4 * 3
+    for args, kwargs in calls.calls:
+        sent = kwargs.get("hidden_states", args[0] if args else None)
+        assert len(sent) == batch  # negative and positive in one call
+    assert frames[0].latent.shape == (16, 8, 8)
+    assert all(torch.isfinite(frame.latent).all() for frame in frames)
+    assert sampler.text_encoder_calls == 3  # two positives, one negative
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_runs_are_deterministic_and_seeded(pipes, kind):
+    run = dict(sampler_name="euler_ancestral", cfg=2.0)
+    a = sw.SequenceSampler(pipes[kind]).sample(params(**run))
+    b = sw.SequenceSampler(pipes[kind]).sample(params(**run))
+    c = sw.SequenceSampler(pipes[kind]).sample(params(seed=5, **run))
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_branch_and_rerun_without_changes_reproduce_the_frames(pipes, kind):
+    session = Session(pipes[kind])
+    root = session.run(params(sampler_name="dpmpp_2m", cfg=2.0))
+    original = [session.frame(root, i).latent for i in range(4)]
+    branch = session.branch((root, 1))
+    rerun = session.rerun((root, 2))
+    for i in (2, 3):
+        assert torch.equal(session.frame(branch, i).latent, original[i])
+        assert torch.equal(session.frame(rerun, i).latent, original[i])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_sessions_save_load_and_export(pipes, kind, tmp_path):
+    session = Session(pipes[kind])
+    root = session.run(params(sequence_loop_count=3))
+    path = session.save(tmp_path / f"{kind}.seqw")
+    loaded = Session.load(path, pipes[kind])
+    for i in root.indices:
+        assert torch.equal(
+            loaded.frame(loaded.branches[0], i).latent, session.frame(root, i).latent
+        )
+    gif = loaded.export(loaded.branches[0], tmp_path / "run.gif")
+    assert gif.stat().st_size > 0
+    assert loaded.image(loaded.branches[0], 2).size == (64, 64)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_studio_header_names_the_family(pipes, kind):
+    from seqwidgets.widgets import Studio
+
+    studio = Studio(pipes[kind], params=params(steps=1, sequence_loop_count=1), threaded=False)
+    try:
+        title = studio.header.title.value
+        assert CASES[kind][2] in title and "64×64" in title
+        assert "latent-to-RGB preview" in title
+        assert studio.run(wait=True).is_complete
+    finally:
+        studio.close()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_render_from_the_command_line(kind, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["render", "--model", CASES[kind][1], "--out", str(out), "--quiet", "--device", "cpu"]
+    assert main([*args, "--steps", "1", "--loops", "2"]) == 0, capsys.readouterr().err
+    assert len(list(out.glob("loop_*.png"))) == 2
+
+
+def engine_one_step(pipe) -> sw.Frame:
+    one = params(steps=1, cfg=1.0, sequence_loop_count=1, positive_seq="0: a red circle")
+    return next(sw.SequenceSampler(pipe).frames(one))
+
+
+def noise_of(frame: sw.Frame) -> torch.Tensor:
+    return torch.randn(1, 16, 8, 8, generator=torch.Generator().manual_seed(frame.seed))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_one_step_equals_the_familys_diffusers_pipeline(pipes, kind):
+    # One Euler step from sigma 1 at cfg 1: x0 = noise - v, in ComfyUI's conventions and in
+    # diffusers' pipeline alike; this checks the timestep, packing, ids, text and masks.
+    pipe = pipes[kind]
+    frame = engine_one_step(pipe)
+    want = DIFFUSERS_ONE_STEP[kind](pipe, noise_of(frame))
+    torch.testing.assert_close(frame.latent, want, rtol=1e-4, atol=1e-5)
+
+
+def _chroma_one_step(pipe, noise):
+    # diffusers' ChromaPipeline passes its mask as floats, which attention adds as a bias
+    # (diffusers #12116): give it the tokens its own mask selects, with nothing masked.
+    embeds, _, mask, *_ = pipe.encode_prompt(
+        "a red circle", do_classifier_free_guidance=False, max_sequence_length=512
+    )
+    read = int(mask.sum())
+    with torch.no_grad():
+        out = pipe(
+            prompt_embeds=embeds[:, :read],
+            prompt_attention_mask=torch.ones(1, read),
+            num_inference_steps=1,
+            guidance_scale=1.0,
+            height=64,
+            width=64,
+            latents=pack_latents(noise),
+            output_type="latent",
+        ).images
+    return unpack_latents(out, 16, 8, 8)[0]
+
+
+DIFFUSERS_ONE_STEP = {"chroma": _chroma_one_step}
+
+
+def test_chroma_reads_its_prompt_and_one_padding_token(pipes):
+    # Chroma's reference masking (and ComfyUI's): the T5 tokens and the first padding token.
+    # Keeping exactly those tokens equals the transformer on all 512 with a true (boolean)
+    # mask; and a batch of prompts of two lengths equals each prompt on its own.
+    pipe = pipes["chroma"]
+    encoder = PromptEncoder(pipe)
+    short, long = encoder.encode("a"), encoder.encode("a red circle")
+    padded, _, mask, *_ = pipe.encode_prompt(
+        "a", do_classifier_free_guidance=False, max_sequence_length=512
+    )
+    assert short.embeds.shape[1] == int(mask.sum()) == 4  # start, "a", end, one pad
+    torch.testing.assert_close(short.embeds, padded[:, :4])
+    family = FAMILIES["chroma"]
+    x = torch.randn(2, 16, 8, 8)
+    t = torch.tensor([0.7, 0.7])
+    with torch.no_grad():
+        alone = [
+            family.forward(pipe.transformer, x[i : i + 1], t[:1], NetworkInputs(c.embeds))
+            for i, c in enumerate((short, long))
+        ]
+        both = Conditioning.cat([short, long])
+        batched = family.forward(pipe.transformer, x, t, NetworkInputs(both.embeds, mask=both.mask))
+        image = torch.ones(1, 16, dtype=torch.bool)
+        full = pipe.transformer(
+            hidden_states=pack_latents(x[:1]),
+            timestep=t[:1],
+            encoder_hidden_states=padded,
+            txt_ids=torch.zeros(512, 3),
+            img_ids=latent_image_ids(8, 8, "cpu", torch.float32),
+            attention_mask=torch.cat([mask.bool(), image], dim=1),
+            return_dict=False,
+        )[0]
+    torch.testing.assert_close(batched, torch.cat(alone), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(alone[0], unpack_latents(full, 16, 8, 8), rtol=1e-4, atol=1e-5)
