@@ -166,6 +166,8 @@ BUILT_IN_MODELS: tuple[str, ...] = (
     "tiny-random-flux",
     "tiny-random-flux-schnell",
     "tiny-random-chroma",
+    "tiny-random-lumina2",
+    "tiny-random-zimage",
     "random-sd15",
     "random-sd3",
 )

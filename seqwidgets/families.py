@@ -14,6 +14,8 @@ family             network         model sampling (ComfyUI)                    l
 ``flux-dev``       ``transformer`` Flux flow, shift 1.15; guidance embedding   16, packed
 ``flux-schnell``   ``transformer`` discrete flow, shift 1, multiplier 1        16, packed
 ``chroma``         ``transformer`` Flux flow, shift 1.15; T5 only, masked      16, packed
+``lumina2``        ``transformer`` discrete flow, shift 6, multiplier 1; Gemma  16
+``z-image``        ``transformer`` discrete flow, shift 3, multiplier 1; Qwen3  16
 =================  ==============  ==========================================  ==========
 
 Example:
@@ -391,6 +393,67 @@ class Chroma(Flux):
         return self._packed_call(network, x_in, timestep, inputs, attention_mask=mask)
 
 
+class Lumina2(Family):
+    """Lumina 2: Gemma 2 text (its second-to-last layer), unpacked latents (the transformer
+    makes its own 2x2 patches). diffusers' transformer counts time from the image, ``t = 1 -
+    sigma``, and predicts the opposite of ComfyUI's velocity; every text token is read."""
+
+    def size_multiple(self, pipe):
+        return int(pipe.vae_scale_factor) * 2  # 2x2 latent patches per token
+
+    def encode_prompt(self, pipe, prompt, device, max_sequence_length):
+        # The node's text encoder sends the prompt as it is: the system prompt diffusers'
+        # encode_prompt puts first belongs to ComfyUI's CLIPTextEncodeLumina2, another node.
+        embeds, mask = pipe._get_gemma_prompt_embeds(
+            prompt, device=device, max_sequence_length=max_sequence_length
+        )
+        return embeds[:, : int(mask[0].sum())], None, None  # the tokens, not the padding
+
+    def forward(self, network, x_in, timestep, inputs):
+        mask = inputs.mask
+        if mask is None:
+            mask = torch.ones(inputs.embeds.shape[:2], device=x_in.device)
+        out = network(
+            hidden_states=x_in,
+            timestep=(1 - timestep).to(x_in.dtype),
+            encoder_hidden_states=inputs.embeds,
+            encoder_attention_mask=mask.bool(),
+            return_dict=False,
+        )[0]
+        return -out
+
+
+class ZImage(Lumina2):
+    """Z-Image: Lumina 2's conventions with Qwen3 text in a chat template (its
+    ``encode_prompt``); the transformer takes lists of latents ``[C, 1, h, w]`` and of captions
+    of their own lengths."""
+
+    def default_image_size(self, pipe):
+        # ZImagePipeline's default is 1024 pixels; the tiny stand-in sets a smaller one
+        return int(getattr(pipe, "default_sample_size", 128)) * int(pipe.vae_scale_factor)
+
+    def encode_prompt(self, pipe, prompt, device, max_sequence_length):
+        embeds, _ = pipe.encode_prompt(
+            prompt,
+            device=device,
+            do_classifier_free_guidance=False,
+            max_sequence_length=max_sequence_length,
+        )
+        return embeds[0][None], None, None
+
+    def forward(self, network, x_in, timestep, inputs):
+        captions = list(inputs.embeds)
+        if inputs.mask is not None:  # prompts of different lengths in one batch
+            captions = [c[m.bool()] for c, m in zip(captions, inputs.mask, strict=True)]
+        out = network(
+            list(x_in.unsqueeze(2).unbind(0)),
+            (1 - timestep).to(x_in.dtype),
+            captions,
+            return_dict=False,
+        )[0]
+        return -torch.stack(out).squeeze(2)
+
+
 def pack_latents(x: torch.Tensor) -> torch.Tensor:
     """``[B, C, h, w]`` -> Flux's tokens ``[B, h/2 * w/2, 4C]`` (2x2 patches, channel-major).
 
@@ -514,16 +577,37 @@ FAMILIES: dict[str, Family] = {
             **FLUX_LATENTS,
             max_sequence_length=512,
         ),
+        Lumina2(
+            "lumina2",
+            "Lumina 2",
+            "transformer",
+            flow=True,
+            shift=6.0,
+            multiplier=1.0,
+            **FLUX_LATENTS,
+        ),
+        ZImage(
+            "z-image",
+            "Z-Image",
+            "transformer",
+            flow=True,
+            shift=3.0,
+            multiplier=1.0,
+            **FLUX_LATENTS,
+            max_sequence_length=512,
+        ),
     )
 }
 
 #: Transformers recognised by their class (their configs share keys with Flux's).
 _TRANSFORMER_FAMILIES = {
     "ChromaTransformer2DModel": "chroma",
+    "Lumina2Transformer2DModel": "lumina2",
+    "ZImageTransformer2DModel": "z-image",
 }
 
 
-_KNOWN = "SD 1.x/2.x, SDXL, SD3/SD3.5, Flux and Chroma pipelines"
+_KNOWN = "SD 1.x/2.x, SDXL, SD3/SD3.5, Flux, Chroma, Lumina 2 and Z-Image pipelines"
 
 
 def _config(module: Any) -> Mapping[str, Any]:
@@ -534,7 +618,7 @@ def _config(module: Any) -> Mapping[str, Any]:
 def detect_family(pipe: Any) -> Family:
     """The family of a diffusers pipeline, from its networks' classes and configurations.
 
-    A transformer of a class in ``_TRANSFORMER_FAMILIES`` (Chroma's) is that family's. Else a
+    A transformer of a class in ``_TRANSFORMER_FAMILIES`` (Chroma's, Lumina 2's, Z-Image's) is that family's. Else a
     ``transformer`` whose config has rotary ``axes_dims_rope`` is Flux (dev when it has
     guidance embeddings, schnell otherwise); one with ``caption_projection_dim`` is SD3. A
     ``unet`` with a second text encoder is SDXL; otherwise SD 1.x/2.x, ``sd-v`` when the

@@ -160,7 +160,7 @@ def _sd_pipeline(vae, text_encoder, unet):
 
 
 #: The kinds `tiny_pipeline` builds.
-TINY_KINDS = ("sd", "sdxl", "sd3", "flux", "flux-schnell", "chroma")
+TINY_KINDS = ("sd", "sdxl", "sd3", "flux", "flux-schnell", "chroma", "lumina2", "zimage")
 
 
 def tiny_pipeline(kind: str = "sd", seed: int = 0):
@@ -396,9 +396,118 @@ def tiny_chroma_pipeline():
     return pipe
 
 
+def _tiny_decoder_config(config_class, **sizes):
+    """A two-layer decoder-only text model's config over the offline byte vocabulary (Gemma 2,
+    Qwen3: the text encoders of Lumina 2 and Z-Image), 32 wide."""
+    return config_class(
+        vocab_size=2 + 2 * 256,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        max_position_embeddings=1024,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+        **sizes,
+    )
+
+
+def tiny_lumina2_pipeline():
+    """A ``Lumina2Pipeline``: a two-layer Gemma 2 over the byte vocabulary, a one-layer
+    ``Lumina2Transformer2DModel`` and a Flux VAE; 64x64 images by default.
+
+    Example:
+        >>> tiny_lumina2_pipeline().default_image_size
+        64
+    """
+    from ._loading import quiet_loading
+
+    with quiet_loading():
+        from diffusers import (
+            FlowMatchEulerDiscreteScheduler,
+            Lumina2Pipeline,
+            Lumina2Transformer2DModel,
+        )
+        from transformers import Gemma2Config, Gemma2Model
+
+    transformer = Lumina2Transformer2DModel(
+        sample_size=8,
+        patch_size=2,
+        in_channels=16,
+        hidden_size=32,
+        num_layers=1,
+        num_refiner_layers=1,
+        num_attention_heads=2,
+        num_kv_heads=1,
+        multiple_of=16,
+        axes_dim_rope=(4, 6, 6),  # the heads' 16 channels
+        cap_feat_dim=32,
+    ).eval()
+    return Lumina2Pipeline(
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=_flux_vae(),
+        text_encoder=Gemma2Model(_tiny_decoder_config(Gemma2Config)).eval(),
+        tokenizer=tiny_tokenizer(256),
+    )
+
+
+#: A chat template of Qwen's shape for the byte tokenizer (Z-Image encodes prompts as chats).
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def tiny_zimage_pipeline():
+    """A ``ZImagePipeline``: a two-layer Qwen3 over the byte vocabulary (with a chat template),
+    a one-layer ``ZImageTransformer2DModel`` and a Flux VAE; 64x64 images by default.
+
+    Example:
+        >>> type(tiny_zimage_pipeline().text_encoder).__name__
+        'Qwen3Model'
+    """
+    from ._loading import quiet_loading
+
+    with quiet_loading():
+        from diffusers import (
+            FlowMatchEulerDiscreteScheduler,
+            ZImagePipeline,
+            ZImageTransformer2DModel,
+        )
+        from transformers import Qwen3Config, Qwen3Model
+
+    transformer = ZImageTransformer2DModel(
+        in_channels=16,
+        dim=32,
+        n_layers=1,
+        n_refiner_layers=1,
+        n_heads=2,
+        n_kv_heads=2,
+        cap_feat_dim=32,
+        axes_dims=[4, 6, 6],  # the heads' 16 channels
+    ).eval()
+    tokenizer = tiny_tokenizer(512)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    pipe = ZImagePipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=_flux_vae(),
+        text_encoder=Qwen3Model(_tiny_decoder_config(Qwen3Config)).eval(),
+        tokenizer=tokenizer,
+        transformer=transformer,
+    )
+    pipe.default_sample_size = 8  # 64x64 images (ZImagePipeline's own default is 1024)
+    return pipe
+
+
 #: `tiny_pipeline` kinds of the families added with their own builder.
 FAMILY_BUILDERS = {
     "chroma": tiny_chroma_pipeline,
+    "lumina2": tiny_lumina2_pipeline,
+    "zimage": tiny_zimage_pipeline,
 }
 
 

@@ -72,9 +72,18 @@ def test_the_name_test_check_finds_a_name_test(tmp_path):
 # -- the 2026 families on their offline stand-ins ---------------------------------------------
 
 # kind -> (detect_family name, load_pipeline name, label in the studio header,
-#          ComfyUI's model sampling (table, shift, multiplier) from comfy/supported_models.py)
+#          ComfyUI's model sampling (table, shift, multiplier) from comfy/supported_models.py,
+#          the timestep diffusers' transformer reads at sigma)
 CASES = {
-    "chroma": ("chroma", "tiny-random-chroma", "Chroma", ("flux", 1.15, 1.0)),
+    "chroma": ("chroma", "tiny-random-chroma", "Chroma", ("flux", 1.15, 1.0), lambda s: s),
+    "lumina2": (
+        "lumina2",
+        "tiny-random-lumina2",
+        "Lumina 2",
+        ("discrete", 6.0, 1.0),
+        lambda s: 1 - s,
+    ),
+    "zimage": ("z-image", "tiny-random-zimage", "Z-Image", ("discrete", 3.0, 1.0), lambda s: 1 - s),
 }
 KINDS = list(CASES)
 
@@ -138,7 +147,7 @@ def _sigma_of_timestep(kind: str, timestep: float) -> float:
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_detected_with_comfyuis_model_sampling(pipes, kind):
-    name, model, _, (table, shift, multiplier) = CASES[kind]
+    name, model, _, (table, shift, multiplier), _ = CASES[kind]
     family = detect_family(pipes[kind])
     assert family is FAMILIES[name] and family.flow
     assert (family.flow_kind, family.shift, family.multiplier) == (table, shift, multiplier)
@@ -169,6 +178,11 @@ def test_steps_network_calls_per_loop_with_cfg_batched(pipes, record, kind, cfg,
     for args, kwargs in calls.calls:
         sent = kwargs.get("hidden_states", args[0] if args else None)
         assert len(sent) == batch  # negative and positive in one call
+    # the timestep diffusers' transformer reads: sigma, or 1 - sigma (Lumina 2, Z-Image)
+    args, kwargs = calls.calls[0]
+    sent = kwargs.get("timestep", args[1] if len(args) > 1 else None)
+    first = float(frames[0].sigmas[0])
+    assert sent.tolist() == pytest.approx([CASES[kind][4](first)] * batch, abs=1e-6)
     assert frames[0].latent.shape == (16, 8, 8)
     assert all(torch.isfinite(frame.latent).all() for frame in frames)
     assert sampler.text_encoder_calls == 3  # two positives, one negative
@@ -273,24 +287,55 @@ def _chroma_one_step(pipe, noise):
     return unpack_latents(out, 16, 8, 8)[0]
 
 
-DIFFUSERS_ONE_STEP = {"chroma": _chroma_one_step}
+def _lumina2_one_step(pipe, noise):
+    # The node's text encoder sends the prompt alone (no system prompt): diffusers' own Gemma
+    # encoding of it, padded to 256 tokens with its mask, given to the pipeline.
+    embeds, mask = pipe._get_gemma_prompt_embeds("a red circle", max_sequence_length=256)
+    with torch.no_grad():
+        return pipe(
+            prompt_embeds=embeds,
+            prompt_attention_mask=mask,
+            num_inference_steps=1,
+            guidance_scale=1.0,
+            height=64,
+            width=64,
+            latents=noise,
+            output_type="latent",
+        ).images[0]
 
 
-def test_chroma_reads_its_prompt_and_one_padding_token(pipes):
-    # Chroma's reference masking (and ComfyUI's): the T5 tokens and the first padding token.
-    # Keeping exactly those tokens equals the transformer on all 512 with a true (boolean)
-    # mask; and a batch of prompts of two lengths equals each prompt on its own.
-    pipe = pipes["chroma"]
+def _zimage_one_step(pipe, noise):
+    with torch.no_grad():
+        return pipe(
+            "a red circle",
+            num_inference_steps=1,
+            guidance_scale=0.0,  # ZImagePipeline guides at any scale above 0
+            height=64,
+            width=64,
+            latents=noise,
+            output_type="latent",
+        ).images[0]
+
+
+DIFFUSERS_ONE_STEP = {
+    "chroma": _chroma_one_step,
+    "lumina2": _lumina2_one_step,
+    "zimage": _zimage_one_step,
+}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_batch_of_prompts_of_two_lengths_equals_each_prompt_alone(pipes, kind):
+    # CFG batches the negative and positive prompts in one call: padded to one length, each
+    # item must read its own tokens only, as in a call of its own.
+    pipe, family = pipes[kind], detect_family(pipes[kind])
     encoder = PromptEncoder(pipe)
-    short, long = encoder.encode("a"), encoder.encode("a red circle")
-    padded, _, mask, *_ = pipe.encode_prompt(
-        "a", do_classifier_free_guidance=False, max_sequence_length=512
+    short, long = encoder.encode("a"), encoder.encode("a red circle on grass")
+    assert short.embeds.shape[1] < long.embeds.shape[1]
+    x, t = (
+        torch.randn(2, 16, 8, 8, generator=torch.Generator().manual_seed(0)),
+        torch.tensor([0.7] * 2),
     )
-    assert short.embeds.shape[1] == int(mask.sum()) == 4  # start, "a", end, one pad
-    torch.testing.assert_close(short.embeds, padded[:, :4])
-    family = FAMILIES["chroma"]
-    x = torch.randn(2, 16, 8, 8)
-    t = torch.tensor([0.7, 0.7])
     with torch.no_grad():
         alone = [
             family.forward(pipe.transformer, x[i : i + 1], t[:1], NetworkInputs(c.embeds))
@@ -298,15 +343,30 @@ def test_chroma_reads_its_prompt_and_one_padding_token(pipes):
         ]
         both = Conditioning.cat([short, long])
         batched = family.forward(pipe.transformer, x, t, NetworkInputs(both.embeds, mask=both.mask))
+    torch.testing.assert_close(batched, torch.cat(alone), rtol=1e-4, atol=1e-5)
+
+
+def test_chroma_reads_its_prompt_and_one_padding_token(pipes):
+    # Chroma's reference masking (and ComfyUI's): the T5 tokens and the first padding token.
+    # Keeping exactly those tokens equals the transformer on all 512 with a true (boolean) mask.
+    pipe = pipes["chroma"]
+    short = PromptEncoder(pipe).encode("a")
+    padded, _, mask, *_ = pipe.encode_prompt(
+        "a", do_classifier_free_guidance=False, max_sequence_length=512
+    )
+    assert short.embeds.shape[1] == int(mask.sum()) == 4  # start, "a", end, one pad
+    torch.testing.assert_close(short.embeds, padded[:, :4])
+    x, t = torch.randn(1, 16, 8, 8), torch.tensor([0.7])
+    with torch.no_grad():
+        alone = FAMILIES["chroma"].forward(pipe.transformer, x, t, NetworkInputs(short.embeds))
         image = torch.ones(1, 16, dtype=torch.bool)
         full = pipe.transformer(
-            hidden_states=pack_latents(x[:1]),
-            timestep=t[:1],
+            hidden_states=pack_latents(x),
+            timestep=t,
             encoder_hidden_states=padded,
             txt_ids=torch.zeros(512, 3),
             img_ids=latent_image_ids(8, 8, "cpu", torch.float32),
             attention_mask=torch.cat([mask.bool(), image], dim=1),
             return_dict=False,
         )[0]
-    torch.testing.assert_close(batched, torch.cat(alone), rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(alone[0], unpack_latents(full, 16, 8, 8), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(alone, unpack_latents(full, 16, 8, 8), rtol=1e-4, atol=1e-5)

@@ -20,6 +20,8 @@ TINY_RANDOM_SD3 = "tiny-random-sd3"
 TINY_RANDOM_FLUX = "tiny-random-flux"
 TINY_RANDOM_FLUX_SCHNELL = "tiny-random-flux-schnell"
 TINY_RANDOM_CHROMA = "tiny-random-chroma"
+TINY_RANDOM_LUMINA2 = "tiny-random-lumina2"
+TINY_RANDOM_ZIMAGE = "tiny-random-zimage"
 #: ``load_pipeline`` names of the tiny random pipelines -> `seqwidgets.testing.tiny_pipeline` kind.
 TINY_MODELS = {
     TINY_RANDOM: "sd",
@@ -28,6 +30,8 @@ TINY_MODELS = {
     TINY_RANDOM_FLUX: "flux",
     TINY_RANDOM_FLUX_SCHNELL: "flux-schnell",
     TINY_RANDOM_CHROMA: "chroma",
+    TINY_RANDOM_LUMINA2: "lumina2",
+    TINY_RANDOM_ZIMAGE: "zimage",
 }
 RANDOM_SD15 = "random-sd15"
 RANDOM_SD3 = "random-sd3"
@@ -61,8 +65,8 @@ def load_pipeline(
     Args:
         model: ``None`` for the toy model shipped with seqwidgets (runs on any CPU);
             ``"tiny-random"``, ``"tiny-random-xl"``, ``"tiny-random-sd3"``, ``"tiny-random-flux"``,
-            ``"tiny-random-flux-schnell"`` or ``"tiny-random-chroma"`` for random tiny
-            pipelines of each family;
+            ``"tiny-random-flux-schnell"``, ``"tiny-random-chroma"``, ``"tiny-random-lumina2"``
+            or ``"tiny-random-zimage"`` for random tiny pipelines of each family;
             ``"random-sd15"`` / ``"random-sd3"`` for SD 1.5's / an SD3-medium-size pipeline with
             random weights (to measure a GPU offline);
             a hub id (``"stable-diffusion-v1-5/stable-diffusion-v1-5"``,
