@@ -168,6 +168,7 @@ BUILT_IN_MODELS: tuple[str, ...] = (
     "tiny-random-chroma",
     "tiny-random-lumina2",
     "tiny-random-zimage",
+    "tiny-random-qwen-image",
     "random-sd15",
     "random-sd3",
 )

@@ -116,7 +116,8 @@ def decode_latents(vae, latents: torch.Tensor, *, batch_size: int = 8) -> list[I
         raise ValueError(
             f"latents must be [C, h, w] or [N, C, h, w], got shape {tuple(latents.shape)}"
         )
-    expected = vae.config.latent_channels
+    fmt = latent_format(vae)
+    expected = fmt.channels
     if latents.shape[1] != expected:
         raise ValueError(
             f"latents have {latents.shape[1]} channels but the VAE expects {expected} "
@@ -128,7 +129,7 @@ def decode_latents(vae, latents: torch.Tensor, *, batch_size: int = 8) -> list[I
         chunk = latents[start : start + batch_size]
         with torch.no_grad(), _vae_for_use(vae) as dtype:
             chunk = _unscale(vae, chunk.to(device=vae.device, dtype=dtype))
-            decoded = vae.decode(chunk).sample
+            decoded = fmt.from_vae(vae.decode(fmt.to_vae(chunk)).sample)
             pixels = _to_uint8_hwc(decoded)
         images.extend(Image.fromarray(p) for p in pixels)
     return images
@@ -211,11 +212,12 @@ def encode_image(vae, image, *, size: tuple[int, int] | None = None) -> torch.Te
             f"to a multiple of {multiple}"
         )
     with torch.no_grad(), _vae_for_use(vae) as dtype:
-        output = vae.encode((x * 2 - 1).to(device=vae.device, dtype=dtype))
+        fmt = latent_format(vae)
+        output = vae.encode(fmt.to_vae((x * 2 - 1).to(device=vae.device, dtype=dtype)))
         # AutoencoderKL returns a distribution; AutoencoderTiny returns the latents directly.
         dist = getattr(output, "latent_dist", None)
         latents = dist.mode() if dist is not None else output.latents
-        latents = _scale(vae, latents)
+        latents = _scale(vae, fmt.from_vae(latents))
     return latents.float().cpu()
 
 

@@ -14,6 +14,7 @@ family             network         model sampling (ComfyUI)                    l
 ``flux-dev``       ``transformer`` Flux flow, shift 1.15; guidance embedding   16, packed
 ``flux-schnell``   ``transformer`` discrete flow, shift 1, multiplier 1        16, packed
 ``chroma``         ``transformer`` Flux flow, shift 1.15; T5 only, masked      16, packed
+``qwen-image``     ``transformer`` Flux flow, shift 1.15; Qwen2.5-VL text      16, packed
 ``lumina2``        ``transformer`` discrete flow, shift 6, multiplier 1; Gemma  16
 ``z-image``        ``transformer`` discrete flow, shift 3, multiplier 1; Qwen3  16
 =================  ==============  ==========================================  ==========
@@ -101,6 +102,26 @@ FLUX_LATENT_RGB_FACTORS: tuple[tuple[float, float, float], ...] = (
     (-0.1262, -0.0982, -0.0778),
 )
 FLUX_LATENT_RGB_BIAS: tuple[float, float, float] = (-0.0329, -0.0718, -0.0851)
+# Wan 2.1's (Qwen-Image's VAE), for latents after its per-channel normalisation.
+WAN21_LATENT_RGB_FACTORS: tuple[tuple[float, float, float], ...] = (
+    (-0.1299, -0.1692, 0.2932),
+    (0.0671, 0.0406, 0.0442),
+    (0.3568, 0.2548, 0.1747),
+    (0.0372, 0.2344, 0.1420),
+    (0.0313, 0.0189, -0.0328),
+    (0.0296, -0.0956, -0.0665),
+    (-0.3477, -0.4059, -0.2925),
+    (0.0166, 0.1902, 0.1975),
+    (-0.0412, 0.0267, -0.1364),
+    (-0.1293, 0.0740, 0.1636),
+    (0.0680, 0.3019, 0.1128),
+    (0.0032, 0.0581, 0.0639),
+    (-0.1251, 0.0927, 0.1699),
+    (0.0060, -0.0633, 0.0005),
+    (0.3477, 0.2275, 0.2950),
+    (0.1984, 0.0913, 0.1861),
+)
+WAN21_LATENT_RGB_BIAS: tuple[float, float, float] = (-0.1835, -0.0868, -0.3360)
 
 
 @dataclass(frozen=True)
@@ -109,17 +130,22 @@ class LatentFormat:
 
     ``process_in`` is ComfyUI's ``LatentFormat.process_in``: ``(raw - shift) * scale``, or with
     per-channel statistics (Qwen-Image's Wan 2.1 VAE) ``(raw - mean_c) * scale / std_c``.
+    ``frames``: the VAE is a video VAE (Wan 2.1's, Qwen-Image's) that reads and writes one
+    frame, ``[N, C, 1, h, w]``; seqwidgets keeps such latents 4-D and adds the frame axis only
+    around VAE calls (`to_vae`, `from_vae`).
 
     Example:
-        >>> fmt = LatentFormat(scale=0.3611, shift=0.1159)
+        >>> fmt = LatentFormat(channels=16, scale=0.3611, shift=0.1159)
         >>> round(float(fmt.process_out(fmt.process_in(torch.tensor(1.0)))), 6)
         1.0
     """
 
+    channels: int
     scale: float = 1.0
     shift: float = 0.0
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    frames: bool = False
 
     def _stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         shape = (1, len(self.mean), *([1] * (like.ndim - 2)))
@@ -141,22 +167,33 @@ class LatentFormat:
             return latents * std / self.scale + mean
         return latents / self.scale + self.shift
 
+    def to_vae(self, x: torch.Tensor) -> torch.Tensor:
+        """``[N, C, h, w]`` latents or images as the VAE takes them (a frame axis for video)."""
+        return x[:, :, None] if self.frames else x
+
+    def from_vae(self, x: torch.Tensor) -> torch.Tensor:
+        """The VAE's latents or images as ``[N, C, h, w]`` (the one frame, for video VAEs)."""
+        return x[:, :, 0] if self.frames else x
+
 
 def latent_format(vae: Any) -> LatentFormat:
     """The latent format a diffusers VAE's config declares (``scaling_factor``,
-    ``shift_factor``, or ``latents_mean`` / ``latents_std`` as diffusers reads them).
+    ``shift_factor``, or ``latents_mean`` / ``latents_std`` as diffusers reads them; a video
+    VAE's ``z_dim`` channels and frame axis).
 
     Example:
         >>> from seqwidgets.testing import tiny_pipeline
         >>> latent_format(tiny_pipeline().vae)
-        LatentFormat(scale=0.18215, shift=0.0, mean=None, std=None)
+        LatentFormat(channels=4, scale=0.18215, shift=0.0, mean=None, std=None, frames=False)
     """
     config = vae.config
     scale = float(config.get("scaling_factor") or 1.0)
+    frames = config.get("latent_channels") is None and config.get("z_dim") is not None
+    channels = int(config.get("z_dim") if frames else config.get("latent_channels"))
     mean, std = config.get("latents_mean"), config.get("latents_std")
     if mean is not None and std is not None:
-        return LatentFormat(scale=scale, mean=tuple(mean), std=tuple(std))
-    return LatentFormat(scale=scale, shift=float(config.get("shift_factor") or 0.0))
+        return LatentFormat(channels, scale, mean=tuple(mean), std=tuple(std), frames=frames)
+    return LatentFormat(channels, scale, shift=float(config.get("shift_factor") or 0.0))
 
 
 @dataclass(frozen=True)
@@ -229,7 +266,7 @@ class Family:
         """Channels of a latent as sessions store it (unpacked): the VAE's latent channels."""
         vae = getattr(pipe, "vae", None)
         if vae is not None:
-            return int(vae.config.latent_channels)
+            return latent_format(vae).channels
         channels = int(self.denoiser_network(pipe).config.in_channels)
         return channels // 4 if self.packed else channels
 
@@ -391,6 +428,30 @@ class Chroma(Flux):
             image = torch.ones(batch, height * width // 4, dtype=torch.bool, device=x_in.device)
             mask = torch.cat([inputs.mask.bool(), image], dim=1)
         return self._packed_call(network, x_in, timestep, inputs, attention_mask=mask)
+
+
+class QwenImage(Flux):
+    """Qwen-Image: Qwen2.5-VL text in the pipeline's own template (its ``encode_prompt``), no
+    pooled text, no guidance; latents packed 2x2 as Flux's with the image's shape in
+    ``img_shapes``; the Wan 2.1 VAE's per-channel normalisation (`latent_format`)."""
+
+    def encode_prompt(self, pipe, prompt, device, max_sequence_length):
+        embeds, mask = pipe.encode_prompt(
+            prompt, device=device, num_images_per_prompt=1, max_sequence_length=max_sequence_length
+        )
+        return embeds, None, mask  # one prompt has no padding: the mask is None
+
+    def forward(self, network, x_in, timestep, inputs):
+        batch, channels, height, width = x_in.shape
+        out = network(
+            hidden_states=pack_latents(x_in),
+            timestep=timestep.to(x_in.dtype),
+            encoder_hidden_states=inputs.embeds,
+            encoder_hidden_states_mask=inputs.mask,
+            img_shapes=[[(1, height // 2, width // 2)]] * batch,
+            return_dict=False,
+        )[0]
+        return unpack_latents(out, channels, height, width)
 
 
 class Lumina2(Family):
@@ -577,6 +638,15 @@ FAMILIES: dict[str, Family] = {
             **FLUX_LATENTS,
             max_sequence_length=512,
         ),
+        QwenImage(
+            "qwen-image",
+            "Qwen-Image",
+            "transformer",
+            packed=True,
+            **MODEL_SAMPLING_FLUX,
+            latent_rgb=(WAN21_LATENT_RGB_FACTORS, WAN21_LATENT_RGB_BIAS),
+            max_sequence_length=512,
+        ),
         Lumina2(
             "lumina2",
             "Lumina 2",
@@ -604,10 +674,11 @@ _TRANSFORMER_FAMILIES = {
     "ChromaTransformer2DModel": "chroma",
     "Lumina2Transformer2DModel": "lumina2",
     "ZImageTransformer2DModel": "z-image",
+    "QwenImageTransformer2DModel": "qwen-image",
 }
 
 
-_KNOWN = "SD 1.x/2.x, SDXL, SD3/SD3.5, Flux, Chroma, Lumina 2 and Z-Image pipelines"
+_KNOWN = "SD 1.x/2.x, SDXL, SD3/SD3.5, Flux, Chroma, Qwen-Image, Lumina 2 and Z-Image pipelines"
 
 
 def _config(module: Any) -> Mapping[str, Any]:
@@ -618,7 +689,7 @@ def _config(module: Any) -> Mapping[str, Any]:
 def detect_family(pipe: Any) -> Family:
     """The family of a diffusers pipeline, from its networks' classes and configurations.
 
-    A transformer of a class in ``_TRANSFORMER_FAMILIES`` (Chroma's, Lumina 2's, Z-Image's) is that family's. Else a
+    A transformer of a class in ``_TRANSFORMER_FAMILIES`` (Chroma's, Qwen-Image's, Lumina 2's, Z-Image's) is that family's. Else a
     ``transformer`` whose config has rotary ``axes_dims_rope`` is Flux (dev when it has
     guidance embeddings, schnell otherwise); one with ``caption_projection_dim`` is SD3. A
     ``unet`` with a second text encoder is SDXL; otherwise SD 1.x/2.x, ``sd-v`` when the

@@ -160,7 +160,17 @@ def _sd_pipeline(vae, text_encoder, unet):
 
 
 #: The kinds `tiny_pipeline` builds.
-TINY_KINDS = ("sd", "sdxl", "sd3", "flux", "flux-schnell", "chroma", "lumina2", "zimage")
+TINY_KINDS = (
+    "sd",
+    "sdxl",
+    "sd3",
+    "flux",
+    "flux-schnell",
+    "chroma",
+    "lumina2",
+    "zimage",
+    "qwen-image",
+)
 
 
 def tiny_pipeline(kind: str = "sd", seed: int = 0):
@@ -266,16 +276,17 @@ def _tiny_t5(d_model: int):
     return T5EncoderModel(config).eval()
 
 
-#: The tiny Flux-style transformer's sizes (Flux, Chroma): one double and one single block.
-TINY_FLUX_BLOCKS = dict(
-    patch_size=1,
+#: Sizes shared by the tiny transformers on packed 2x2 latents (Flux, Chroma, Qwen-Image).
+TINY_PACKED_TRANSFORMER = dict(
     in_channels=64,  # 16 latent channels x a 2x2 patch
     num_layers=1,
-    num_single_layers=1,
     attention_head_dim=16,
     num_attention_heads=2,
-    joint_attention_dim=32,  # the T5's width
-    axes_dims_rope=(4, 4, 8),
+    joint_attention_dim=32,  # the text encoder's width
+)
+#: The tiny Flux-style transformer's sizes (Flux, Chroma): one double and one single block.
+TINY_FLUX_BLOCKS = dict(
+    **TINY_PACKED_TRANSFORMER, patch_size=1, num_single_layers=1, axes_dims_rope=(4, 4, 8)
 )
 
 
@@ -396,23 +407,24 @@ def tiny_chroma_pipeline():
     return pipe
 
 
-def _tiny_decoder_config(config_class, **sizes):
-    """A two-layer decoder-only text model's config over the offline byte vocabulary (Gemma 2,
-    Qwen3: the text encoders of Lumina 2 and Z-Image), 32 wide."""
-    return config_class(
-        vocab_size=2 + 2 * 256,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=16,
-        max_position_embeddings=1024,
-        bos_token_id=0,
-        eos_token_id=1,
-        pad_token_id=1,
-        **sizes,
-    )
+#: A two-layer decoder-only text model over the offline byte vocabulary, 32 wide (the tiny
+#: Gemma 2, Qwen3 and Qwen2.5-VL text encoders of Lumina 2, Z-Image and Qwen-Image).
+TINY_DECODER_SIZES = dict(
+    vocab_size=2 + 2 * 256,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    bos_token_id=0,
+    eos_token_id=1,
+    pad_token_id=1,
+)
+
+
+def _tiny_decoder_config(config_class):
+    """`TINY_DECODER_SIZES` as a ``config_class`` (``Gemma2Config``, ``Qwen3Config``)."""
+    return config_class(**TINY_DECODER_SIZES, head_dim=16, max_position_embeddings=1024)
 
 
 def tiny_lumina2_pipeline():
@@ -503,11 +515,72 @@ def tiny_zimage_pipeline():
     return pipe
 
 
+def tiny_qwen_image_pipeline():
+    """A ``QwenImagePipeline``: a two-layer Qwen2.5-VL over the byte vocabulary (a one-block
+    vision tower it never uses), a one-layer ``QwenImageTransformer2DModel`` and a tiny
+    ``AutoencoderKLQwenImage`` (Wan 2.1's video VAE, with Qwen-Image's per-channel mean and
+    std); 64x64 images by default.
+
+    Example:
+        >>> tiny_qwen_image_pipeline().vae.config.z_dim
+        16
+    """
+    from ._loading import quiet_loading
+
+    with quiet_loading():
+        from diffusers import (
+            AutoencoderKLQwenImage,
+            FlowMatchEulerDiscreteScheduler,
+            QwenImagePipeline,
+            QwenImageTransformer2DModel,
+        )
+        from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    text = Qwen2_5_VLConfig(
+        text_config=dict(
+            **TINY_DECODER_SIZES,
+            max_position_embeddings=2048,
+            rope_scaling={"type": "mrope", "mrope_section": [2, 2, 4]},  # the heads' 16 / 2
+        ),
+        vision_config=dict(
+            depth=1,
+            hidden_size=16,
+            intermediate_size=32,
+            num_heads=2,
+            out_hidden_size=32,
+            patch_size=2,
+            spatial_merge_size=1,
+            temporal_patch_size=1,
+            fullatt_block_indexes=[0],
+            window_size=8,
+        ),
+    )
+    transformer = QwenImageTransformer2DModel(
+        **TINY_PACKED_TRANSFORMER, patch_size=2, out_channels=16, axes_dims_rope=(4, 6, 6)
+    ).eval()
+    vae = AutoencoderKLQwenImage(base_dim=8, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1)
+    tokenizer = tiny_tokenizer(1024)
+    pipe = QwenImagePipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=vae.eval(),
+        text_encoder=Qwen2_5_VLForConditionalGeneration(text).eval(),
+        tokenizer=tokenizer,
+        transformer=transformer,
+    )
+    # The template's system part, which the encoding drops, is 34 tokens of Qwen's vocabulary
+    # and more of the byte vocabulary: drop exactly it here too.
+    system = pipe.prompt_template_encode.split("{}")[0].split("<|im_start|>user")[0]
+    pipe.prompt_template_encode_start_idx = len(tokenizer(system).input_ids) - 1  # no end token
+    pipe.default_sample_size = 8  # 64x64 images (QwenImagePipeline's own default is 1024)
+    return pipe
+
+
 #: `tiny_pipeline` kinds of the families added with their own builder.
 FAMILY_BUILDERS = {
     "chroma": tiny_chroma_pipeline,
     "lumina2": tiny_lumina2_pipeline,
     "zimage": tiny_zimage_pipeline,
+    "qwen-image": tiny_qwen_image_pipeline,
 }
 
 

@@ -84,6 +84,13 @@ CASES = {
         lambda s: 1 - s,
     ),
     "zimage": ("z-image", "tiny-random-zimage", "Z-Image", ("discrete", 3.0, 1.0), lambda s: 1 - s),
+    "qwen-image": (
+        "qwen-image",
+        "tiny-random-qwen-image",
+        "Qwen-Image",
+        ("flux", 1.15, 1.0),
+        lambda s: s,
+    ),
 }
 KINDS = list(CASES)
 
@@ -266,6 +273,19 @@ def test_one_step_equals_the_familys_diffusers_pipeline(pipes, kind):
     torch.testing.assert_close(frame.latent, want, rtol=1e-4, atol=1e-5)
 
 
+def _pipeline_step(pipe, latents, **inputs):
+    """diffusers' pipeline, one step to a latent, at 64x64."""
+    with torch.no_grad():
+        return pipe(
+            **inputs,
+            num_inference_steps=1,
+            height=64,
+            width=64,
+            latents=latents,
+            output_type="latent",
+        ).images
+
+
 def _chroma_one_step(pipe, noise):
     # diffusers' ChromaPipeline passes its mask as floats, which attention adds as a bias
     # (diffusers #12116): give it the tokens its own mask selects, with nothing masked.
@@ -273,17 +293,13 @@ def _chroma_one_step(pipe, noise):
         "a red circle", do_classifier_free_guidance=False, max_sequence_length=512
     )
     read = int(mask.sum())
-    with torch.no_grad():
-        out = pipe(
-            prompt_embeds=embeds[:, :read],
-            prompt_attention_mask=torch.ones(1, read),
-            num_inference_steps=1,
-            guidance_scale=1.0,
-            height=64,
-            width=64,
-            latents=pack_latents(noise),
-            output_type="latent",
-        ).images
+    out = _pipeline_step(
+        pipe,
+        pack_latents(noise),
+        prompt_embeds=embeds[:, :read],
+        prompt_attention_mask=torch.ones(1, read),
+        guidance_scale=1.0,
+    )
     return unpack_latents(out, 16, 8, 8)[0]
 
 
@@ -291,33 +307,23 @@ def _lumina2_one_step(pipe, noise):
     # The node's text encoder sends the prompt alone (no system prompt): diffusers' own Gemma
     # encoding of it, padded to 256 tokens with its mask, given to the pipeline.
     embeds, mask = pipe._get_gemma_prompt_embeds("a red circle", max_sequence_length=256)
-    with torch.no_grad():
-        return pipe(
-            prompt_embeds=embeds,
-            prompt_attention_mask=mask,
-            num_inference_steps=1,
-            guidance_scale=1.0,
-            height=64,
-            width=64,
-            latents=noise,
-            output_type="latent",
-        ).images[0]
+    inputs = dict(prompt_embeds=embeds, prompt_attention_mask=mask, guidance_scale=1.0)
+    return _pipeline_step(pipe, noise, **inputs)[0]
 
 
 def _zimage_one_step(pipe, noise):
-    with torch.no_grad():
-        return pipe(
-            "a red circle",
-            num_inference_steps=1,
-            guidance_scale=0.0,  # ZImagePipeline guides at any scale above 0
-            height=64,
-            width=64,
-            latents=noise,
-            output_type="latent",
-        ).images[0]
+    # ZImagePipeline guides at any scale above 0
+    return _pipeline_step(pipe, noise, prompt="a red circle", guidance_scale=0.0)[0]
+
+
+def _qwen_image_one_step(pipe, noise):
+    # true_cfg_scale 1 and no negative prompt: one call, no CFG rescaling
+    out = _pipeline_step(pipe, pack_latents(noise), prompt="a red circle", true_cfg_scale=1.0)
+    return unpack_latents(out, 16, 8, 8)[0]
 
 
 DIFFUSERS_ONE_STEP = {
+    "qwen-image": _qwen_image_one_step,
     "chroma": _chroma_one_step,
     "lumina2": _lumina2_one_step,
     "zimage": _zimage_one_step,
@@ -370,3 +376,28 @@ def test_chroma_reads_its_prompt_and_one_padding_token(pipes):
             return_dict=False,
         )[0]
     torch.testing.assert_close(alone, unpack_latents(full, 16, 8, 8), rtol=1e-4, atol=1e-5)
+
+
+def test_qwen_image_latents_decode_and_encode_as_its_pipeline_does(pipes):
+    # Wan 2.1's per-channel normalisation, the video VAE's frame axis added around its calls.
+    from seqwidgets.decode import decode_latents, encode_image
+
+    pipe = pipes["qwen-image"]
+    latent = engine_one_step(pipe).latent
+    config = pipe.vae.config
+    mean = torch.tensor(config.latents_mean).view(1, 16, 1, 1, 1)
+    std = torch.tensor(config.latents_std).view(1, 16, 1, 1, 1)
+    with torch.no_grad():  # QwenImagePipeline's own last step
+        raw = latent[None, :, None] * std + mean
+        pixels = pipe.vae.decode(raw, return_dict=False)[0][:, :, 0]
+        want = pipe.image_processor.postprocess(pixels, output_type="np")[0]
+    image = decode_latents(pipe.vae, latent)[0]
+    got = np.asarray(image, dtype=np.float64) / 255
+    assert np.abs(got - want).max() <= 1 / 255 + 1e-6
+    encoded = encode_image(pipe.vae, image)
+    assert encoded.shape == (1, 16, 8, 8)
+    # encode_image normalises as the img2img pipeline does: (mode - mean) / std
+    with torch.no_grad():
+        x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)[None]
+        mode = pipe.vae.encode(x[:, :, None] * 2 - 1).latent_dist.mode()
+    torch.testing.assert_close(encoded, ((mode - mean) / std)[:, :, 0], rtol=1e-4, atol=1e-5)
