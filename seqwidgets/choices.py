@@ -169,6 +169,7 @@ BUILT_IN_MODELS: tuple[str, ...] = (
     "tiny-random-lumina2",
     "tiny-random-zimage",
     "tiny-random-qwen-image",
+    "tiny-random-hidream",
     "random-sd15",
     "random-sd3",
 )

@@ -15,6 +15,7 @@ family             network         model sampling (ComfyUI)                    l
 ``flux-schnell``   ``transformer`` discrete flow, shift 1, multiplier 1        16, packed
 ``chroma``         ``transformer`` Flux flow, shift 1.15; T5 only, masked      16, packed
 ``qwen-image``     ``transformer`` Flux flow, shift 1.15; Qwen2.5-VL text      16, packed
+``hidream``        ``transformer`` discrete flow, shift 1, multiplier 1000     16
 ``lumina2``        ``transformer`` discrete flow, shift 6, multiplier 1; Gemma  16
 ``z-image``        ``transformer`` discrete flow, shift 3, multiplier 1; Qwen3  16
 =================  ==============  ==========================================  ==========
@@ -454,6 +455,49 @@ class QwenImage(Flux):
         return unpack_latents(out, channels, height, width)
 
 
+class HiDream(Family):
+    """HiDream-I1: two CLIPs (pooled), T5 and every hidden layer of Llama 3.1, unpacked
+    latents (the transformer patches them), ``timesteps = sigma x 1000`` and the velocity
+    negated, as diffusers' pipeline reads its transformer.
+
+    A prompt's T5 tokens and Llama layers share one tensor, each token's features side by side
+    (``[1, tokens, t5 + layers x llama]``), so that caching, batching and slerp treat them like
+    any family's embeddings; `forward` splits them by the transformer's ``caption_channels``.
+    """
+
+    def default_image_size(self, pipe):
+        return int(pipe.default_sample_size) * int(pipe.vae_scale_factor)
+
+    def encode_prompt(self, pipe, prompt, device, max_sequence_length):
+        t5, _, llama, _, pooled, _ = pipe.encode_prompt(
+            prompt=prompt,
+            device=device,
+            do_classifier_free_guidance=False,
+            max_sequence_length=max_sequence_length,
+        )
+        if t5.shape[1] != llama.shape[2]:
+            raise ValueError(
+                f"HiDream: T5 gives {t5.shape[1]} tokens and Llama {llama.shape[2]}; "
+                "max_sequence_length must fit both tokenizers"
+            )
+        layers = llama.permute(1, 2, 0, 3).flatten(2)  # [layers, 1, L, D] -> [1, L, layers * D]
+        return torch.cat([t5, layers], dim=-1), pooled, None
+
+    def forward(self, network, x_in, timestep, inputs):
+        t5_width, llama_width = network.config.caption_channels
+        batch, tokens, _ = inputs.embeds.shape
+        llama = inputs.embeds[..., t5_width:].reshape(batch, tokens, -1, llama_width)
+        out = network(
+            hidden_states=x_in,
+            timesteps=timestep.to(x_in.dtype),
+            encoder_hidden_states_t5=inputs.embeds[..., :t5_width],
+            encoder_hidden_states_llama3=llama.permute(2, 0, 1, 3),
+            pooled_embeds=inputs.pooled,
+            return_dict=False,
+        )[0]
+        return -out
+
+
 class Lumina2(Family):
     """Lumina 2: Gemma 2 text (its second-to-last layer), unpacked latents (the transformer
     makes its own 2x2 patches). diffusers' transformer counts time from the image, ``t = 1 -
@@ -647,6 +691,17 @@ FAMILIES: dict[str, Family] = {
             latent_rgb=(WAN21_LATENT_RGB_FACTORS, WAN21_LATENT_RGB_BIAS),
             max_sequence_length=512,
         ),
+        HiDream(
+            "hidream",
+            "HiDream-I1",
+            "transformer",
+            pooled=True,
+            flow=True,
+            shift=1.0,  # ComfyUI's class sets shift 3.0, then an empty sampling_settings wins
+            multiplier=1000.0,
+            **FLUX_LATENTS,
+            max_sequence_length=128,
+        ),
         Lumina2(
             "lumina2",
             "Lumina 2",
@@ -675,10 +730,13 @@ _TRANSFORMER_FAMILIES = {
     "Lumina2Transformer2DModel": "lumina2",
     "ZImageTransformer2DModel": "z-image",
     "QwenImageTransformer2DModel": "qwen-image",
+    "HiDreamImageTransformer2DModel": "hidream",
 }
 
 
-_KNOWN = "SD 1.x/2.x, SDXL, SD3/SD3.5, Flux, Chroma, Qwen-Image, Lumina 2 and Z-Image pipelines"
+_KNOWN = (
+    "SD 1.x/2.x, SDXL, SD3/SD3.5, Flux, Chroma, Qwen-Image, HiDream, Lumina 2 and Z-Image pipelines"
+)
 
 
 def _config(module: Any) -> Mapping[str, Any]:
@@ -689,7 +747,7 @@ def _config(module: Any) -> Mapping[str, Any]:
 def detect_family(pipe: Any) -> Family:
     """The family of a diffusers pipeline, from its networks' classes and configurations.
 
-    A transformer of a class in ``_TRANSFORMER_FAMILIES`` (Chroma's, Qwen-Image's, Lumina 2's, Z-Image's) is that family's. Else a
+    A transformer of a class in ``_TRANSFORMER_FAMILIES`` (Chroma's, Qwen-Image's, HiDream's, Lumina 2's, Z-Image's) is that family's. Else a
     ``transformer`` whose config has rotary ``axes_dims_rope`` is Flux (dev when it has
     guidance embeddings, schnell otherwise); one with ``caption_projection_dim`` is SD3. A
     ``unet`` with a second text encoder is SDXL; otherwise SD 1.x/2.x, ``sd-v`` when the

@@ -89,7 +89,12 @@ def tiny_tokenizer(max_length: int = 77):
 
 
 def _text_config(
-    hidden_size: int, projection_dim: int | None = None, *, layers: int = 2, heads: int = 4
+    hidden_size: int,
+    projection_dim: int | None = None,
+    *,
+    layers: int = 2,
+    heads: int = 4,
+    positions: int = 77,
 ):
     """A CLIP text encoder config over the offline byte vocabulary (4x wide feed-forward for
     SD 1.5's sizes, 2x for the tiny ones)."""
@@ -101,7 +106,7 @@ def _text_config(
         intermediate_size=(4 if layers > 2 else 2) * hidden_size,
         num_hidden_layers=layers,
         num_attention_heads=heads,
-        max_position_embeddings=77,
+        max_position_embeddings=positions,
         bos_token_id=0,
         eos_token_id=1,
         pad_token_id=1,
@@ -170,6 +175,7 @@ TINY_KINDS = (
     "lumina2",
     "zimage",
     "qwen-image",
+    "hidream",
 )
 
 
@@ -575,12 +581,76 @@ def tiny_qwen_image_pipeline():
     return pipe
 
 
+def tiny_hidream_pipeline():
+    """A ``HiDreamImagePipeline``: two CLIPs with projections (128 positions, as HiDream's
+    long CLIPs read 128 tokens), a one-layer T5, a two-layer Llama over the byte vocabulary, a
+    ``HiDreamImageTransformer2DModel`` with one double and one single block (two experts) and a
+    Flux VAE; 64x64 images by default.
+
+    Example:
+        >>> tiny_hidream_pipeline().transformer.config.llama_layers
+        [0, 1]
+    """
+    from ._loading import quiet_loading
+
+    with quiet_loading():
+        from diffusers import (
+            FlowMatchEulerDiscreteScheduler,
+            HiDreamImagePipeline,
+            HiDreamImageTransformer2DModel,
+        )
+        from transformers import CLIPTextModelWithProjection, LlamaConfig, LlamaForCausalLM
+
+    transformer = HiDreamImageTransformer2DModel(
+        patch_size=2,
+        in_channels=16,
+        out_channels=16,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        caption_channels=[32, 32],  # T5's and Llama's widths
+        text_emb_dim=32,  # the two CLIPs' pooled 16 + 16
+        num_routed_experts=2,
+        num_activated_experts=1,
+        axes_dims_rope=(4, 6, 6),  # the heads' 16 channels
+        max_resolution=(16, 16),
+        llama_layers=[0, 1],  # both of the tiny Llama's layers, one per block
+    ).eval()
+    clip = [CLIPTextModelWithProjection(_text_config(16, 16, positions=128)).eval() for _ in "12"]
+    # eager attention: the pipeline asks Llama for its attention maps, which SDPA cannot give
+    llama = LlamaForCausalLM(
+        LlamaConfig(
+            **TINY_DECODER_SIZES,
+            head_dim=16,
+            max_position_embeddings=1024,
+            attn_implementation="eager",
+        )
+    )
+    pipe = HiDreamImagePipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=_flux_vae(),
+        text_encoder=clip[0],
+        tokenizer=tiny_tokenizer(128),
+        text_encoder_2=clip[1],
+        tokenizer_2=tiny_tokenizer(128),
+        text_encoder_3=_tiny_t5(32),
+        tokenizer_3=tiny_tokenizer(128),
+        text_encoder_4=llama.eval(),
+        tokenizer_4=tiny_tokenizer(128),
+        transformer=transformer,
+    )
+    pipe.default_sample_size = 8  # 64x64 images (HiDreamImagePipeline's own default is 1024)
+    return pipe
+
+
 #: `tiny_pipeline` kinds of the families added with their own builder.
 FAMILY_BUILDERS = {
     "chroma": tiny_chroma_pipeline,
     "lumina2": tiny_lumina2_pipeline,
     "zimage": tiny_zimage_pipeline,
     "qwen-image": tiny_qwen_image_pipeline,
+    "hidream": tiny_hidream_pipeline,
 }
 
 

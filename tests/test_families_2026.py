@@ -91,6 +91,13 @@ CASES = {
         ("flux", 1.15, 1.0),
         lambda s: s,
     ),
+    "hidream": (
+        "hidream",
+        "tiny-random-hidream",
+        "HiDream",
+        ("discrete", 1.0, 1000.0),
+        lambda s: s * 1000,
+    ),
 }
 KINDS = list(CASES)
 
@@ -187,7 +194,7 @@ def test_steps_network_calls_per_loop_with_cfg_batched(pipes, record, kind, cfg,
         assert len(sent) == batch  # negative and positive in one call
     # the timestep diffusers' transformer reads: sigma, or 1 - sigma (Lumina 2, Z-Image)
     args, kwargs = calls.calls[0]
-    sent = kwargs.get("timestep", args[1] if len(args) > 1 else None)
+    sent = kwargs.get("timestep", kwargs.get("timesteps", args[1] if len(args) > 1 else None))
     first = float(frames[0].sigmas[0])
     assert sent.tolist() == pytest.approx([CASES[kind][4](first)] * batch, abs=1e-6)
     assert frames[0].latent.shape == (16, 8, 8)
@@ -322,7 +329,12 @@ def _qwen_image_one_step(pipe, noise):
     return unpack_latents(out, 16, 8, 8)[0]
 
 
+def _hidream_one_step(pipe, noise):
+    return _pipeline_step(pipe, noise, prompt="a red circle", guidance_scale=1.0)[0]
+
+
 DIFFUSERS_ONE_STEP = {
+    "hidream": _hidream_one_step,
     "qwen-image": _qwen_image_one_step,
     "chroma": _chroma_one_step,
     "lumina2": _lumina2_one_step,
@@ -337,18 +349,20 @@ def test_a_batch_of_prompts_of_two_lengths_equals_each_prompt_alone(pipes, kind)
     pipe, family = pipes[kind], detect_family(pipes[kind])
     encoder = PromptEncoder(pipe)
     short, long = encoder.encode("a"), encoder.encode("a red circle on grass")
-    assert short.embeds.shape[1] < long.embeds.shape[1]
+    padded = kind == "hidream"  # HiDream pads every prompt to 128 tokens, as diffusers does
+    assert padded or short.embeds.shape[1] < long.embeds.shape[1]
     x, t = (
         torch.randn(2, 16, 8, 8, generator=torch.Generator().manual_seed(0)),
         torch.tensor([0.7] * 2),
     )
     with torch.no_grad():
         alone = [
-            family.forward(pipe.transformer, x[i : i + 1], t[:1], NetworkInputs(c.embeds))
+            family.forward(pipe.transformer, x[i : i + 1], t[:1], NetworkInputs(c.embeds, c.pooled))
             for i, c in enumerate((short, long))
         ]
         both = Conditioning.cat([short, long])
-        batched = family.forward(pipe.transformer, x, t, NetworkInputs(both.embeds, mask=both.mask))
+        inputs = NetworkInputs(both.embeds, both.pooled, both.mask)
+        batched = family.forward(pipe.transformer, x, t, inputs)
     torch.testing.assert_close(batched, torch.cat(alone), rtol=1e-4, atol=1e-5)
 
 
