@@ -170,6 +170,7 @@ BUILT_IN_MODELS: tuple[str, ...] = (
     "tiny-random-zimage",
     "tiny-random-qwen-image",
     "tiny-random-hidream",
+    "tiny-random-flux2",
     "random-sd15",
     "random-sd3",
 )

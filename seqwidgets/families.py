@@ -14,6 +14,8 @@ family             network         model sampling (ComfyUI)                    l
 ``flux-dev``       ``transformer`` Flux flow, shift 1.15; guidance embedding   16, packed
 ``flux-schnell``   ``transformer`` discrete flow, shift 1, multiplier 1        16, packed
 ``chroma``         ``transformer`` Flux flow, shift 1.15; T5 only, masked      16, packed
+``flux2``          ``transformer`` Flux flow, shift 2.02; guidance embedding   32, packed
+``flux2-klein``    ``transformer`` Flux flow, shift 2.02                       32, packed
 ``qwen-image``     ``transformer`` Flux flow, shift 1.15; Qwen2.5-VL text      16, packed
 ``hidream``        ``transformer`` discrete flow, shift 1, multiplier 1000     16
 ``lumina2``        ``transformer`` discrete flow, shift 6, multiplier 1; Gemma  16
@@ -29,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -103,6 +106,43 @@ FLUX_LATENT_RGB_FACTORS: tuple[tuple[float, float, float], ...] = (
     (-0.1262, -0.0982, -0.0778),
 )
 FLUX_LATENT_RGB_BIAS: tuple[float, float, float] = (-0.0329, -0.0718, -0.0851)
+# Flux.2's (later ComfyUI's ``Flux2``): 32 rows, for the latent as 32 channels of 2x2 pixels,
+# seqwidgets' layout (ComfyUI reshapes its 128 patched channels to it for the preview).
+FLUX2_LATENT_RGB_FACTORS: tuple[tuple[float, float, float], ...] = (
+    (0.0058, 0.0113, 0.0073),
+    (0.0495, 0.0443, 0.0836),
+    (-0.0099, 0.0096, 0.0644),
+    (0.2144, 0.3009, 0.3652),
+    (0.0166, -0.0039, -0.0054),
+    (0.0157, 0.0103, -0.0160),
+    (-0.0398, 0.0902, -0.0235),
+    (-0.0052, 0.0095, 0.0109),
+    (-0.3527, -0.2712, -0.1666),
+    (-0.0301, -0.0356, -0.0180),
+    (-0.0107, 0.0078, 0.0013),
+    (0.0746, 0.0090, -0.0941),
+    (0.0156, 0.0169, 0.0070),
+    (-0.0034, -0.0040, -0.0114),
+    (0.0032, 0.0181, 0.0080),
+    (-0.0939, -0.0008, 0.0186),
+    (0.0018, 0.0043, 0.0104),
+    (0.0284, 0.0056, -0.0127),
+    (-0.0024, -0.0022, -0.0030),
+    (0.1207, -0.0026, 0.0065),
+    (0.0128, 0.0101, 0.0142),
+    (0.0137, -0.0072, -0.0007),
+    (0.0095, 0.0092, -0.0059),
+    (0.0000, -0.0077, -0.0049),
+    (-0.0465, -0.0204, -0.0312),
+    (0.0095, 0.0012, -0.0066),
+    (0.0290, -0.0034, 0.0025),
+    (0.0220, 0.0169, -0.0048),
+    (-0.0332, -0.0457, -0.0468),
+    (-0.0085, 0.0389, 0.0609),
+    (-0.0076, 0.0003, -0.0043),
+    (-0.0111, -0.0460, -0.0614),
+)
+FLUX2_LATENT_RGB_BIAS: tuple[float, float, float] = (-0.0329, -0.0718, -0.0851)
 # Wan 2.1's (Qwen-Image's VAE), for latents after its per-channel normalisation.
 WAN21_LATENT_RGB_FACTORS: tuple[tuple[float, float, float], ...] = (
     (-0.1299, -0.1692, 0.2932),
@@ -133,7 +173,9 @@ class LatentFormat:
     per-channel statistics (Qwen-Image's Wan 2.1 VAE) ``(raw - mean_c) * scale / std_c``.
     ``frames``: the VAE is a video VAE (Wan 2.1's, Qwen-Image's) that reads and writes one
     frame, ``[N, C, 1, h, w]``; seqwidgets keeps such latents 4-D and adds the frame axis only
-    around VAE calls (`to_vae`, `from_vae`).
+    around VAE calls (`to_vae`, `from_vae`). ``patched``: the statistics are of the latent's
+    2x2 patches, ``4C`` channels (Flux.2's VAE batch norm); seqwidgets keeps such latents
+    ``[C, h, w]``, where ComfyUI keeps them patched, ``[4C, h/2, w/2]``: the same numbers.
 
     Example:
         >>> fmt = LatentFormat(channels=16, scale=0.3611, shift=0.1159)
@@ -147,6 +189,7 @@ class LatentFormat:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     frames: bool = False
+    patched: bool = False
 
     def _stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         shape = (1, len(self.mean), *([1] * (like.ndim - 2)))
@@ -156,6 +199,8 @@ class LatentFormat:
 
     def process_in(self, raw: torch.Tensor) -> torch.Tensor:
         """Raw VAE latents ``[N, C, ...]`` -> the model's latents."""
+        if self.patched:
+            return unpatchify(self._replace(patched=False).process_in(patchify(raw)))
         if self.mean is not None:
             mean, std = self._stats(raw)
             return (raw - mean) * self.scale / std
@@ -163,10 +208,15 @@ class LatentFormat:
 
     def process_out(self, latents: torch.Tensor) -> torch.Tensor:
         """The model's latents ``[N, C, ...]`` -> raw VAE latents."""
+        if self.patched:
+            return unpatchify(self._replace(patched=False).process_out(patchify(latents)))
         if self.mean is not None:
             mean, std = self._stats(latents)
             return latents * std / self.scale + mean
         return latents / self.scale + self.shift
+
+    def _replace(self, **changes) -> LatentFormat:
+        return dataclasses.replace(self, **changes)
 
     def to_vae(self, x: torch.Tensor) -> torch.Tensor:
         """``[N, C, h, w]`` latents or images as the VAE takes them (a frame axis for video)."""
@@ -184,11 +234,17 @@ def latent_format(vae: Any) -> LatentFormat:
 
     Example:
         >>> from seqwidgets.testing import tiny_pipeline
-        >>> latent_format(tiny_pipeline().vae)
-        LatentFormat(channels=4, scale=0.18215, shift=0.0, mean=None, std=None, frames=False)
+        >>> fmt = latent_format(tiny_pipeline().vae)
+        >>> fmt.channels, fmt.scale, fmt.shift, fmt.mean
+        (4, 0.18215, 0.0, None)
     """
     config = vae.config
     scale = float(config.get("scaling_factor") or 1.0)
+    norm = getattr(vae, "bn", None)
+    if isinstance(norm, torch.nn.BatchNorm2d):  # Flux.2: statistics of the 2x2 patches
+        mean = tuple(norm.running_mean.tolist())
+        std = tuple((norm.running_var + norm.eps).sqrt().tolist())
+        return LatentFormat(int(config.latent_channels), mean=mean, std=std, patched=True)
     frames = config.get("latent_channels") is None and config.get("z_dim") is not None
     channels = int(config.get("z_dim") if frames else config.get("latent_channels"))
     mean, std = config.get("latents_mean"), config.get("latents_std")
@@ -431,6 +487,41 @@ class Chroma(Flux):
         return self._packed_call(network, x_in, timestep, inputs, attention_mask=mask)
 
 
+class Flux2(Flux):
+    """Flux.2 (dev, klein): one text model's stacked hidden layers (Mistral 3 or Qwen3, in the
+    pipeline's ``encode_prompt``), no pooled text, the 32-channel VAE's latents packed 2x2 into
+    128-channel tokens with 4-D position ids ``(t, h, w, l)``; the guidance embedding where the
+    transformer has one (Flux.2 dev: ``flux_guidance``)."""
+
+    def encode_prompt(self, pipe, prompt, device, max_sequence_length):
+        embeds, _ = pipe.encode_prompt(
+            prompt=prompt,
+            device=device,
+            num_images_per_prompt=1,
+            max_sequence_length=max_sequence_length,
+        )
+        return embeds, None, None
+
+    def forward(self, network, x_in, timestep, inputs):
+        batch, channels, height, width = x_in.shape
+        tokens = inputs.embeds.shape[1]
+        text_ids = torch.zeros(batch, tokens, 4, device=x_in.device, dtype=x_in.dtype)
+        text_ids[..., 3] = torch.arange(tokens, device=x_in.device)  # (0, 0, 0, token)
+        image_ids = torch.zeros(height // 2, width // 2, 4, device=x_in.device, dtype=x_in.dtype)
+        image_ids[..., 1] = torch.arange(height // 2, device=x_in.device)[:, None]
+        image_ids[..., 2] = torch.arange(width // 2, device=x_in.device)[None, :]
+        out = network(
+            hidden_states=pack_latents(x_in),
+            timestep=timestep.to(x_in.dtype),
+            guidance=None if inputs.guidance is None else inputs.guidance.to(x_in.dtype),
+            encoder_hidden_states=inputs.embeds,
+            txt_ids=text_ids,
+            img_ids=image_ids.reshape(1, -1, 4).expand(batch, -1, -1),
+            return_dict=False,
+        )[0]
+        return unpack_latents(out, channels, height, width)
+
+
 class QwenImage(Flux):
     """Qwen-Image: Qwen2.5-VL text in the pipeline's own template (its ``encode_prompt``), no
     pooled text, no guidance; latents packed 2x2 as Flux's with the image's shape in
@@ -578,6 +669,27 @@ def pack_latents(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(b, (h // 2) * (w // 2), c * 4)
 
 
+def patchify(x: torch.Tensor) -> torch.Tensor:
+    """``[N, C, h, w]`` -> ``[N, 4C, h/2, w/2]``: each 2x2 patch as channels ``(c, dy, dx)``
+    (Flux.2's VAE statistics and ComfyUI's Flux.2 latents are in this layout).
+
+    Example:
+        >>> x = torch.arange(16.0).view(1, 1, 4, 4)
+        >>> patchify(x)[0, :, 0, 0].tolist(), torch.equal(unpatchify(patchify(x)), x)
+        ([0.0, 1.0, 4.0, 5.0], True)
+    """
+    n, c, h, w = x.shape
+    x = x.reshape(n, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4)
+    return x.reshape(n, c * 4, h // 2, w // 2)
+
+
+def unpatchify(x: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`patchify`: ``[N, 4C, h/2, w/2]`` -> ``[N, C, h, w]``."""
+    n, c4, h, w = x.shape
+    x = x.reshape(n, c4 // 4, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3)
+    return x.reshape(n, c4 // 4, h * 2, w * 2)
+
+
 def unpack_latents(tokens: torch.Tensor, channels: int, height: int, width: int) -> torch.Tensor:
     """The inverse of :func:`pack_latents`: ``[B, h/2 * w/2, 4C]`` -> ``[B, C, h, w]``."""
     b = tokens.shape[0]
@@ -682,6 +794,25 @@ FAMILIES: dict[str, Family] = {
             **FLUX_LATENTS,
             max_sequence_length=512,
         ),
+        Flux2(
+            "flux2",
+            "Flux.2 (dev)",
+            "transformer",
+            packed=True,
+            guidance_embeds=True,
+            **{**MODEL_SAMPLING_FLUX, "shift": 2.02},
+            latent_rgb=(FLUX2_LATENT_RGB_FACTORS, FLUX2_LATENT_RGB_BIAS),
+            max_sequence_length=512,
+        ),
+        Flux2(
+            "flux2-klein",
+            "Flux.2 klein",
+            "transformer",
+            packed=True,
+            **{**MODEL_SAMPLING_FLUX, "shift": 2.02},
+            latent_rgb=(FLUX2_LATENT_RGB_FACTORS, FLUX2_LATENT_RGB_BIAS),
+            max_sequence_length=512,
+        ),
         QwenImage(
             "qwen-image",
             "Qwen-Image",
@@ -731,6 +862,7 @@ _TRANSFORMER_FAMILIES = {
     "ZImageTransformer2DModel": "z-image",
     "QwenImageTransformer2DModel": "qwen-image",
     "HiDreamImageTransformer2DModel": "hidream",
+    "Flux2Transformer2DModel": "flux2",
 }
 
 
@@ -747,7 +879,7 @@ def _config(module: Any) -> Mapping[str, Any]:
 def detect_family(pipe: Any) -> Family:
     """The family of a diffusers pipeline, from its networks' classes and configurations.
 
-    A transformer of a class in ``_TRANSFORMER_FAMILIES`` (Chroma's, Qwen-Image's, HiDream's, Lumina 2's, Z-Image's) is that family's. Else a
+    A transformer of a class in ``_TRANSFORMER_FAMILIES`` (Chroma's, Flux.2's, Qwen-Image's, HiDream's, Lumina 2's, Z-Image's) is that family's. Else a
     ``transformer`` whose config has rotary ``axes_dims_rope`` is Flux (dev when it has
     guidance embeddings, schnell otherwise); one with ``caption_projection_dim`` is SD3. A
     ``unet`` with a second text encoder is SDXL; otherwise SD 1.x/2.x, ``sd-v`` when the
@@ -765,6 +897,8 @@ def detect_family(pipe: Any) -> Family:
     if transformer is not None:
         network = getattr(transformer, "_orig_mod", transformer)  # torch.compile wraps it
         name = _TRANSFORMER_FAMILIES.get(type(network).__name__)
+        if name == "flux2" and not _config(transformer).get("guidance_embeds"):
+            name = "flux2-klein"  # klein is distilled without a guidance embedding
         if name is not None:
             return FAMILIES[name]
         config = _config(transformer)

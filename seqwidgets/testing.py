@@ -176,6 +176,7 @@ TINY_KINDS = (
     "zimage",
     "qwen-image",
     "hidream",
+    "flux2",
 )
 
 
@@ -644,6 +645,65 @@ def tiny_hidream_pipeline():
     return pipe
 
 
+def tiny_flux2_pipeline():
+    """A ``Flux2KleinPipeline``: a 27-layer Qwen3 over the byte vocabulary (the pipeline stacks
+    hidden layers 9, 18 and 27), a ``Flux2Transformer2DModel`` with one double and one single
+    block (no guidance embedding, as klein) and a tiny ``AutoencoderKLFlux2`` whose batch-norm
+    statistics are random; 64x64 images by default.
+
+    Example:
+        >>> tiny_flux2_pipeline().vae.config.latent_channels
+        32
+    """
+    from ._loading import quiet_loading
+
+    with quiet_loading():
+        from diffusers import (
+            AutoencoderKLFlux2,
+            FlowMatchEulerDiscreteScheduler,
+            Flux2KleinPipeline,
+            Flux2Transformer2DModel,
+        )
+        from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    transformer = Flux2Transformer2DModel(
+        patch_size=1,
+        in_channels=128,  # 32 latent channels x a 2x2 patch
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=96,  # three stacked layers of the 32-wide Qwen3
+        timestep_guidance_channels=16,
+        axes_dims_rope=(4, 4, 4, 4),  # the heads' 16 channels over (t, h, w, l)
+        guidance_embeds=False,
+    ).eval()
+    vae = AutoencoderKLFlux2(
+        block_out_channels=(8, 8, 8, 8),
+        layers_per_block=1,
+        latent_channels=32,
+        norm_num_groups=4,
+        sample_size=64,
+    ).eval()
+    # A trained VAE's statistics, not the identity: so that tests see the normalisation.
+    vae.bn.running_mean.normal_(0, 0.5)
+    vae.bn.running_var.uniform_(0.5, 2.0)
+    text = dict(TINY_DECODER_SIZES, num_hidden_layers=27)
+    tokenizer = tiny_tokenizer(512)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    pipe = Flux2KleinPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=vae,
+        text_encoder=Qwen3ForCausalLM(
+            Qwen3Config(**text, head_dim=16, max_position_embeddings=1024)
+        ).eval(),
+        tokenizer=tokenizer,
+        transformer=transformer,
+    )
+    pipe.default_sample_size = 8  # 64x64 images (Flux2KleinPipeline's own default is 1024)
+    return pipe
+
+
 #: `tiny_pipeline` kinds of the families added with their own builder.
 FAMILY_BUILDERS = {
     "chroma": tiny_chroma_pipeline,
@@ -651,6 +711,7 @@ FAMILY_BUILDERS = {
     "zimage": tiny_zimage_pipeline,
     "qwen-image": tiny_qwen_image_pipeline,
     "hidream": tiny_hidream_pipeline,
+    "flux2": tiny_flux2_pipeline,
 }
 
 

@@ -98,6 +98,13 @@ CASES = {
         ("discrete", 1.0, 1000.0),
         lambda s: s * 1000,
     ),
+    "flux2": (
+        "flux2-klein",
+        "tiny-random-flux2",
+        "Flux.2 klein",
+        ("flux", 2.02, 1.0),
+        lambda s: s,
+    ),
 }
 KINDS = list(CASES)
 
@@ -197,7 +204,7 @@ def test_steps_network_calls_per_loop_with_cfg_batched(pipes, record, kind, cfg,
     sent = kwargs.get("timestep", kwargs.get("timesteps", args[1] if len(args) > 1 else None))
     first = float(frames[0].sigmas[0])
     assert sent.tolist() == pytest.approx([CASES[kind][4](first)] * batch, abs=1e-6)
-    assert frames[0].latent.shape == (16, 8, 8)
+    assert frames[0].latent.shape == (channels_of(pipes[kind]), 8, 8)
     assert all(torch.isfinite(frame.latent).all() for frame in frames)
     assert sampler.text_encoder_calls == 3  # two positives, one negative
 
@@ -266,8 +273,14 @@ def engine_one_step(pipe) -> sw.Frame:
     return next(sw.SequenceSampler(pipe).frames(one))
 
 
+def channels_of(pipe) -> int:
+    """Latent channels: 16, or Flux.2's 32."""
+    return detect_family(pipe).latent_channels(pipe)
+
+
 def noise_of(frame: sw.Frame) -> torch.Tensor:
-    return torch.randn(1, 16, 8, 8, generator=torch.Generator().manual_seed(frame.seed))
+    shape = (1, *frame.latent.shape)
+    return torch.randn(shape, generator=torch.Generator().manual_seed(frame.seed))
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -333,7 +346,27 @@ def _hidream_one_step(pipe, noise):
     return _pipeline_step(pipe, noise, prompt="a red circle", guidance_scale=1.0)[0]
 
 
+def _flux2_one_step(pipe, noise):
+    # Flux2KleinPipeline takes the noise as 2x2 patches, [128, h/2, w/2], and returns its
+    # latent as the VAE's: statistics undone, patches unfolded. Undo that here, by hand.
+    n, c, h, w = noise.shape
+    patches = noise.view(n, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4)
+    raw = _pipeline_step(
+        pipe, patches.reshape(n, 4 * c, h // 2, w // 2), prompt="a red circle", guidance_scale=1.0
+    )
+    bn = pipe.vae.bn
+    raw_patches = raw.view(n, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4)
+    raw_patches = raw_patches.reshape(n, 4 * c, h // 2, w // 2)
+    mean, std = (
+        bn.running_mean.view(1, -1, 1, 1),
+        (bn.running_var + bn.eps).sqrt().view(1, -1, 1, 1),
+    )
+    normalised = ((raw_patches - mean) / std).reshape(n, c, 2, 2, h // 2, w // 2)
+    return normalised.permute(0, 1, 4, 2, 5, 3).reshape(n, c, h, w)[0]
+
+
 DIFFUSERS_ONE_STEP = {
+    "flux2": _flux2_one_step,
     "hidream": _hidream_one_step,
     "qwen-image": _qwen_image_one_step,
     "chroma": _chroma_one_step,
@@ -349,10 +382,11 @@ def test_a_batch_of_prompts_of_two_lengths_equals_each_prompt_alone(pipes, kind)
     pipe, family = pipes[kind], detect_family(pipes[kind])
     encoder = PromptEncoder(pipe)
     short, long = encoder.encode("a"), encoder.encode("a red circle on grass")
-    padded = kind == "hidream"  # HiDream pads every prompt to 128 tokens, as diffusers does
+    # HiDream and Flux.2 pad every prompt to 128 / 512 tokens, as diffusers does
+    padded = kind in ("hidream", "flux2")
     assert padded or short.embeds.shape[1] < long.embeds.shape[1]
     x, t = (
-        torch.randn(2, 16, 8, 8, generator=torch.Generator().manual_seed(0)),
+        torch.randn(2, channels_of(pipe), 8, 8, generator=torch.Generator().manual_seed(0)),
         torch.tensor([0.7] * 2),
     )
     with torch.no_grad():
@@ -415,3 +449,47 @@ def test_qwen_image_latents_decode_and_encode_as_its_pipeline_does(pipes):
         x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)[None]
         mode = pipe.vae.encode(x[:, :, None] * 2 - 1).latent_dist.mode()
     torch.testing.assert_close(encoded, ((mode - mean) / std)[:, :, 0], rtol=1e-4, atol=1e-5)
+
+
+def test_flux2_dev_reads_flux_guidance(pipes):
+    # A Flux.2 transformer with a guidance embedding (dev) is the 'flux2' family: the
+    # flux_guidance setting reaches it, one value per item of the batch.
+    from diffusers import Flux2Transformer2DModel
+
+    pipe = tiny_pipeline("flux2")
+    config = dict(pipe.transformer.config, guidance_embeds=True)
+    pipe.transformer = Flux2Transformer2DModel.from_config(config).eval()
+    family = detect_family(pipe)
+    assert family is FAMILIES["flux2"] and family.guidance_embeds
+    assert not FAMILIES["flux2-klein"].guidance_embeds
+    sampler = sw.SequenceSampler(pipe)
+    calls = []
+    hook = pipe.transformer.register_forward_pre_hook(
+        lambda module, args, kwargs: calls.append(kwargs), with_kwargs=True
+    )
+    try:
+        frame = next(sampler.frames(params(cfg=2.0, flux_guidance=2.5, sequence_loop_count=1)))
+    finally:
+        hook.remove()
+    assert [c["guidance"].tolist() for c in calls] == [[2.5, 2.5]] * 3
+    assert torch.isfinite(frame.latent).all()
+
+
+def test_flux2_latents_are_normalised_by_the_vae_batch_norm(pipes):
+    # diffusers' Flux.2 normalises 2x2 patches of the VAE latent with its batch-norm statistics
+    # (ComfyUI keeps those patches, [128, h/2, w/2]; seqwidgets [32, h, w], the same numbers).
+    from seqwidgets.decode import decode_latents, encode_image
+
+    pipe = pipes["flux2"]
+    image = decode_latents(pipe.vae, engine_one_step(pipe).latent)[0]
+    encoded = encode_image(pipe.vae, image)
+    x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)[None]
+    with torch.no_grad():  # Flux2KleinPipeline._encode_vae_image's normalisation, by hand
+        mode = pipe.vae.encode(x * 2 - 1).latent_dist.mode()
+    bn = pipe.vae.bn
+    patches = mode.view(1, 32, 4, 2, 4, 2).permute(0, 1, 3, 5, 2, 4).reshape(1, 128, 4, 4)
+    normalised = (patches - bn.running_mean.view(1, -1, 1, 1)) / (
+        bn.running_var.view(1, -1, 1, 1) + bn.eps
+    ).sqrt()
+    want = normalised.reshape(1, 32, 2, 2, 4, 4).permute(0, 1, 4, 2, 5, 3).reshape(1, 32, 8, 8)
+    torch.testing.assert_close(encoded, want, rtol=1e-4, atol=1e-5)

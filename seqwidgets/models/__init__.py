@@ -24,6 +24,7 @@ TINY_RANDOM_LUMINA2 = "tiny-random-lumina2"
 TINY_RANDOM_ZIMAGE = "tiny-random-zimage"
 TINY_RANDOM_QWEN_IMAGE = "tiny-random-qwen-image"
 TINY_RANDOM_HIDREAM = "tiny-random-hidream"
+TINY_RANDOM_FLUX2 = "tiny-random-flux2"
 #: ``load_pipeline`` names of the tiny random pipelines -> `seqwidgets.testing.tiny_pipeline` kind.
 TINY_MODELS = {
     TINY_RANDOM: "sd",
@@ -36,6 +37,7 @@ TINY_MODELS = {
     TINY_RANDOM_ZIMAGE: "zimage",
     TINY_RANDOM_QWEN_IMAGE: "qwen-image",
     TINY_RANDOM_HIDREAM: "hidream",
+    TINY_RANDOM_FLUX2: "flux2",
 }
 RANDOM_SD15 = "random-sd15"
 RANDOM_SD3 = "random-sd3"
@@ -70,8 +72,8 @@ def load_pipeline(
         model: ``None`` for the toy model shipped with seqwidgets (runs on any CPU);
             ``"tiny-random"``, ``"tiny-random-xl"``, ``"tiny-random-sd3"``, ``"tiny-random-flux"``,
             ``"tiny-random-flux-schnell"``, ``"tiny-random-chroma"``, ``"tiny-random-lumina2"``,
-            ``"tiny-random-zimage"``, ``"tiny-random-qwen-image"`` or ``"tiny-random-hidream"``
-            for random tiny pipelines of each family;
+            ``"tiny-random-zimage"``, ``"tiny-random-qwen-image"``, ``"tiny-random-hidream"``
+            or ``"tiny-random-flux2"`` (Flux.2 klein) for random tiny pipelines of each family;
             ``"random-sd15"`` / ``"random-sd3"`` for SD 1.5's / an SD3-medium-size pipeline with
             random weights (to measure a GPU offline);
             a hub id (``"stable-diffusion-v1-5/stable-diffusion-v1-5"``,
