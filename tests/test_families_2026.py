@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.stats
 import torch
 
 import seqwidgets
@@ -153,6 +154,15 @@ def comfy_schedule(kind: str, scheduler: str, steps: int) -> np.ndarray:
         out = list((smax ** (1 / 7) + ramp * (smin ** (1 / 7) - smax ** (1 / 7))) ** 7)
     elif scheduler == "exponential":
         out = list(np.exp(np.linspace(math.log(smax), math.log(smin), steps)))
+    elif scheduler == "ddim_uniform":
+        out = list(table[list(range(1, len(table), max(len(table) // steps, 1)))][::-1])
+    elif scheduler == "beta":  # beta(0.6, 0.6) quantiles of the table, repeats dropped
+        quantiles = scipy.stats.beta.ppf(1 - np.linspace(0, 1, steps, endpoint=False), 0.6, 0.6)
+        out, last = [], -1
+        for t in np.rint(quantiles * (len(table) - 1)):
+            if t != last:
+                out.append(table[int(t)])
+            last = t
     else:  # simple
         out = [table[-(1 + int(i * len(table) / steps))] for i in range(steps)]
     return np.array([*out, 0.0])
@@ -179,13 +189,19 @@ def test_detected_with_comfyuis_model_sampling(pipes, kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("scheduler", ["normal", "sgm_uniform", "karras", "exponential", "simple"])
+@pytest.mark.parametrize(
+    "scheduler",
+    ["normal", "sgm_uniform", "karras", "exponential", "simple", "ddim_uniform", "beta"],
+)
 @pytest.mark.parametrize(("steps", "denoise"), [(4, 1.0), (9, 1.0), (5, 0.5), (7, 0.3)])
 def test_sigmas_are_comfyuis(pipes, kind, scheduler, steps, denoise):
     ms = detect_family(pipes[kind]).model_sampling(pipes[kind])
     got = loop_sigmas(ms, scheduler, "euler", steps, denoise).double().numpy()
-    # KSampler.set_steps: below denoise 1, the last steps + 1 of an int(steps / d) schedule
-    want = comfy_schedule(kind, scheduler, int(steps / denoise))[-(steps + 1) :]
+    # KSampler.set_steps: the whole schedule at denoise 1 (ddim_uniform's can be one longer),
+    # below it the last steps + 1 of an int(steps / d)-step schedule
+    want = comfy_schedule(kind, scheduler, int(steps / denoise))
+    if denoise < 1:
+        want = want[-(steps + 1) :]
     np.testing.assert_allclose(got, want, rtol=3e-6, atol=1e-7)
 
 
