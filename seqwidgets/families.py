@@ -4,23 +4,23 @@ One detection, :func:`detect_family`, used everywhere (engine, prompt encoding, 
 sessions, loading). A :class:`Family` says how to read the pipeline, following ComfyUI's
 ``comfy/supported_models.py`` and ``comfy/latent_formats.py``:
 
-=================  ==============  ==========================================  ==========
-family             network         model sampling (ComfyUI)                    latents
-=================  ==============  ==========================================  ==========
-``sd``             ``unet``        discrete, eps                               4 channels
-``sd-v``           ``unet``        discrete, v-prediction (SD 2.x 768)         4 channels
-``sdxl``           ``unet``        discrete, eps; pooled text + time ids       4 channels
-``sd3``            ``transformer`` discrete flow, shift 3, multiplier 1000     16 channels
-``flux-dev``       ``transformer`` Flux flow, shift 1.15; guidance embedding   16, packed
-``flux-schnell``   ``transformer`` discrete flow, shift 1, multiplier 1        16, packed
-``chroma``         ``transformer`` Flux flow, shift 1.15; T5 only, masked      16, packed
-``flux2``          ``transformer`` Flux flow, shift 2.02; guidance embedding   32, packed
-``flux2-klein``    ``transformer`` Flux flow, shift 2.02                       32, packed
-``qwen-image``     ``transformer`` Flux flow, shift 1.15; Qwen2.5-VL text      16, packed
-``hidream``        ``transformer`` discrete flow, shift 1, multiplier 1000     16
-``lumina2``        ``transformer`` discrete flow, shift 6, multiplier 1; Gemma  16
-``z-image``        ``transformer`` discrete flow, shift 3, multiplier 1; Qwen3  16
-=================  ==============  ==========================================  ==========
+================  ===============  =============================================  ============
+family            network          model sampling (ComfyUI); text                 latents
+================  ===============  =============================================  ============
+``sd``            ``unet``         discrete, eps                                  4 channels
+``sd-v``          ``unet``         discrete, v-prediction (SD 2.x 768)            4 channels
+``sdxl``          ``unet``         discrete, eps; pooled text + time ids          4 channels
+``sd3``           ``transformer``  discrete flow, shift 3, multiplier 1000        16 channels
+``flux-dev``      ``transformer``  Flux flow, shift 1.15; guidance embedding      16, packed
+``flux-schnell``  ``transformer``  discrete flow, shift 1, multiplier 1           16, packed
+``chroma``        ``transformer``  Flux flow, shift 1.15; T5 only                 16, packed
+``flux2``         ``transformer``  Flux flow, shift 2.02; guidance embedding      32, packed
+``flux2-klein``   ``transformer``  Flux flow, shift 2.02                          32, packed
+``qwen-image``    ``transformer``  Flux flow, shift 1.15; Qwen2.5-VL              16 (Wan 2.1)
+``hidream``       ``transformer``  discrete flow, shift 1, multiplier 1000        16
+``lumina2``       ``transformer``  discrete flow, shift 6, multiplier 1; Gemma 2  16
+``z-image``       ``transformer``  discrete flow, shift 3, multiplier 1; Qwen3    16
+================  ===============  =============================================  ============
 
 Example:
     >>> from seqwidgets.testing import tiny_pipeline
@@ -278,7 +278,8 @@ class Family:
     ``comfy/supported_models.py`` has one class per model, inheriting from its nearest relative.
 
     Attributes:
-        name: the family's short name (``"sd"``, ``"sdxl"``, ``"sd3"``, ``"flux-dev"``, ...).
+        name: the family's short name (``"sd"``, ``"sdxl"``, ``"sd3"``, ``"flux-dev"``,
+            ``"chroma"``, ``"z-image"``, ... : the keys of `FAMILIES`).
         label: a name for people (``"Stable Diffusion 3"``).
         network: the pipeline attribute holding the denoising network (``"unet"`` or
             ``"transformer"``).
@@ -337,10 +338,6 @@ class Family:
     def default_image_size(self, pipe: Any) -> int:
         """The pipeline's default square image side in pixels."""
         return int(self.denoiser_network(pipe).config.sample_size) * int(pipe.vae_scale_factor)
-
-    def latent_format(self, pipe: Any) -> LatentFormat:
-        """How this pipeline's VAE latents are scaled for the network (`latent_format`)."""
-        return latent_format(pipe.vae)
 
     def encode_prompt(
         self, pipe: Any, prompt: str, device: torch.device, max_sequence_length: int

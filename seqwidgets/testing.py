@@ -2,13 +2,17 @@
 
 The weights are random, so the pictures are noise, but every component is a real diffusers
 class wired exactly as in Stable Diffusion 1.x (``kind="sd"``), SDXL (``"sdxl"``), SD3
-(``"sd3"``: three text encoders, a 16-channel VAE with a shift) or Flux (``"flux"`` with
-guidance embeddings, ``"flux-schnell"`` without): the sampler runs the same code path as it does
-on a full-size model, in milliseconds.
+(``"sd3"``: three text encoders, a 16-channel VAE with a shift), Flux (``"flux"`` with
+guidance embeddings, ``"flux-schnell"`` without), Chroma (``"chroma"``), Lumina 2
+(``"lumina2"``), Z-Image (``"zimage"``), Qwen-Image (``"qwen-image"``), HiDream (``"hidream"``)
+or Flux.2 klein (``"flux2"``): the sampler runs the same code path as it does on a full-size
+model, in milliseconds.
 
 Nothing is downloaded: the CLIP tokenizer's vocabulary (one token per byte, with and without the
 end-of-word marker, and no merges) is written to a temporary folder and loaded from there. The
-T5 encoders of SD3 and Flux read the same byte vocabulary.
+T5, Gemma 2, Qwen3, Qwen2.5-VL and Llama text encoders are tiny configurations of their
+architectures over the same byte vocabulary (with a chat template where the pipeline asks for
+one).
 
 Example:
     >>> from seqwidgets.testing import tiny_pipeline
@@ -189,12 +193,14 @@ def tiny_pipeline(kind: str = "sd", seed: int = 0):
             ``"sd3"`` for a ``StableDiffusion3Pipeline`` (two CLIPs and a T5, 16 channels),
             ``"flux"`` / ``"flux-schnell"`` for a ``FluxPipeline`` with / without guidance
             embeddings (CLIP pooled + T5, packed 2x2 latents). See `tiny_flow_pipeline`.
+            ``"chroma"``, ``"lumina2"``, ``"zimage"``, ``"qwen-image"``, ``"hidream"``,
+            ``"flux2"``: the 2026 families (`FAMILY_BUILDERS`).
         seed (`int`, defaults to 0): seeds the random weights; the same seed gives the same
             pipeline, bit for bit.
 
     Returns:
-        A pipeline on the CPU in float32, default image size 64x64 (latents 4x8x8, or 16x8x8
-        for SD3 and Flux).
+        A pipeline on the CPU in float32, default image size 64x64 (latents 4x8x8, 16x8x8 for
+        the transformer families, 32x8x8 for Flux.2).
 
     Example:
         >>> pipe = tiny_pipeline("sdxl", seed=1)
