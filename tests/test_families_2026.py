@@ -362,23 +362,31 @@ def _hidream_one_step(pipe, noise):
     return _pipeline_step(pipe, noise, prompt="a red circle", guidance_scale=1.0)[0]
 
 
-def _flux2_one_step(pipe, noise):
-    # Flux2KleinPipeline takes the noise as 2x2 patches, [128, h/2, w/2], and returns its
-    # latent as the VAE's: statistics undone, patches unfolded. Undo that here, by hand.
-    n, c, h, w = noise.shape
-    patches = noise.view(n, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4)
-    raw = _pipeline_step(
-        pipe, patches.reshape(n, 4 * c, h // 2, w // 2), prompt="a red circle", guidance_scale=1.0
-    )
-    bn = pipe.vae.bn
-    raw_patches = raw.view(n, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4)
-    raw_patches = raw_patches.reshape(n, 4 * c, h // 2, w // 2)
+def _patches(x: torch.Tensor) -> torch.Tensor:
+    """``[N, C, h, w]`` -> 2x2 patches as channels ``[N, 4C, h/2, w/2]`` (diffusers' Flux.2)."""
+    n, c, h, w = x.shape
+    x = x.view(n, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4)
+    return x.reshape(n, 4 * c, h // 2, w // 2)
+
+
+def _normalised(vae, raw: torch.Tensor) -> torch.Tensor:
+    """Flux.2's raw VAE latents ``[N, 32, h, w]`` normalised as its pipelines do: the 2x2
+    patches by the VAE's batch-norm statistics; returned in the same layout."""
+    n, c, h, w = raw.shape
+    bn = vae.bn
     mean, std = (
         bn.running_mean.view(1, -1, 1, 1),
         (bn.running_var + bn.eps).sqrt().view(1, -1, 1, 1),
     )
-    normalised = ((raw_patches - mean) / std).reshape(n, c, 2, 2, h // 2, w // 2)
-    return normalised.permute(0, 1, 4, 2, 5, 3).reshape(n, c, h, w)[0]
+    normalised = ((_patches(raw) - mean) / std).reshape(n, c, 2, 2, h // 2, w // 2)
+    return normalised.permute(0, 1, 4, 2, 5, 3).reshape(n, c, h, w)
+
+
+def _flux2_one_step(pipe, noise):
+    # Flux2KleinPipeline takes the noise as 2x2 patches, [128, h/2, w/2], and returns its
+    # latent as the VAE's: statistics undone, patches unfolded. Undo that here, by hand.
+    raw = _pipeline_step(pipe, _patches(noise), prompt="a red circle", guidance_scale=1.0)
+    return _normalised(pipe.vae, raw)[0]
 
 
 DIFFUSERS_ONE_STEP = {
@@ -469,8 +477,9 @@ def test_qwen_image_latents_decode_and_encode_as_its_pipeline_does(pipes):
 
 def test_flux2_dev_reads_flux_guidance(pipes):
     # A Flux.2 transformer with a guidance embedding (dev) is the 'flux2' family: the
-    # flux_guidance setting reaches it, one value per item of the batch.
-    from diffusers import Flux2Transformer2DModel
+    # flux_guidance setting reaches it, one value per item of the batch, and one step at cfg 1
+    # equals diffusers' Flux2Pipeline at that guidance (given the same text encoding).
+    from diffusers import Flux2Pipeline, Flux2Transformer2DModel
 
     pipe = tiny_pipeline("flux2")
     config = dict(pipe.transformer.config, guidance_embeds=True)
@@ -478,17 +487,33 @@ def test_flux2_dev_reads_flux_guidance(pipes):
     family = detect_family(pipe)
     assert family is FAMILIES["flux2"] and family.guidance_embeds
     assert not FAMILIES["flux2-klein"].guidance_embeds
-    sampler = sw.SequenceSampler(pipe)
     calls = []
     hook = pipe.transformer.register_forward_pre_hook(
         lambda module, args, kwargs: calls.append(kwargs), with_kwargs=True
     )
     try:
-        frame = next(sampler.frames(params(cfg=2.0, flux_guidance=2.5, sequence_loop_count=1)))
+        run = params(cfg=2.0, flux_guidance=2.5, sequence_loop_count=1)
+        next(sw.SequenceSampler(pipe).frames(run))
     finally:
         hook.remove()
     assert [c["guidance"].tolist() for c in calls] == [[2.5, 2.5]] * 3
-    assert torch.isfinite(frame.latent).all()
+
+    one = params(steps=1, cfg=1.0, flux_guidance=2.5, sequence_loop_count=1, positive_seq="0: a")
+    frame = next(sw.SequenceSampler(pipe).frames(one))
+    dev = Flux2Pipeline(
+        scheduler=pipe.scheduler,
+        vae=pipe.vae,
+        text_encoder=pipe.text_encoder,  # unused: the encoding is given
+        tokenizer=pipe.tokenizer,
+        transformer=pipe.transformer,
+    )
+    dev.default_sample_size = 8
+    embeds, _ = pipe.encode_prompt("a")
+    noise = noise_of(frame)
+    # Flux2Pipeline returns its latent as it samples it: packed tokens, still normalised
+    tokens = _pipeline_step(dev, _patches(noise), prompt_embeds=embeds, guidance_scale=2.5)
+    want = unpack_latents(tokens, 32, 8, 8)[0]
+    torch.testing.assert_close(frame.latent, want, rtol=1e-4, atol=1e-5)
 
 
 def test_flux2_latents_are_normalised_by_the_vae_batch_norm(pipes):
@@ -502,10 +527,4 @@ def test_flux2_latents_are_normalised_by_the_vae_batch_norm(pipes):
     x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)[None]
     with torch.no_grad():  # Flux2KleinPipeline._encode_vae_image's normalisation, by hand
         mode = pipe.vae.encode(x * 2 - 1).latent_dist.mode()
-    bn = pipe.vae.bn
-    patches = mode.view(1, 32, 4, 2, 4, 2).permute(0, 1, 3, 5, 2, 4).reshape(1, 128, 4, 4)
-    normalised = (patches - bn.running_mean.view(1, -1, 1, 1)) / (
-        bn.running_var.view(1, -1, 1, 1) + bn.eps
-    ).sqrt()
-    want = normalised.reshape(1, 32, 2, 2, 4, 4).permute(0, 1, 4, 2, 5, 3).reshape(1, 32, 8, 8)
-    torch.testing.assert_close(encoded, want, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(encoded, _normalised(pipe.vae, mode), rtol=1e-4, atol=1e-5)
