@@ -583,6 +583,12 @@ BUILT_IN_MODELS: tuple[str, ...] = (
     "tiny-random-sd3",
     "tiny-random-flux",
     "tiny-random-flux-schnell",
+    "tiny-random-chroma",
+    "tiny-random-lumina2",
+    "tiny-random-zimage",
+    "tiny-random-qwen-image",
+    "tiny-random-hidream",
+    "tiny-random-flux2",
     "random-sd15",
     "random-sd3",
 )

@@ -32,10 +32,13 @@ class Conditioning:
         embeds: token embeddings ``[1, tokens, dim]``.
         pooled: the pooled text embedding ``[1, dim]`` (SDXL, SD3, Flux); ``None`` for SD
             1.x/2.x.
+        mask: ``[1, tokens]``, 1 where a token is read, for families whose prompts are padded
+            (Chroma, Lumina 2) or of varying length (Z-Image, Qwen-Image); ``None`` = all read.
     """
 
     embeds: torch.Tensor
     pooled: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
 
     @staticmethod
     def cat(items: list[Conditioning]) -> Conditioning:
@@ -43,14 +46,39 @@ class Conditioning:
         pooled = None
         if items[0].pooled is not None:
             pooled = torch.cat([item.pooled for item in items])
-        return Conditioning(torch.cat([item.embeds for item in items]), pooled)
+        tokens = max(item.embeds.shape[1] for item in items)
+        if all(item.mask is None and item.embeds.shape[1] == tokens for item in items):
+            return Conditioning(torch.cat([item.embeds for item in items]), pooled)
+        # Prompts of different lengths: pad with unread tokens, so each item reads its own.
+        padded = [item.padded(tokens) for item in items]
+        embeds = torch.cat([item.embeds for item in padded])
+        return Conditioning(embeds, pooled, torch.cat([item.mask for item in padded]))
+
+    def padded(self, tokens: int) -> Conditioning:
+        """This conditioning with ``tokens`` tokens: zeros appended, the mask saying so."""
+        embeds, mask = self.embeds, self.mask
+        if mask is None:
+            mask = torch.ones(embeds.shape[:2], device=embeds.device)
+        extra = tokens - embeds.shape[1]
+        if extra > 0:
+            embeds = torch.cat(
+                [embeds, embeds.new_zeros(embeds.shape[0], extra, embeds.shape[2])], 1
+            )
+            mask = torch.cat([mask, mask.new_zeros(mask.shape[0], extra)], 1)
+        return Conditioning(embeds, self.pooled, mask)
 
     def slerp_to(self, other: Conditioning, t: float) -> Conditioning:
         """Slerp every part towards ``other`` by ``t`` (the node slerps the pooled output too)."""
         pooled = None
         if self.pooled is not None and other.pooled is not None:
             pooled = slerp(t, self.pooled, other.pooled)
-        return Conditioning(slerp(t, self.embeds, other.embeds), pooled)
+        if self.mask is None and other.mask is None and self.embeds.shape == other.embeds.shape:
+            return Conditioning(slerp(t, self.embeds, other.embeds), pooled)
+        # Padded prompts: every token either side reads is read (a zero pad slerps as a vector
+        # with no direction, see `slerp`).
+        tokens = max(self.embeds.shape[1], other.embeds.shape[1])
+        a, b = self.padded(tokens), other.padded(tokens)
+        return Conditioning(slerp(t, a.embeds, b.embeds), pooled, torch.maximum(a.mask, b.mask))
 
 
 class PromptEncoder:
@@ -90,7 +118,7 @@ class PromptEncoder:
         network = self.family.denoiser_network(pipe)
         self.device = torch.device(device) if device is not None else network.device
         if max_sequence_length is None:
-            max_sequence_length = 512 if self.family.name == "flux-dev" else 256
+            max_sequence_length = self.family.max_sequence_length
         self.max_sequence_length = int(max_sequence_length)
         self.encoded = 0  # distinct prompts sent through the text encoder(s)
         self._prompts: dict[str, Conditioning] = {}
@@ -103,37 +131,13 @@ class PromptEncoder:
         if cached is not None:
             return cached
         self._warn_if_truncated(prompt)
-        name = self.family.name
-        if name == "sdxl":
-            embeds, _, pooled, _ = self.pipe.encode_prompt(
-                prompt=prompt,
-                device=self.device,
-                num_images_per_prompt=1,
-                do_classifier_free_guidance=False,
-            )
-        elif name == "sd3":
-            embeds, _, pooled, _ = self.pipe.encode_prompt(
-                prompt=prompt,
-                prompt_2=None,
-                prompt_3=None,
-                device=self.device,
-                num_images_per_prompt=1,
-                do_classifier_free_guidance=False,
-                max_sequence_length=self.max_sequence_length,
-            )
-        elif self.family.packed:  # Flux
-            embeds, pooled, _ = self.pipe.encode_prompt(
-                prompt=prompt,
-                prompt_2=None,
-                device=self.device,
-                num_images_per_prompt=1,
-                max_sequence_length=self.max_sequence_length,
-            )
-        else:
-            (embeds, _), pooled = self.pipe.encode_prompt(prompt, self.device, 1, False), None
+        embeds, pooled, mask = self.family.encode_prompt(
+            self.pipe, prompt, self.device, self.max_sequence_length
+        )
         conditioning = Conditioning(
             embeds.float().to(self.device),
             None if pooled is None else pooled.float().to(self.device),
+            None if mask is None else mask.float().to(self.device),
         )
         self.encoded += 1
         self._prompts[prompt] = conditioning

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .families import (
+    FAMILIES,
     FLUX_LATENT_RGB_BIAS,
     FLUX_LATENT_RGB_FACTORS,
     SD3_LATENT_RGB_BIAS,
@@ -27,6 +28,7 @@ from .families import (
     SDXL_LATENT_RGB_BIAS,
     SDXL_LATENT_RGB_FACTORS,
     detect_family,
+    latent_format,
 )
 
 __all__ = [
@@ -75,43 +77,14 @@ def _vae_for_use(vae):
             yield vae.dtype
 
 
-def _latent_stats(vae, device, dtype):
-    """(mean, std) from the VAE config when it has both, else None (diffusers' convention)."""
-    mean, std = vae.config.get("latents_mean"), vae.config.get("latents_std")
-    if mean is None or std is None:
-        return None
-    shape = (1, len(mean), 1, 1)
-    return (
-        torch.tensor(mean, device=device, dtype=dtype).view(shape),
-        torch.tensor(std, device=device, dtype=dtype).view(shape),
-    )
-
-
 def _unscale(vae, latents: torch.Tensor) -> torch.Tensor:
-    """Diffusers' scaling -> raw VAE latents: ``x / scaling_factor (+ shift_factor)``."""
-    scale = vae.config.get("scaling_factor", 1.0)
-    stats = _latent_stats(vae, latents.device, latents.dtype)
-    if stats is not None:
-        mean, std = stats
-        return latents * std / scale + mean
-    latents = latents / scale
-    shift = vae.config.get("shift_factor")
-    if shift is not None:
-        latents = latents + shift
-    return latents
+    """Diffusers' scaling -> raw VAE latents (`seqwidgets.families.latent_format`)."""
+    return latent_format(vae).process_out(latents)
 
 
 def _scale(vae, latents: torch.Tensor) -> torch.Tensor:
-    """Raw VAE latents -> diffusers' scaling: ``(x - shift_factor) * scaling_factor``."""
-    scale = vae.config.get("scaling_factor", 1.0)
-    stats = _latent_stats(vae, latents.device, latents.dtype)
-    if stats is not None:
-        mean, std = stats
-        return (latents - mean) * scale / std
-    shift = vae.config.get("shift_factor")
-    if shift is not None:
-        latents = latents - shift
-    return latents * scale
+    """Raw VAE latents -> diffusers' scaling (`seqwidgets.families.latent_format`)."""
+    return latent_format(vae).process_in(latents)
 
 
 def _to_uint8_hwc(images: torch.Tensor) -> np.ndarray:
@@ -143,7 +116,8 @@ def decode_latents(vae, latents: torch.Tensor, *, batch_size: int = 8) -> list[I
         raise ValueError(
             f"latents must be [C, h, w] or [N, C, h, w], got shape {tuple(latents.shape)}"
         )
-    expected = vae.config.latent_channels
+    fmt = latent_format(vae)
+    expected = fmt.channels
     if latents.shape[1] != expected:
         raise ValueError(
             f"latents have {latents.shape[1]} channels but the VAE expects {expected} "
@@ -155,7 +129,7 @@ def decode_latents(vae, latents: torch.Tensor, *, batch_size: int = 8) -> list[I
         chunk = latents[start : start + batch_size]
         with torch.no_grad(), _vae_for_use(vae) as dtype:
             chunk = _unscale(vae, chunk.to(device=vae.device, dtype=dtype))
-            decoded = vae.decode(chunk).sample
+            decoded = fmt.from_vae(vae.decode(fmt.to_vae(chunk)).sample)
             pixels = _to_uint8_hwc(decoded)
         images.extend(Image.fromarray(p) for p in pixels)
     return images
@@ -238,11 +212,12 @@ def encode_image(vae, image, *, size: tuple[int, int] | None = None) -> torch.Te
             f"to a multiple of {multiple}"
         )
     with torch.no_grad(), _vae_for_use(vae) as dtype:
-        output = vae.encode((x * 2 - 1).to(device=vae.device, dtype=dtype))
+        fmt = latent_format(vae)
+        output = vae.encode(fmt.to_vae((x * 2 - 1).to(device=vae.device, dtype=dtype)))
         # AutoencoderKL returns a distribution; AutoencoderTiny returns the latents directly.
         dist = getattr(output, "latent_dist", None)
         latents = dist.mode() if dist is not None else output.latents
-        latents = _scale(vae, latents)
+        latents = _scale(vae, fmt.from_vae(latents))
     return latents.float().cpu()
 
 
@@ -305,12 +280,7 @@ def preview_factors(pipe):
 
 #: The TAESD-family decoder (diffusers' ``AutoencoderTiny``) for each model family, by hub id.
 TAESD_MODELS: dict[str, str] = {
-    "sd": "madebyollin/taesd",
-    "sd-v": "madebyollin/taesd",
-    "sdxl": "madebyollin/taesdxl",
-    "sd3": "madebyollin/taesd3",
-    "flux-dev": "madebyollin/taef1",
-    "flux-schnell": "madebyollin/taef1",
+    name: family.taesd for name, family in FAMILIES.items() if family.taesd is not None
 }
 
 #: A live previewer: ``previewer(denoised_latent) -> image``, or ``None`` when it skips a step.
@@ -374,7 +344,9 @@ class TAESDPreviewer:
         from diffusers import AutoencoderTiny
 
         family = detect_family(pipe)
-        source = source if source is not None else TAESD_MODELS[family.name]
+        if source is None and family.taesd is None:
+            raise ValueError(f"no TAESD decoder is known for {family.label}; pass source=")
+        source = source if source is not None else family.taesd
         network = family.denoiser_network(pipe)
         decoder = AutoencoderTiny.from_pretrained(
             str(source), local_files_only=local_files_only, use_safetensors=True
@@ -383,7 +355,7 @@ class TAESDPreviewer:
         if decoder.config.latent_channels != channels:
             raise ValueError(
                 f"{source}: a TAESD decoder for {decoder.config.latent_channels}-channel latents; "
-                f"this {family.label} pipeline has {channels} (use {TAESD_MODELS[family.name]})"
+                f"this {family.label} pipeline has {channels} (use {family.taesd})"
             )
         return cls(decoder, **options)
 

@@ -28,7 +28,15 @@ from collections.abc import Sequence
 import torch
 
 from .conditioning import Conditioning
-from .families import FAMILIES, Family
+from .families import (  # noqa: F401 (the packing helpers are part of this module's API)
+    FAMILIES,
+    Family,
+    NetworkInputs,
+    latent_image_ids,
+    pack_latents,
+    sdxl_time_ids,
+    unpack_latents,
+)
 
 
 def _per_item_list(value: float | Sequence[float]) -> list[float]:
@@ -102,8 +110,11 @@ class CFGDenoiser:
         self._cfg = torch.tensor(cfgs, device=device).view(-1, 1, 1, 1)
         self._pooled = None if sides.pooled is None else sides.pooled.to(self.dtype)
         self._time_ids = None
-        if self.family.name == "sdxl":
-            self._time_ids = time_ids.to(device=device, dtype=self.dtype).repeat(len(cfgs) * 2, 1)
+        if time_ids is not None:  # SDXL's image size, one row per batch item (both sides)
+            self._time_ids = time_ids.to(device=device, dtype=self.dtype).repeat(
+                len(sides.embeds), 1
+            )
+        self._mask = sides.mask
         self._guidance = None
         if self.family.guidance_embeds:
             values = _per_item_list(guidance)
@@ -157,85 +168,11 @@ class CFGDenoiser:
 
     def _forward(self, x_in: torch.Tensor, timestep: torch.Tensor, rows: slice) -> torch.Tensor:
         """One network call on the conditioning ``rows``; returns eps / v in the latent's layout."""
-        embeds = self._embeds[rows]
-        pooled = None if self._pooled is None else self._pooled[rows]
-        if self.family.network == "unet":
-            added = None
-            if self._time_ids is not None:
-                added = {"text_embeds": pooled, "time_ids": self._time_ids[rows]}
-            return self.network(
-                x_in,
-                timestep,
-                encoder_hidden_states=embeds,
-                added_cond_kwargs=added,
-                return_dict=False,
-            )[0]
-        if not self.family.packed:  # SD3
-            return self.network(
-                hidden_states=x_in,
-                timestep=timestep.to(self.dtype),
-                encoder_hidden_states=embeds,
-                pooled_projections=pooled,
-                return_dict=False,
-            )[0]
-        batch, channels, height, width = x_in.shape
-        out = self.network(
-            hidden_states=pack_latents(x_in),
-            timestep=timestep.to(self.dtype),
-            guidance=None if self._guidance is None else self._guidance[rows].to(self.dtype),
-            pooled_projections=pooled,
-            encoder_hidden_states=embeds,
-            txt_ids=torch.zeros(embeds.shape[1], 3, device=x_in.device, dtype=self.dtype),
-            img_ids=latent_image_ids(height, width, x_in.device, self.dtype),
-            return_dict=False,
-        )[0]
-        return unpack_latents(out, channels, height, width)
-
-
-def pack_latents(x: torch.Tensor) -> torch.Tensor:
-    """``[B, C, h, w]`` -> Flux's tokens ``[B, h/2 * w/2, 4C]`` (2x2 patches, channel-major).
-
-    Example:
-        >>> x = torch.arange(16.0).view(1, 1, 4, 4)
-        >>> pack_latents(x)[0, 0].tolist()
-        [0.0, 1.0, 4.0, 5.0]
-        >>> torch.equal(unpack_latents(pack_latents(x), 1, 4, 4), x)
-        True
-    """
-    b, c, h, w = x.shape
-    if h % 2 or w % 2:
-        raise ValueError(
-            f"Flux packs 2x2 latent patches: height and width must be even, got {h}x{w}"
+        inputs = NetworkInputs(
+            self._embeds[rows],
+            None if self._pooled is None else self._pooled[rows],
+            None if self._mask is None else self._mask[rows],
+            None if self._time_ids is None else self._time_ids[rows],
+            None if self._guidance is None else self._guidance[rows],
         )
-    x = x.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5)
-    return x.reshape(b, (h // 2) * (w // 2), c * 4)
-
-
-def unpack_latents(tokens: torch.Tensor, channels: int, height: int, width: int) -> torch.Tensor:
-    """The inverse of :func:`pack_latents`: ``[B, h/2 * w/2, 4C]`` -> ``[B, C, h, w]``."""
-    b = tokens.shape[0]
-    x = tokens.view(b, height // 2, width // 2, channels, 2, 2).permute(0, 3, 1, 4, 2, 5)
-    return x.reshape(b, channels, height, width)
-
-
-def latent_image_ids(height: int, width: int, device, dtype) -> torch.Tensor:
-    """Flux's image position ids ``[h/2 * w/2, 3]``: ``(0, row, column)`` of each 2x2 patch.
-
-    Example:
-        >>> latent_image_ids(4, 4, "cpu", torch.float32)[-1].tolist()
-        [0.0, 1.0, 1.0]
-    """
-    ids = torch.zeros(height // 2, width // 2, 3)
-    ids[..., 1] = torch.arange(height // 2)[:, None]
-    ids[..., 2] = torch.arange(width // 2)[None, :]
-    return ids.reshape(-1, 3).to(device=device, dtype=dtype)
-
-
-def sdxl_time_ids(height: int, width: int) -> torch.Tensor:
-    """SDXL's ``add_time_ids``: original size, crop top-left (0, 0), target size.
-
-    Example:
-        >>> sdxl_time_ids(1024, 768).tolist()
-        [[1024.0, 768.0, 0.0, 0.0, 1024.0, 768.0]]
-    """
-    return torch.tensor([[height, width, 0, 0, height, width]], dtype=torch.float32)
+        return self.family.forward(self.network, x_in, timestep, inputs)

@@ -35,7 +35,7 @@ from . import samplers
 from .choices import SAMPLER_SPECS_BY_NAME
 from .coherence import ColorCoherence
 from .conditioning import PromptEncoder
-from .denoiser import CFGDenoiser, sdxl_time_ids
+from .denoiser import CFGDenoiser
 from .families import detect_family
 from .frames import Frame
 from .interp import LATENT_INTERPOLATIONS
@@ -452,10 +452,8 @@ class SequenceSampler:
             self._running.release()
 
     def _conditioned_denoiser(self, params_list, plans) -> CFGDenoiser:
-        time_ids = None
-        if self.family.name == "sdxl":
-            width, height = self.image_size(params_list[0])
-            time_ids = sdxl_time_ids(height, width).to(self.device)
+        width, height = self.image_size(params_list[0])
+        time_ids = self.family.time_ids(height, width)  # SDXL's size conditioning, else None
         return CFGDenoiser(
             self.network,
             self._device_sampling,

@@ -2,13 +2,17 @@
 
 The weights are random, so the pictures are noise, but every component is a real diffusers
 class wired exactly as in Stable Diffusion 1.x (``kind="sd"``), SDXL (``"sdxl"``), SD3
-(``"sd3"``: three text encoders, a 16-channel VAE with a shift) or Flux (``"flux"`` with
-guidance embeddings, ``"flux-schnell"`` without): the sampler runs the same code path as it does
-on a full-size model, in milliseconds.
+(``"sd3"``: three text encoders, a 16-channel VAE with a shift), Flux (``"flux"`` with
+guidance embeddings, ``"flux-schnell"`` without), Chroma (``"chroma"``), Lumina 2
+(``"lumina2"``), Z-Image (``"zimage"``), Qwen-Image (``"qwen-image"``), HiDream (``"hidream"``)
+or Flux.2 klein (``"flux2"``): the sampler runs the same code path as it does on a full-size
+model, in milliseconds.
 
 Nothing is downloaded: the CLIP tokenizer's vocabulary (one token per byte, with and without the
 end-of-word marker, and no merges) is written to a temporary folder and loaded from there. The
-T5 encoders of SD3 and Flux read the same byte vocabulary.
+T5, Gemma 2, Qwen3, Qwen2.5-VL and Llama text encoders are tiny configurations of their
+architectures over the same byte vocabulary (with a chat template where the pipeline asks for
+one).
 
 Example:
     >>> from seqwidgets.testing import tiny_pipeline
@@ -89,7 +93,12 @@ def tiny_tokenizer(max_length: int = 77):
 
 
 def _text_config(
-    hidden_size: int, projection_dim: int | None = None, *, layers: int = 2, heads: int = 4
+    hidden_size: int,
+    projection_dim: int | None = None,
+    *,
+    layers: int = 2,
+    heads: int = 4,
+    positions: int = 77,
 ):
     """A CLIP text encoder config over the offline byte vocabulary (4x wide feed-forward for
     SD 1.5's sizes, 2x for the tiny ones)."""
@@ -101,7 +110,7 @@ def _text_config(
         intermediate_size=(4 if layers > 2 else 2) * hidden_size,
         num_hidden_layers=layers,
         num_attention_heads=heads,
-        max_position_embeddings=77,
+        max_position_embeddings=positions,
         bos_token_id=0,
         eos_token_id=1,
         pad_token_id=1,
@@ -160,7 +169,19 @@ def _sd_pipeline(vae, text_encoder, unet):
 
 
 #: The kinds `tiny_pipeline` builds.
-TINY_KINDS = ("sd", "sdxl", "sd3", "flux", "flux-schnell")
+TINY_KINDS = (
+    "sd",
+    "sdxl",
+    "sd3",
+    "flux",
+    "flux-schnell",
+    "chroma",
+    "lumina2",
+    "zimage",
+    "qwen-image",
+    "hidream",
+    "flux2",
+)
 
 
 def tiny_pipeline(kind: str = "sd", seed: int = 0):
@@ -172,12 +193,14 @@ def tiny_pipeline(kind: str = "sd", seed: int = 0):
             ``"sd3"`` for a ``StableDiffusion3Pipeline`` (two CLIPs and a T5, 16 channels),
             ``"flux"`` / ``"flux-schnell"`` for a ``FluxPipeline`` with / without guidance
             embeddings (CLIP pooled + T5, packed 2x2 latents). See `tiny_flow_pipeline`.
+            ``"chroma"``, ``"lumina2"``, ``"zimage"``, ``"qwen-image"``, ``"hidream"``,
+            ``"flux2"``: the 2026 families (`FAMILY_BUILDERS`).
         seed (`int`, defaults to 0): seeds the random weights; the same seed gives the same
             pipeline, bit for bit.
 
     Returns:
-        A pipeline on the CPU in float32, default image size 64x64 (latents 4x8x8, or 16x8x8
-        for SD3 and Flux).
+        A pipeline on the CPU in float32, default image size 64x64 (latents 4x8x8, 16x8x8 for
+        the transformer families, 32x8x8 for Flux.2).
 
     Example:
         >>> pipe = tiny_pipeline("sdxl", seed=1)
@@ -200,6 +223,9 @@ def tiny_pipeline(kind: str = "sd", seed: int = 0):
         )
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"tiny_pipeline: seed must be a non-negative int, got {seed!r}")
+    if kind in FAMILY_BUILDERS:
+        torch.manual_seed(seed)
+        return FAMILY_BUILDERS[kind]()
     if kind not in ("sd", "sdxl"):
         return tiny_flow_pipeline(kind, seed)
 
@@ -263,6 +289,27 @@ def _tiny_t5(d_model: int):
     return T5EncoderModel(config).eval()
 
 
+#: Sizes shared by the tiny transformers on packed 2x2 latents (Flux, Chroma, Qwen-Image).
+TINY_PACKED_TRANSFORMER = dict(
+    in_channels=64,  # 16 latent channels x a 2x2 patch
+    num_layers=1,
+    attention_head_dim=16,
+    num_attention_heads=2,
+    joint_attention_dim=32,  # the text encoder's width
+)
+#: The tiny Flux-style transformer's sizes (Flux, Chroma): one double and one single block.
+TINY_FLUX_BLOCKS = dict(
+    **TINY_PACKED_TRANSFORMER, patch_size=1, num_single_layers=1, axes_dims_rope=(4, 4, 8)
+)
+
+
+def _flux_vae():
+    """A 16-channel VAE with Flux's scale and shift (Flux, Chroma, Lumina 2, Z-Image, HiDream)."""
+    return _vae(
+        (8, 8, 8, 8), 1, 4, 64, latent_channels=16, scaling_factor=0.3611, shift_factor=0.1159
+    )
+
+
 def tiny_flow_pipeline(kind: str = "sd3", seed: int = 0):
     """A random tiny flow-matching pipeline: SD3 (``"sd3"``) or Flux (``"flux"``,
     ``"flux-schnell"``), built offline in a fraction of a second (about 100 k weights).
@@ -323,25 +370,13 @@ def tiny_flow_pipeline(kind: str = "sd3", seed: int = 0):
             text_encoder_3=_tiny_t5(32),
             tokenizer_3=tiny_tokenizer(),
         )
-    vae = _vae(
-        (8, 8, 8, 8), 1, 4, 64, latent_channels=16, scaling_factor=0.3611, shift_factor=0.1159
-    )
     transformer = FluxTransformer2DModel(
-        patch_size=1,
-        in_channels=64,  # 16 latent channels x a 2x2 patch
-        num_layers=1,
-        num_single_layers=1,
-        attention_head_dim=16,
-        num_attention_heads=2,
-        joint_attention_dim=32,
-        pooled_projection_dim=16,
-        axes_dims_rope=(4, 4, 8),
-        guidance_embeds=kind == "flux",
+        **TINY_FLUX_BLOCKS, pooled_projection_dim=16, guidance_embeds=kind == "flux"
     ).eval()
     pipe = FluxPipeline(
         transformer=transformer,
         scheduler=FlowMatchEulerDiscreteScheduler(),
-        vae=vae,
+        vae=_flux_vae(),
         text_encoder=CLIPTextModel(_text_config(16)).eval(),
         tokenizer=tiny_tokenizer(),
         text_encoder_2=_tiny_t5(32),
@@ -349,6 +384,341 @@ def tiny_flow_pipeline(kind: str = "sd3", seed: int = 0):
     )
     pipe.default_sample_size = 8  # 64x64 images (FluxPipeline's own default is 1024)
     return pipe
+
+
+def tiny_chroma_pipeline():
+    """A ``ChromaPipeline``: a one-layer T5, a ``ChromaTransformer2DModel`` (one double and one
+    single block, a one-layer approximator) and a Flux VAE; 64x64 images by default.
+
+    Example:
+        >>> type(tiny_chroma_pipeline().transformer).__name__
+        'ChromaTransformer2DModel'
+    """
+    from ._loading import quiet_loading
+
+    with quiet_loading():
+        from diffusers import (
+            ChromaPipeline,
+            ChromaTransformer2DModel,
+            FlowMatchEulerDiscreteScheduler,
+        )
+
+    transformer = ChromaTransformer2DModel(
+        **TINY_FLUX_BLOCKS,
+        approximator_num_channels=16,
+        approximator_hidden_dim=32,
+        approximator_layers=1,
+    ).eval()
+    pipe = ChromaPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=_flux_vae(),
+        text_encoder=_tiny_t5(32),
+        tokenizer=tiny_tokenizer(),
+        transformer=transformer,
+    )
+    pipe.default_sample_size = 8  # 64x64 images (ChromaPipeline's own default is 1024)
+    return pipe
+
+
+#: A two-layer decoder-only text model over the offline byte vocabulary, 32 wide (the tiny
+#: Gemma 2, Qwen3 and Qwen2.5-VL text encoders of Lumina 2, Z-Image and Qwen-Image).
+TINY_DECODER_SIZES = dict(
+    vocab_size=2 + 2 * 256,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    bos_token_id=0,
+    eos_token_id=1,
+    pad_token_id=1,
+)
+
+
+def _tiny_decoder_config(config_class):
+    """`TINY_DECODER_SIZES` as a ``config_class`` (``Gemma2Config``, ``Qwen3Config``)."""
+    return config_class(**TINY_DECODER_SIZES, head_dim=16, max_position_embeddings=1024)
+
+
+def tiny_lumina2_pipeline():
+    """A ``Lumina2Pipeline``: a two-layer Gemma 2 over the byte vocabulary, a one-layer
+    ``Lumina2Transformer2DModel`` and a Flux VAE; 64x64 images by default.
+
+    Example:
+        >>> tiny_lumina2_pipeline().default_image_size
+        64
+    """
+    from ._loading import quiet_loading
+
+    with quiet_loading():
+        from diffusers import (
+            FlowMatchEulerDiscreteScheduler,
+            Lumina2Pipeline,
+            Lumina2Transformer2DModel,
+        )
+        from transformers import Gemma2Config, Gemma2Model
+
+    transformer = Lumina2Transformer2DModel(
+        sample_size=8,
+        patch_size=2,
+        in_channels=16,
+        hidden_size=32,
+        num_layers=1,
+        num_refiner_layers=1,
+        num_attention_heads=2,
+        num_kv_heads=1,
+        multiple_of=16,
+        axes_dim_rope=(4, 6, 6),  # the heads' 16 channels
+        cap_feat_dim=32,
+    ).eval()
+    return Lumina2Pipeline(
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=_flux_vae(),
+        text_encoder=Gemma2Model(_tiny_decoder_config(Gemma2Config)).eval(),
+        tokenizer=tiny_tokenizer(256),
+    )
+
+
+#: A chat template of Qwen's shape for the byte tokenizer (Z-Image encodes prompts as chats).
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def tiny_zimage_pipeline():
+    """A ``ZImagePipeline``: a two-layer Qwen3 over the byte vocabulary (with a chat template),
+    a one-layer ``ZImageTransformer2DModel`` and a Flux VAE; 64x64 images by default.
+
+    Example:
+        >>> type(tiny_zimage_pipeline().text_encoder).__name__
+        'Qwen3Model'
+    """
+    from ._loading import quiet_loading
+
+    with quiet_loading():
+        from diffusers import (
+            FlowMatchEulerDiscreteScheduler,
+            ZImagePipeline,
+            ZImageTransformer2DModel,
+        )
+        from transformers import Qwen3Config, Qwen3Model
+
+    transformer = ZImageTransformer2DModel(
+        in_channels=16,
+        dim=32,
+        n_layers=1,
+        n_refiner_layers=1,
+        n_heads=2,
+        n_kv_heads=2,
+        cap_feat_dim=32,
+        axes_dims=[4, 6, 6],  # the heads' 16 channels
+    ).eval()
+    tokenizer = tiny_tokenizer(512)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    pipe = ZImagePipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=_flux_vae(),
+        text_encoder=Qwen3Model(_tiny_decoder_config(Qwen3Config)).eval(),
+        tokenizer=tokenizer,
+        transformer=transformer,
+    )
+    pipe.default_sample_size = 8  # 64x64 images (ZImagePipeline's own default is 1024)
+    return pipe
+
+
+def tiny_qwen_image_pipeline():
+    """A ``QwenImagePipeline``: a two-layer Qwen2.5-VL over the byte vocabulary (a one-block
+    vision tower it never uses), a one-layer ``QwenImageTransformer2DModel`` and a tiny
+    ``AutoencoderKLQwenImage`` (Wan 2.1's video VAE, with Qwen-Image's per-channel mean and
+    std); 64x64 images by default.
+
+    Example:
+        >>> tiny_qwen_image_pipeline().vae.config.z_dim
+        16
+    """
+    from ._loading import quiet_loading
+
+    with quiet_loading():
+        from diffusers import (
+            AutoencoderKLQwenImage,
+            FlowMatchEulerDiscreteScheduler,
+            QwenImagePipeline,
+            QwenImageTransformer2DModel,
+        )
+        from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    text = Qwen2_5_VLConfig(
+        text_config=dict(
+            **TINY_DECODER_SIZES,
+            max_position_embeddings=2048,
+            rope_scaling={"type": "mrope", "mrope_section": [2, 2, 4]},  # the heads' 16 / 2
+        ),
+        vision_config=dict(
+            depth=1,
+            hidden_size=16,
+            intermediate_size=32,
+            num_heads=2,
+            out_hidden_size=32,
+            patch_size=2,
+            spatial_merge_size=1,
+            temporal_patch_size=1,
+            fullatt_block_indexes=[0],
+            window_size=8,
+        ),
+    )
+    transformer = QwenImageTransformer2DModel(
+        **TINY_PACKED_TRANSFORMER, patch_size=2, out_channels=16, axes_dims_rope=(4, 6, 6)
+    ).eval()
+    vae = AutoencoderKLQwenImage(base_dim=8, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1)
+    tokenizer = tiny_tokenizer(1024)
+    pipe = QwenImagePipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=vae.eval(),
+        text_encoder=Qwen2_5_VLForConditionalGeneration(text).eval(),
+        tokenizer=tokenizer,
+        transformer=transformer,
+    )
+    # The template's system part, which the encoding drops, is 34 tokens of Qwen's vocabulary
+    # and more of the byte vocabulary: drop exactly it here too.
+    system = pipe.prompt_template_encode.split("{}")[0].split("<|im_start|>user")[0]
+    pipe.prompt_template_encode_start_idx = len(tokenizer(system).input_ids) - 1  # no end token
+    pipe.default_sample_size = 8  # 64x64 images (QwenImagePipeline's own default is 1024)
+    return pipe
+
+
+def tiny_hidream_pipeline():
+    """A ``HiDreamImagePipeline``: two CLIPs with projections (128 positions, as HiDream's
+    long CLIPs read 128 tokens), a one-layer T5, a two-layer Llama over the byte vocabulary, a
+    ``HiDreamImageTransformer2DModel`` with one double and one single block (two experts) and a
+    Flux VAE; 64x64 images by default.
+
+    Example:
+        >>> tiny_hidream_pipeline().transformer.config.llama_layers
+        [0, 1]
+    """
+    from ._loading import quiet_loading
+
+    with quiet_loading():
+        from diffusers import (
+            FlowMatchEulerDiscreteScheduler,
+            HiDreamImagePipeline,
+            HiDreamImageTransformer2DModel,
+        )
+        from transformers import CLIPTextModelWithProjection, LlamaConfig, LlamaForCausalLM
+
+    transformer = HiDreamImageTransformer2DModel(
+        patch_size=2,
+        in_channels=16,
+        out_channels=16,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        caption_channels=[32, 32],  # T5's and Llama's widths
+        text_emb_dim=32,  # the two CLIPs' pooled 16 + 16
+        num_routed_experts=2,
+        num_activated_experts=1,
+        axes_dims_rope=(4, 6, 6),  # the heads' 16 channels
+        max_resolution=(16, 16),
+        llama_layers=[0, 1],  # both of the tiny Llama's layers, one per block
+    ).eval()
+    clip = [CLIPTextModelWithProjection(_text_config(16, 16, positions=128)).eval() for _ in "12"]
+    # eager attention: the pipeline asks Llama for its attention maps, which SDPA cannot give
+    llama = LlamaForCausalLM(
+        LlamaConfig(
+            **TINY_DECODER_SIZES,
+            head_dim=16,
+            max_position_embeddings=1024,
+            attn_implementation="eager",
+        )
+    )
+    pipe = HiDreamImagePipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=_flux_vae(),
+        text_encoder=clip[0],
+        tokenizer=tiny_tokenizer(128),
+        text_encoder_2=clip[1],
+        tokenizer_2=tiny_tokenizer(128),
+        text_encoder_3=_tiny_t5(32),
+        tokenizer_3=tiny_tokenizer(128),
+        text_encoder_4=llama.eval(),
+        tokenizer_4=tiny_tokenizer(128),
+        transformer=transformer,
+    )
+    pipe.default_sample_size = 8  # 64x64 images (HiDreamImagePipeline's own default is 1024)
+    return pipe
+
+
+def tiny_flux2_pipeline():
+    """A ``Flux2KleinPipeline``: a 27-layer Qwen3 over the byte vocabulary (the pipeline stacks
+    hidden layers 9, 18 and 27), a ``Flux2Transformer2DModel`` with one double and one single
+    block (no guidance embedding, as klein) and a tiny ``AutoencoderKLFlux2`` whose batch-norm
+    statistics are random; 64x64 images by default.
+
+    Example:
+        >>> tiny_flux2_pipeline().vae.config.latent_channels
+        32
+    """
+    from ._loading import quiet_loading
+
+    with quiet_loading():
+        from diffusers import (
+            AutoencoderKLFlux2,
+            FlowMatchEulerDiscreteScheduler,
+            Flux2KleinPipeline,
+            Flux2Transformer2DModel,
+        )
+        from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    transformer = Flux2Transformer2DModel(
+        patch_size=1,
+        in_channels=128,  # 32 latent channels x a 2x2 patch
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=96,  # three stacked layers of the 32-wide Qwen3
+        timestep_guidance_channels=16,
+        axes_dims_rope=(4, 4, 4, 4),  # the heads' 16 channels over (t, h, w, l)
+        guidance_embeds=False,
+    ).eval()
+    vae = AutoencoderKLFlux2(
+        block_out_channels=(8, 8, 8, 8),
+        layers_per_block=1,
+        latent_channels=32,
+        norm_num_groups=4,
+        sample_size=64,
+    ).eval()
+    # A trained VAE's statistics, not the identity: so that tests see the normalisation.
+    vae.bn.running_mean.normal_(0, 0.5)
+    vae.bn.running_var.uniform_(0.5, 2.0)
+    text = dict(TINY_DECODER_SIZES, num_hidden_layers=27)
+    tokenizer = tiny_tokenizer(512)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    pipe = Flux2KleinPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=vae,
+        text_encoder=Qwen3ForCausalLM(
+            Qwen3Config(**text, head_dim=16, max_position_embeddings=1024)
+        ).eval(),
+        tokenizer=tokenizer,
+        transformer=transformer,
+    )
+    pipe.default_sample_size = 8  # 64x64 images (Flux2KleinPipeline's own default is 1024)
+    return pipe
+
+
+#: `tiny_pipeline` kinds of the families added with their own builder.
+FAMILY_BUILDERS = {
+    "chroma": tiny_chroma_pipeline,
+    "lumina2": tiny_lumina2_pipeline,
+    "zimage": tiny_zimage_pipeline,
+    "qwen-image": tiny_qwen_image_pipeline,
+    "hidream": tiny_hidream_pipeline,
+    "flux2": tiny_flux2_pipeline,
+}
 
 
 #: SD 1.5's UNet configuration (the published ``unet/config.json``), for full-size measurements.

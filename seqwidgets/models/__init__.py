@@ -19,6 +19,12 @@ TINY_RANDOM_XL = "tiny-random-xl"
 TINY_RANDOM_SD3 = "tiny-random-sd3"
 TINY_RANDOM_FLUX = "tiny-random-flux"
 TINY_RANDOM_FLUX_SCHNELL = "tiny-random-flux-schnell"
+TINY_RANDOM_CHROMA = "tiny-random-chroma"
+TINY_RANDOM_LUMINA2 = "tiny-random-lumina2"
+TINY_RANDOM_ZIMAGE = "tiny-random-zimage"
+TINY_RANDOM_QWEN_IMAGE = "tiny-random-qwen-image"
+TINY_RANDOM_HIDREAM = "tiny-random-hidream"
+TINY_RANDOM_FLUX2 = "tiny-random-flux2"
 #: ``load_pipeline`` names of the tiny random pipelines -> `seqwidgets.testing.tiny_pipeline` kind.
 TINY_MODELS = {
     TINY_RANDOM: "sd",
@@ -26,6 +32,12 @@ TINY_MODELS = {
     TINY_RANDOM_SD3: "sd3",
     TINY_RANDOM_FLUX: "flux",
     TINY_RANDOM_FLUX_SCHNELL: "flux-schnell",
+    TINY_RANDOM_CHROMA: "chroma",
+    TINY_RANDOM_LUMINA2: "lumina2",
+    TINY_RANDOM_ZIMAGE: "zimage",
+    TINY_RANDOM_QWEN_IMAGE: "qwen-image",
+    TINY_RANDOM_HIDREAM: "hidream",
+    TINY_RANDOM_FLUX2: "flux2",
 }
 RANDOM_SD15 = "random-sd15"
 RANDOM_SD3 = "random-sd3"
@@ -58,8 +70,10 @@ def load_pipeline(
 
     Args:
         model: ``None`` for the toy model shipped with seqwidgets (runs on any CPU);
-            ``"tiny-random"``, ``"tiny-random-xl"``, ``"tiny-random-sd3"``, ``"tiny-random-flux"``
-            or ``"tiny-random-flux-schnell"`` for random tiny pipelines of each family;
+            ``"tiny-random"``, ``"tiny-random-xl"``, ``"tiny-random-sd3"``, ``"tiny-random-flux"``,
+            ``"tiny-random-flux-schnell"``, ``"tiny-random-chroma"``, ``"tiny-random-lumina2"``,
+            ``"tiny-random-zimage"``, ``"tiny-random-qwen-image"``, ``"tiny-random-hidream"``
+            or ``"tiny-random-flux2"`` (Flux.2 klein) for random tiny pipelines of each family;
             ``"random-sd15"`` / ``"random-sd3"`` for SD 1.5's / an SD3-medium-size pipeline with
             random weights (to measure a GPU offline);
             a hub id (``"stable-diffusion-v1-5/stable-diffusion-v1-5"``,
