@@ -109,7 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="CPU threads for torch on the CPU (default: $SEQWIDGETS_CPU_THREADS, else "
         "seqwidgets.device's choice for this machine)",
     )
-    render.add_argument("--fps", type=float, default=4.0, help="GIF frames per second")
+    render.add_argument(
+        "--fps",
+        type=float,
+        default=4.0,
+        help="GIF frames per second (0.01 to 100; a GIF plays at most 50, so faster is written as 50, with a warning)",
+    )
     render.add_argument("--overwrite", action="store_true", help="replace existing output files")
     render.add_argument("--quiet", action="store_true", help="no progress bar")
     group = render.add_argument_group("settings (the node's inputs)")

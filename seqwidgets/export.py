@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,7 +25,9 @@ __all__ = [
     "EXPORT_FORMATS",
     "FPS_RANGE",
     "check_fps",
+    "GIF_MAX_FPS",
     "contact_sheet",
+    "gif_frame_centiseconds",
     "save_contact_sheet",
     "save_gif",
     "save_mp4",
@@ -39,9 +42,11 @@ EXPORT_FORMATS: dict[str, tuple[str, str]] = {
     "png": ("PNG frames", ""),
     "contact_sheet": ("Contact sheet", ".png"),
 }
-#: Frames per second a GIF or MP4 may play at. GIF stores each frame's duration in 10 ms units
-#: (at most 65,535 of them), so 100 fps is its fastest and 0.01 fps (100 s a frame) its slowest.
+#: Frames per second a GIF or MP4 may be asked for: 0.01 fps (100 s a frame) to 100 fps.
 FPS_RANGE = (0.01, 100.0)
+#: The fastest a GIF plays. GIF stores each frame's duration in whole centiseconds, and browsers
+#: play a duration of 0 or 1 cs as 10 cs (10 fps), so 2 cs (50 fps) is the shortest that works.
+GIF_MAX_FPS = 50.0
 
 _VIDEO_HINT = 'MP4 export needs imageio-ffmpeg: pip install "seqwidgets[video]"'
 
@@ -91,6 +96,20 @@ def check_fps(fps: float) -> float:
     return float(fps)
 
 
+def gif_frame_centiseconds(fps: float) -> int:
+    """The duration a GIF frame gets at ``fps``: the nearest whole centisecond, at least 2.
+
+    Example:
+        >>> gif_frame_centiseconds(4)
+        25
+        >>> gif_frame_centiseconds(30)  # plays at 33.3 fps: GIF cannot hold 30 exactly
+        3
+        >>> gif_frame_centiseconds(60)  # 1 cs would play at 10 fps in browsers
+        2
+    """
+    return max(2, round(100 / fps))
+
+
 def save_gif(
     images: Sequence[Image.Image],
     path: str | os.PathLike,
@@ -104,7 +123,9 @@ def save_gif(
     Args:
         images (`Sequence[PIL.Image.Image]`): frames, all the same size.
         path (`str` or `os.PathLike`): the file to write.
-        fps (`float`, defaults to 4): frames per second (GIF stores durations in 10 ms units).
+        fps (`float`, defaults to 4): frames per second. GIF stores whole centiseconds per
+            frame, so the GIF plays at ``100 / gif_frame_centiseconds(fps)`` fps; above
+            `GIF_MAX_FPS` (50) it plays at 50 fps, with a warning (MP4 holds any rate).
         loop (`int`, defaults to 0): times to repeat; 0 repeats forever.
         overwrite (`bool`, defaults to `False`): replace an existing file.
 
@@ -115,6 +136,13 @@ def save_gif(
     frames = _as_images(images)
     fps = check_fps(fps)
     path = _check_target(path, overwrite)
+    centiseconds = gif_frame_centiseconds(fps)
+    if fps > GIF_MAX_FPS:
+        warnings.warn(
+            f"fps: a GIF plays at most {GIF_MAX_FPS:g} frames per second (browsers slow faster "
+            f"ones to 10); {fps:g} fps is written as {GIF_MAX_FPS:g} fps (MP4 holds any rate)",
+            stacklevel=2,
+        )
 
     def write(tmp: Path) -> None:
         frames[0].save(
@@ -122,7 +150,7 @@ def save_gif(
             format="GIF",
             save_all=True,
             append_images=frames[1:],
-            duration=round(1000 / fps),
+            duration=centiseconds * 10,  # Pillow takes milliseconds and stores ms // 10
             loop=loop,
         )
 

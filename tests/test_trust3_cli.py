@@ -1,0 +1,46 @@
+"""Trust, round 3 (issue 22): the CLI, export, workflow import, LoRA and resource checks say
+what is wrong in one line, before any output, and never write a wrong result silently."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from seqwidgets.export import save_gif
+
+
+def _frames(n: int) -> list[Image.Image]:
+    # Distinct frames, so Pillow merges none of them and every frame keeps its own duration.
+    return [Image.new("RGB", (8, 8), (40 * i, 255 - 40 * i, 0)) for i in range(n)]
+
+
+def _gif_durations(path) -> list[int]:
+    with Image.open(path) as gif:
+        durations = []
+        for i in range(gif.n_frames):
+            gif.seek(i)
+            durations.append(gif.info["duration"])
+    return durations
+
+
+# --- 1. GIF above 50 fps ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fps", [60.0, 100.0, 51.0])
+def test_a_gif_above_50_fps_is_written_at_50_and_says_so(tmp_path, fps):
+    with pytest.warns(UserWarning, match=r"fps: a GIF plays at most 50 .* written as 50 fps"):
+        path = save_gif(_frames(3), tmp_path / "fast.gif", fps=fps)
+    # 20 ms = 2 centiseconds: browsers play 0 or 1 cs at 10 fps, so nothing shorter is written.
+    assert _gif_durations(path) == [20, 20, 20]
+
+
+@settings(max_examples=25, deadline=None)
+@given(fps=st.floats(min_value=0.01, max_value=50.0))
+def test_a_gif_plays_at_the_nearest_rate_it_can_hold(tmp_path_factory, fps):
+    path = save_gif(_frames(2), tmp_path_factory.mktemp("gif") / "a.gif", fps=fps)
+    for duration in _gif_durations(path):
+        assert duration >= 20
+        # The nearest whole centisecond: never off by more than half of one.
+        assert abs(duration - 1000 / fps) <= 5 + 1e-9
