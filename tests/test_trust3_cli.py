@@ -3,12 +3,19 @@ what is wrong in one line, before any output, and never write a wrong result sil
 
 from __future__ import annotations
 
+import copy
+import json
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+import seqwidgets as sw
 from seqwidgets.export import save_gif
+
+DATA = Path(__file__).parent / "data"
 
 
 def _frames(n: int) -> list[Image.Image]:
@@ -44,3 +51,45 @@ def test_a_gif_plays_at_the_nearest_rate_it_can_hold(tmp_path_factory, fps):
         assert duration >= 20
         # The nearest whole centisecond: never off by more than half of one.
         assert abs(duration - 1000 / fps) <= 5 + 1e-9
+
+
+# --- 10. ComfyUI workflow import: duplicate ids -------------------------------------------------
+
+
+def _ui_workflow() -> dict:
+    return json.loads((DATA / "ksamplerseq_ui.json").read_text())
+
+
+def test_a_duplicate_node_id_in_a_ui_workflow_is_refused_naming_it():
+    workflow = _ui_workflow()
+    sampler = next(n for n in workflow["nodes"] if n["type"] == "KSamplerSeq")
+    twin = copy.deepcopy(sampler)
+    twin["id"] = str(sampler["id"])  # 5 and "5": the same node to ComfyUI's links
+    twin["widgets_values"][0] = 1  # a different seed that would shadow the first node's
+    workflow["nodes"].append(twin)
+    with pytest.raises(ValueError, match=rf"two nodes have the id '{sampler['id']}'"):
+        sw.SequenceParams.from_comfy(workflow)
+
+
+def test_a_duplicate_link_id_in_a_ui_workflow_is_refused_naming_it():
+    workflow = _ui_workflow()
+    first = workflow["links"][0]
+    link_id = first["id"] if isinstance(first, dict) else first[0]
+    workflow["links"].append(copy.deepcopy(first))
+    with pytest.raises(ValueError, match=rf"two links have the id '{link_id}'"):
+        sw.SequenceParams.from_comfy(workflow)
+
+
+def test_a_duplicate_node_id_in_api_json_text_is_refused_naming_it(tmp_path):
+    workflow = json.loads((DATA / "ksamplerseq_api.json").read_text())
+    node_id = next(k for k, v in workflow.items() if v["class_type"] == "KSamplerSeq")
+    twin = copy.deepcopy(workflow[node_id])
+    twin["inputs"]["seed"] = 1
+    # JSON text may repeat a key, and json.loads keeps the last node silently.
+    text = json.dumps(workflow)[:-1] + ", " + json.dumps({node_id: twin})[1:]
+    path = tmp_path / "api.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=rf"api.json: the key '{node_id}' appears twice"):
+        sw.SequenceParams.from_comfy(path)
+    with pytest.raises(ValueError, match=rf"two nodes have the id '{node_id}'"):
+        sw.SequenceParams.from_comfy({**workflow, int(node_id): twin})
