@@ -166,23 +166,20 @@ def render(args: argparse.Namespace) -> int:
     from . import _io
     from .decode import decode_latents
     from .engine import SequenceSampler
-    from .export import check_fps, save_contact_sheet, save_gif
+    from .export import (
+        check_fps,
+        describe_frames,
+        remove_stale_frames,
+        save_contact_sheet,
+        save_gif,
+    )
     from .models import load_pipeline
 
     params = params_from_args(args)
     check_fps(args.fps)
     out = args.out
     outputs = _render_outputs(out, params.sequence_loop_count)
-    # Every output is checked before a model loads: a run of minutes never ends in a refusal,
-    # and nothing is replaced without --overwrite.
-    existing = [path for path in outputs.values() if path.exists() or path.is_symlink()]
-    if existing and not args.overwrite:
-        shown = ", ".join(str(p) for p in existing[:4])
-        more = f" and {len(existing) - 4} more" if len(existing) > 4 else ""
-        raise FileExistsError(
-            f"{shown}{more} already exist{'s' if len(existing) == 1 else ''}; pass --overwrite "
-            "to replace them, or choose another --out"
-        )
+    _check_outputs(outputs, out, args.overwrite)
     init_image = Image.open(args.init_image).convert("RGB") if args.init_image else None
 
     pipe = load_pipeline(args.model, device=args.device)
@@ -218,6 +215,10 @@ def render(args: argparse.Namespace) -> int:
     latents = torch.stack([f.latent for f in frames]).float().contiguous()
     data = safetensors_bytes({"latents": latents})
     _io.write_bytes(outputs["latents"], data, overwrite=args.overwrite)
+    # The new frames replace an earlier render's set: its frames beyond this run's loops go.
+    removed = remove_stale_frames(out, [outputs[f.index] for f in frames])
+    if removed:
+        print(f"removed {describe_frames(removed)} of an earlier render from {out}/")
     seconds = sum(f.timings["total"] for f in frames)
     print(
         f"{len(frames)} loops in {seconds:.1f} s -> {out}/ (loop_*.png, sequence.gif, "
@@ -236,6 +237,30 @@ def _render_outputs(out: Path, loops: int) -> dict:
         latents=out / "latents.safetensors",
     )
     return outputs
+
+
+def _check_outputs(outputs: dict, out: Path, overwrite: bool) -> None:
+    """Refuse, before a model loads, outputs that cannot be written, so a run of minutes never
+    ends in a refusal: one that is a folder, and (without ``--overwrite``) one that exists or
+    an earlier render's frame (``loop_NNNN.png``, which the new frames replace as a set)."""
+    from .export import frame_files
+
+    for path in outputs.values():
+        if path.is_dir():
+            raise ValueError(
+                f"--out {out}: {path.name} is a folder, where this render writes a file; "
+                "move it away or choose another --out"
+            )
+    stale = sorted(set(frame_files(out)) - set(outputs.values()))
+    existing = [path for path in outputs.values() if path.exists() or path.is_symlink()]
+    existing += stale
+    if existing and not overwrite:
+        shown = ", ".join(str(p) for p in existing[:4])
+        more = f" and {len(existing) - 4} more" if len(existing) > 4 else ""
+        raise FileExistsError(
+            f"{shown}{more} already exist{'s' if len(existing) == 1 else ''}; pass --overwrite "
+            "to replace them, or choose another --out"
+        )
 
 
 def studio(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,7 +28,10 @@ __all__ = [
     "check_fps",
     "GIF_MAX_FPS",
     "contact_sheet",
+    "describe_frames",
+    "frame_files",
     "gif_frame_centiseconds",
+    "remove_stale_frames",
     "save_contact_sheet",
     "save_gif",
     "save_mp4",
@@ -218,8 +222,11 @@ def save_png_frames(
     """Write one PNG per image, `{prefix}_0000.png`, `{prefix}_0001.png`, ... in `folder`.
 
     Numbers have at least 4 digits (more for more than 10,000 frames), so they sort by name.
-    `folder` is created if missing. If any target exists (and `overwrite` is False) nothing is
-    written. Returns the paths, in order.
+    `folder` is created if missing. Frames of an earlier export (files named
+    `{prefix}_NNNN.png`) are a set: without `overwrite` any of them refuses the export and
+    nothing is written; with it, the new frames replace the set, and earlier frames the new
+    export does not write (a longer earlier run's last ones) are removed afterwards, with a
+    warning naming them. Other files in `folder` are never touched. Returns the paths, in order.
     """
     frames = _as_images(images)
     folder = Path(folder)
@@ -227,13 +234,75 @@ def save_png_frames(
     paths = [folder / f"{prefix}_{i:0{digits}d}.png" for i in range(len(frames))]
     for path in paths:
         _check_target(path, overwrite)
+    earlier = [] if overwrite else frame_files(folder, prefix)
+    if earlier:
+        raise FileExistsError(
+            f"{folder} holds {describe_frames(earlier)} of an earlier export; pass "
+            "overwrite=True to replace that set, or choose another folder"
+        )
     folder.mkdir(parents=True, exist_ok=True)
     _io.remove_orphans(folder)
     for frame, path in zip(frames, paths, strict=True):
         _io.write_file(
             path, lambda tmp, frame=frame: frame.save(tmp, format="PNG"), overwrite=overwrite
         )
+    removed = remove_stale_frames(folder, paths, prefix)
+    if removed:
+        warnings.warn(
+            f"removed {describe_frames(removed)} of an earlier export from {folder}", stacklevel=2
+        )
     return paths
+
+
+def frame_files(folder: str | os.PathLike, prefix: str = "loop") -> list[Path]:
+    """The files in `folder` named as `save_png_frames` names frames (``{prefix}_NNNN.png``,
+    4 or more digits), sorted; folders of such a name are not frames and are left out.
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> for name in ("loop_0000.png", "loop_12345.png", "loop_1.png", "notes.txt"):
+        ...     _ = (folder / name).write_bytes(b"")
+        >>> [p.name for p in frame_files(folder)]
+        ['loop_0000.png', 'loop_12345.png']
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    pattern = re.compile(re.escape(prefix) + r"_\d{4,}\.png")
+    found = [
+        entry
+        for entry in folder.iterdir()
+        if pattern.fullmatch(entry.name) and (entry.is_symlink() or not entry.is_dir())
+    ]
+    return sorted(found)
+
+
+def remove_stale_frames(
+    folder: str | os.PathLike, written: Sequence[Path], prefix: str = "loop"
+) -> list[Path]:
+    """Remove the frames (`frame_files`) in `folder` that are not in `written`: what an earlier,
+    longer export left. Returns the removed paths, sorted."""
+    keep = {Path(path).name for path in written}
+    removed = [path for path in frame_files(folder, prefix) if path.name not in keep]
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed
+
+
+def describe_frames(paths: Sequence[Path]) -> str:
+    """``"3 frames (loop_0003.png to loop_0005.png)"``: a count and the first and last names.
+
+    Example:
+        >>> describe_frames([Path("loop_0003.png"), Path("loop_0004.png")])
+        '2 frames (loop_0003.png to loop_0004.png)'
+        >>> describe_frames([Path("out/loop_0007.png")])
+        '1 frame (loop_0007.png)'
+    """
+    names = sorted(Path(path).name for path in paths)
+    if len(names) == 1:
+        return f"1 frame ({names[0]})"
+    return f"{len(names)} frames ({names[0]} to {names[-1]})"
 
 
 def _font_for_text(font, text: str) -> str:

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import seqwidgets as sw
-from seqwidgets.export import save_gif
+from seqwidgets.cli import main
+from seqwidgets.export import save_gif, save_png_frames
 
 DATA = Path(__file__).parent / "data"
 
@@ -93,3 +94,46 @@ def test_a_duplicate_node_id_in_api_json_text_is_refused_naming_it(tmp_path):
         sw.SequenceParams.from_comfy(path)
     with pytest.raises(ValueError, match=rf"two nodes have the id '{node_id}'"):
         sw.SequenceParams.from_comfy({**workflow, int(node_id): twin})
+
+
+# --- 2. Stale frames ----------------------------------------------------------------------------
+
+
+def test_png_frames_with_overwrite_replace_an_earlier_longer_set(tmp_path):
+    save_png_frames(_frames(5), tmp_path)
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "branch_0009.png").write_bytes(b"another prefix's frame")
+    with pytest.warns(UserWarning, match=r"removed 2 frames \(loop_0003.png to loop_0004.png\)"):
+        paths = save_png_frames(_frames(3), tmp_path, overwrite=True)
+    assert [p.name for p in paths] == ["loop_0000.png", "loop_0001.png", "loop_0002.png"]
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["branch_0009.png", *(p.name for p in paths), "notes.txt"]
+
+
+def test_png_frames_without_overwrite_refuse_a_folder_holding_an_earlier_set(tmp_path):
+    save_png_frames(_frames(1), tmp_path, prefix="loop")
+    (tmp_path / "loop_0000.png").rename(tmp_path / "loop_0007.png")
+    with pytest.raises(FileExistsError, match=r"1 frame \(loop_0007.png\) of an earlier export"):
+        save_png_frames(_frames(2), tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loop_0007.png"]
+
+
+RENDER = ["render", "--model", "tiny-random", "--device", "cpu", "--steps", "1", "--quiet"]
+RENDER += ["--positive", "0: a red circle"]
+
+
+def test_render_overwrite_with_fewer_loops_replaces_the_set_and_says_so(tmp_path, capsys):
+    assert main([*RENDER, "--loops", "4", "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert main([*RENDER, "--loops", "2", "--out", str(tmp_path), "--overwrite"]) == 0
+    out = capsys.readouterr().out
+    assert "removed 2 frames (loop_0002.png to loop_0003.png) of an earlier render" in out
+    assert sorted(p.name for p in tmp_path.glob("loop_*.png")) == ["loop_0000.png", "loop_0001.png"]
+
+
+def test_render_without_overwrite_refuses_an_earlier_renders_extra_frame(tmp_path, capsys):
+    (tmp_path / "loop_0005.png").write_bytes(b"an earlier render's frame")
+    assert main([*RENDER, "--loops", "2", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "loop_0005.png already exists; pass --overwrite" in err
+    assert [p.name for p in tmp_path.iterdir()] == ["loop_0005.png"]
