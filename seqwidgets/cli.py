@@ -14,6 +14,7 @@ Starting it imports no torch, diffusers or widgets: ``--help``, ``--version`` an
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import re
 import sys
@@ -141,14 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def params_from_args(args: argparse.Namespace) -> SequenceParams:
     """Settings from ``--config`` (if any), then every flag given on the command line."""
-    values = {}
-    if args.config is not None:
-        try:
-            values = json.loads(args.config.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as error:
-            raise ValueError(f"--config {args.config}: {error}") from error
-        if not isinstance(values, dict):
-            raise ValueError(f"--config {args.config}: expected a JSON object of settings")
+    values = {} if args.config is None else read_config(args.config)
     for name, spec in PARAM_SPECS.items():
         value = getattr(args, name)
         if value is None:
@@ -157,14 +151,53 @@ def params_from_args(args: argparse.Namespace) -> SequenceParams:
     return SequenceParams.from_dict(values)
 
 
+def read_config(path: Path) -> dict:
+    """The settings in a ``--config`` file, or a `ValueError` in one line: what the file should
+    be, what is wrong with it, and for a misspelled setting the closest name.
+
+    Example:
+        >>> import tempfile
+        >>> config = Path(tempfile.mkdtemp()) / "settings.json"
+        >>> _ = config.write_text('{"seed": 7, "step": 20}')
+        >>> read_config(config)
+        Traceback (most recent call last):
+        ...
+        ValueError: --config ...settings.json: unknown setting 'step' (did you mean 'steps'?)
+    """
+    expects = f"--config {path}: expects a JSON file of settings ({_CONFIG_EXAMPLE})"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{expects}: it is not UTF-8 text") from None
+    except OSError as error:
+        raise ValueError(f"--config {path}: cannot read it ({error.strerror})") from None
+    try:
+        values = json.loads(text)
+    except RecursionError:
+        raise ValueError(f"{expects}: it is nested too deeply to be settings") from None
+    except ValueError as error:  # JSONDecodeError, or an integer of too many digits
+        raise ValueError(f"{expects}: {error}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{expects}: it holds a JSON {type(values).__name__}, not an object")
+    for key in values:
+        if key not in PARAM_SPECS:
+            close = difflib.get_close_matches(key, PARAM_SPECS, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(PARAM_SPECS)}"
+            raise ValueError(f"--config {path}: unknown setting {key!r} ({hint})")
+    return values
+
+
+_CONFIG_EXAMPLE = '{"seed": 1, "steps": 20, "positive_seq": "0: a red circle"}'
+
+
 def render(args: argparse.Namespace) -> int:
     import torch
-    from PIL import Image
     from safetensors.torch import save as safetensors_bytes
     from tqdm.auto import tqdm
 
     from . import _io
     from .decode import decode_latents
+    from .device import check_device
     from .engine import SequenceSampler
     from .export import (
         check_fps,
@@ -175,14 +208,19 @@ def render(args: argparse.Namespace) -> int:
     )
     from .models import load_pipeline
 
+    # 1. Every input and output is checked before a model loads and before anything is written:
+    #    a run of minutes never ends in a refusal, and nothing is replaced without --overwrite.
     params = params_from_args(args)
     check_fps(args.fps)
+    device = None if args.device is None else check_device(args.device, "--device")
     out = args.out
     outputs = _render_outputs(out, params.sequence_loop_count)
     _check_outputs(outputs, out, args.overwrite)
-    init_image = Image.open(args.init_image).convert("RGB") if args.init_image else None
+    init_image = None if args.init_image is None else read_image(args.init_image, "--init-image")
+    _check_color_reference(params)
 
-    pipe = load_pipeline(args.model, device=args.device)
+    # 2. Load the model and sample, writing each loop's PNG as soon as it is done.
+    pipe = load_pipeline(args.model, device=device)
     sampler = SequenceSampler(pipe)
     plans = sampler.plan(params)
     total = sum(plan.steps for plan in plans)
@@ -237,6 +275,49 @@ def _render_outputs(out: Path, loops: int) -> dict:
         latents=out / "latents.safetensors",
     )
     return outputs
+
+
+def read_image(path: Path, name: str):
+    """The image at ``path`` as RGB, or a `ValueError` in one line naming ``name``: not an
+    image, or larger than Pillow's guard against decompression bombs
+    (``PIL.Image.MAX_IMAGE_PIXELS``), which Pillow raises as a traceback or only warns about."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                return image.convert("RGB")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ValueError(
+            f"{name} {path}: the image is larger than Pillow's limit of "
+            f"{Image.MAX_IMAGE_PIXELS:,} pixels (its guard against decompression bombs); "
+            "use a smaller image"
+        ) from None
+    except OSError as error:  # not an image, truncated, unreadable
+        raise ValueError(f"{name} {path}: cannot read the image ({error})") from None
+
+
+def _check_color_reference(params: SequenceParams) -> None:
+    """An image file as ``color_reference`` must be readable now, not after loop 0 was written;
+    with ``color_coherence`` "none" any reference is unused, which is said, not refused (a
+    config file may keep a reference while coherence is switched off)."""
+    from .choices import COLOR_COHERENCE_MODES, COLOR_REFERENCES
+
+    reference = params.color_reference
+    if params.color_coherence == "none":
+        if reference != PARAM_SPECS["color_reference"].default:
+            warnings.warn(
+                f"--color-reference {reference}: has no effect while --color-coherence is "
+                f"'none' (choose one of {', '.join(COLOR_COHERENCE_MODES[1:])} to use it)",
+                stacklevel=2,
+            )
+        return
+    if reference in COLOR_REFERENCES:
+        return
+    if not Path(reference).is_file():
+        raise ValueError(f"--color-reference {reference}: no such image file")
+    read_image(Path(reference), "--color-reference")
 
 
 def _check_outputs(outputs: dict, out: Path, overwrite: bool) -> None:

@@ -111,6 +111,58 @@ def _torch_default_threads() -> int:
         return os.cpu_count() or 1
 
 
+def available_devices() -> list[str]:
+    """The devices a pipeline can run on here: ``cpu``, then ``cuda:0``... and ``mps`` if any.
+
+    Example:
+        >>> available_devices()[0]
+        'cpu'
+    """
+    import torch
+
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        devices += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        devices.append("mps")
+    return devices
+
+
+def check_device(device: str | torch.device, name: str = "device") -> torch.device:
+    """``device`` as a `torch.device` if a pipeline can run on it here, else a `ValueError`
+    in one line naming ``name`` and the devices there are (torch's own error is a traceback
+    from deep inside the first tensor moved there, after the model has loaded).
+
+    Example:
+        >>> check_device("cpu")
+        device(type='cpu')
+        >>> check_device("tpu", "--device")
+        Traceback (most recent call last):
+        ...
+        ValueError: --device 'tpu': not a device torch knows; available here: cpu...
+    """
+    import torch
+
+    available = available_devices()
+    where = f"available here: {', '.join(available)}"
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{name} {device!r}: not a device torch knows; {where}") from None
+    if parsed.type == "cpu":
+        return parsed
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "a CPU-only build" if not torch.backends.cuda.is_built() else "no GPU found"
+            raise ValueError(f"{name} {device!r}: this torch cannot use CUDA ({build}); {where}")
+        if (parsed.index or 0) >= torch.cuda.device_count():
+            raise ValueError(f"{name} {device!r}: there is no such CUDA device; {where}")
+        return parsed
+    if parsed.type == "mps" and "mps" in available:
+        return parsed
+    raise ValueError(f"{name} {device!r}: not available on this machine; {where}")
+
+
 def default_device() -> torch.device:
     """CUDA when there is one, else Apple's MPS, else the CPU."""
     import torch

@@ -137,3 +137,114 @@ def test_render_without_overwrite_refuses_an_earlier_renders_extra_frame(tmp_pat
     err = capsys.readouterr().err
     assert "loop_0005.png already exists; pass --overwrite" in err
     assert [p.name for p in tmp_path.iterdir()] == ["loop_0005.png"]
+
+
+# --- 3. --device ----------------------------------------------------------------------------------
+
+
+def _never_load(*args, **kwargs):
+    raise AssertionError("a model was loaded before the arguments were checked")
+
+
+def _one_error_line(capsys, start: str) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith(f"seqwidgets render: error: {start}"), err
+    return err
+
+
+@pytest.mark.parametrize(
+    ("device", "expected"),
+    [
+        ("tpu", "--device 'tpu': not a device torch knows; available here: cpu"),
+        ("cuda", "--device 'cuda': this torch cannot use CUDA"),
+        ("cuda:0", "--device 'cuda:0': this torch cannot use CUDA"),
+        ("mps", "--device 'mps': not available on this machine; available here: cpu"),
+    ],
+)
+def test_a_device_this_machine_lacks_is_one_line_before_any_model_loads(
+    tmp_path, monkeypatch, capsys, device, expected
+):
+    import torch
+
+    import seqwidgets.models
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a CPU-only torch
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    monkeypatch.setattr(seqwidgets.models, "load_pipeline", _never_load)
+    assert main([*RENDER, "--device", device, "--out", str(tmp_path / "o")]) == 2
+    assert expected in _one_error_line(capsys, "--device")
+    assert not (tmp_path / "o").exists()
+
+
+# --- 4. --color-reference -----------------------------------------------------------------------
+
+
+def test_a_missing_color_reference_is_refused_before_any_output(tmp_path, monkeypatch, capsys):
+    import seqwidgets.models
+
+    monkeypatch.setattr(seqwidgets.models, "load_pipeline", _never_load)
+    argv = [*RENDER, "--out", str(tmp_path / "o"), "--color-coherence", "lab"]
+    assert main([*argv, "--color-reference", str(tmp_path / "missing.png")]) == 2
+    assert "missing.png: no such image file" in _one_error_line(capsys, "--color-reference")
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_color_reference_without_coherence_is_said_to_have_no_effect(tmp_path, capsys):
+    reference = tmp_path / "ref.png"
+    Image.new("RGB", (8, 8), "red").save(reference)
+    argv = [*RENDER, "--loops", "1", "--out", str(tmp_path / "o")]
+    assert main([*argv, "--color-reference", str(reference)]) == 0
+    err = capsys.readouterr().err
+    assert err == (
+        f"seqwidgets render: warning: --color-reference {reference}: has no effect while "
+        "--color-coherence is 'none' (choose one of lab, hsv, rgb, latent to use it)\n"
+    )
+
+
+# --- 5. --config, and images over Pillow's limit -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("{} {}", r"expects a JSON file of settings \(.*\): Extra data"),
+        ("seed = 3", r"expects a JSON file of settings \(.*\): Expecting value"),
+        ("[1, 2]", r"settings \(.*\): it holds a JSON list, not an object"),
+        ("[" * 100_000 + "]" * 100_000, r"settings \(.*\): it is nested too deeply"),
+        ('{"sampler": "euler"}', r"unknown setting 'sampler' \(did you mean 'sampler_name'\?\)"),
+        ('{"positive_sq": "0: a"}', r"unknown setting 'positive_sq' \(did you mean 'positive_seq'"),
+        ('{"zzzz": 1}', r"unknown setting 'zzzz' \(known: seed, seed_mode_seq, "),
+    ],
+)
+def test_a_bad_config_is_one_line_saying_what_it_expects(
+    tmp_path, monkeypatch, capsys, text, expected
+):
+    import re
+
+    import seqwidgets.models
+
+    monkeypatch.setattr(seqwidgets.models, "load_pipeline", _never_load)
+    config = tmp_path / "settings.json"
+    config.write_text(text)
+    assert main([*RENDER, "--config", str(config), "--out", str(tmp_path / "o")]) == 2
+    err = _one_error_line(capsys, f"--config {config}: ")
+    assert re.search(expected, err), err
+
+
+@pytest.mark.parametrize("side", [40, 100])  # over the limit (a warning), over twice (an error)
+@pytest.mark.parametrize("flag", ["--init-image", "--color-reference"])
+def test_an_image_over_pillows_limit_is_one_line(tmp_path, monkeypatch, capsys, side, flag):
+    import seqwidgets.models
+
+    monkeypatch.setattr(seqwidgets.models, "load_pipeline", _never_load)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    image = tmp_path / "big.png"
+    Image.new("RGB", (side, side), "blue").save(image)
+    argv = [*RENDER, "--out", str(tmp_path / "o"), flag, str(image)]
+    if flag == "--color-reference":
+        argv += ["--color-coherence", "rgb"]
+    assert main(argv) == 2
+    err = _one_error_line(capsys, f"{flag} {image}: ")
+    assert "larger than Pillow's limit of 1,000 pixels" in err
+    assert not (tmp_path / "o").exists()
