@@ -9,6 +9,7 @@ Files get the user's ordinary permissions (the umask), like any file they create
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import re
 import warnings
@@ -20,7 +21,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from seqwidgets import _io
 from seqwidgets.decode import thumbnail
-from seqwidgets.params import in_range
+from seqwidgets.params import in_range, short_repr
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -51,6 +52,12 @@ FPS_RANGE = (0.01, 100.0)
 #: The fastest a GIF plays. GIF stores each frame's duration in whole centiseconds, and browsers
 #: play a duration of 0 or 1 cs as 10 cs (10 fps), so 2 cs (50 fps) is the shortest that works.
 GIF_MAX_FPS = 50.0
+
+#: The largest a contact sheet's layout may ask for: columns (the node runs at most 1,024
+#: loops), a cell's width or height in pixels, and caption lines per cell.
+MAX_COLUMNS = 1024
+MAX_CELL = 4096
+MAX_CAPTION_LINES = 100
 
 _VIDEO_HINT = 'MP4 export needs imageio-ffmpeg: pip install "seqwidgets[video]"'
 
@@ -375,11 +382,28 @@ def _wrap(font, caption: str, width: int, max_lines: int) -> list[str]:
 
 
 def _default_cell(images: list[Image.Image]) -> tuple[int, int]:
-    """The largest image, upscaled by a whole factor (up to 4x) towards ~160 px if tiny."""
+    """The largest image, upscaled by a whole factor (up to 4x) towards ~160 px if tiny, or
+    scaled down to `MAX_CELL` if huge."""
     width = max(image.width for image in images)
     height = max(image.height for image in images)
     factor = max(1, min(4, 160 // max(width, height)))
+    if max(width, height) > MAX_CELL:  # a huge image is shown smaller, never refused
+        return max(1, width * MAX_CELL // max(width, height)), max(
+            1, height * MAX_CELL // max(width, height)
+        )
     return width * factor, height * factor
+
+
+def _check_whole(name: str, value, high: int, *, whole=None) -> None:
+    """A `ValueError` naming ``name`` unless ``value`` is a whole number from 1 to ``high``;
+    ``whole`` is the argument as given when ``value`` is one of a ``(width, height)`` pair."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 1 <= value <= high:
+        pair = "" if whole is None else ", or a (width, height) pair of them"
+        shown = value if whole is None else whole
+        raise ValueError(
+            f"{name}: {short_repr(shown)} is not allowed; allowed: a whole number from 1 to "
+            f"{high}{pair}"
+        )
 
 
 def contact_sheet(
@@ -401,11 +425,13 @@ def contact_sheet(
             split on newlines) or a list of lines, e.g. `["loop 3 · seed 42", "a red circle"]`.
             Lines are word-wrapped to the cell width; beyond `max_caption_lines` they are cut
             with "...".
-        columns (`int`, *optional*): defaults to `ceil(sqrt(len(images)))`.
+        columns (`int`, *optional*): 1 to `MAX_COLUMNS` (1,024); defaults to
+            `ceil(sqrt(len(images)))`.
         cell (`int` or `tuple[int, int]`, *optional*): the image area of a cell, `(width,
-            height)`. Defaults to the largest image's size, upscaled by a whole factor (NEAREST,
+            height)`, each 1 to `MAX_CELL` (4,096) pixels. Defaults to the largest image's size, upscaled by a whole factor (NEAREST,
             at most 4x) towards 160 px, so a 64x64 image becomes 128x128 and stays legible.
-        max_caption_lines (`int`, defaults to 3): caption lines per cell.
+        max_caption_lines (`int`, defaults to 3): caption lines per cell, 1 to
+            `MAX_CAPTION_LINES` (100).
         background, text_color (`tuple[int, int, int]`): RGB colours.
 
     Returns:
@@ -416,15 +442,16 @@ def contact_sheet(
         raise ValueError(f"got {len(captions)} captions for {len(frames)} images")
     if columns is None:
         columns = math.ceil(math.sqrt(len(frames)))
-    if columns < 1:
-        raise ValueError(f"columns must be >= 1, got {columns}")
-    if max_caption_lines < 1:
-        raise ValueError(f"max_caption_lines must be >= 1, got {max_caption_lines}")
+    _check_whole("columns", columns, MAX_COLUMNS)
+    _check_whole("max_caption_lines", max_caption_lines, MAX_CAPTION_LINES)
     if cell is None:
         cell = _default_cell(frames)
-    cell_w, cell_h = (cell, cell) if isinstance(cell, int) else cell
-    if cell_w < 1 or cell_h < 1:
-        raise ValueError(f"cell must be positive, got {cell}")
+    if isinstance(cell, (tuple, list)) and len(cell) == 2:
+        cell_w, cell_h = cell
+    else:
+        cell_w = cell_h = cell
+    for value in (cell_w, cell_h):
+        _check_whole("cell", value, MAX_CELL, whole=cell)
 
     font = ImageFont.load_default()
     pad = 4

@@ -14,7 +14,7 @@ from PIL import Image
 
 import seqwidgets as sw
 from seqwidgets.cli import main
-from seqwidgets.export import save_gif, save_png_frames
+from seqwidgets.export import contact_sheet, save_gif, save_png_frames
 
 DATA = Path(__file__).parent / "data"
 
@@ -248,3 +248,47 @@ def test_an_image_over_pillows_limit_is_one_line(tmp_path, monkeypatch, capsys, 
     err = _one_error_line(capsys, f"{flag} {image}: ")
     assert "larger than Pillow's limit of 1,000 pixels" in err
     assert not (tmp_path / "o").exists()
+
+
+# --- 8. Contact sheet arguments, and an output that is a folder ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({"columns": 2.5}, r"columns: 2.5 is not allowed; allowed: a whole number from 1 to 1024"),
+        ({"columns": 0}, r"columns: 0 is not allowed"),
+        ({"columns": 10**9}, r"columns: 1000000000 is not allowed"),
+        ({"columns": True}, r"columns: True is not allowed"),
+        ({"cell": 10**6}, r"cell: 1000000 is not allowed; .* 1 to 4096, or a \(width, height\)"),
+        ({"cell": (64, 0)}, r"cell: \(64, 0\) is not allowed"),
+        ({"cell": (64.0, 64)}, r"cell: \(64.0, 64\) is not allowed"),
+        ({"cell": "64"}, r"cell: '64' is not allowed"),
+        ({"cell": (1, 2, 3)}, r"cell: \(1, 2, 3\) is not allowed"),
+        ({"max_caption_lines": 10**9}, r"max_caption_lines: 1000000000 is not allowed; .* to 100"),
+        ({"max_caption_lines": 1.5}, r"max_caption_lines: 1.5 is not allowed"),
+    ],
+)
+def test_contact_sheet_refuses_absurd_layouts_naming_the_argument(options, expected):
+    with pytest.raises(ValueError, match=expected):
+        contact_sheet(_frames(2), ["a", "b"], **options)
+
+
+def test_contact_sheet_shows_a_huge_image_in_a_smaller_cell():
+    sheet = contact_sheet([Image.new("RGB", (8192, 16), "red")], columns=1)
+    assert sheet.size == (4096 + 8, 8 + 8)  # 4,096 px wide, aspect kept, 4 px padding
+
+
+@pytest.mark.parametrize("name", ["loop_0001.png", "sequence.gif", "params.json"])
+def test_render_refuses_an_output_that_is_a_folder_before_sampling(
+    tmp_path, monkeypatch, capsys, name
+):
+    import seqwidgets.models
+
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "keep.txt").write_text("mine")
+    monkeypatch.setattr(seqwidgets.models, "load_pipeline", _never_load)
+    assert main([*RENDER, "--loops", "2", "--out", str(tmp_path), "--overwrite"]) == 2
+    err = _one_error_line(capsys, f"--out {tmp_path}: {name} is a folder")
+    assert "choose another --out" in err
+    assert [p.name for p in tmp_path.iterdir()] == [name]
