@@ -345,14 +345,30 @@ def _check_outputs(outputs: dict, out: Path, overwrite: bool) -> None:
 
 
 def studio(args: argparse.Namespace) -> int:
+    import subprocess
+
     from .widgets.launch import launch
 
+    model = args.model
+    if model is not None and Path(model).expanduser().is_dir():
+        # The notebook's kernel starts in the notebook's folder: a relative path must not move.
+        model = str(Path(model).expanduser().resolve())
     try:
         command = launch(
-            args.folder, args.model, voila=args.voila, port=args.port, dry_run=args.print_command
+            args.folder, model, voila=args.voila, port=args.port, dry_run=args.print_command
         )
     except RuntimeError as error:  # JupyterLab or Voila missing: say what to install
         raise FileNotFoundError(str(error)) from error
+    except subprocess.CalledProcessError as error:
+        # The server said why it stopped (above); its exit status is the command's.
+        server = "Voila" if args.voila else "JupyterLab"
+        print(
+            f"seqwidgets studio: error: {server} exited with status {error.returncode}",
+            file=sys.stderr,
+        )
+        return error.returncode
+    except KeyboardInterrupt:
+        return 130
     if args.print_command:
         print(" ".join(command))
     return 0

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,7 @@ from seqwidgets.cli import main
 from seqwidgets.export import contact_sheet, save_gif, save_png_frames
 
 DATA = Path(__file__).parent / "data"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _frames(n: int) -> list[Image.Image]:
@@ -292,3 +296,64 @@ def test_render_refuses_an_output_that_is_a_folder_before_sampling(
     err = _one_error_line(capsys, f"--out {tmp_path}: {name} is a folder")
     assert "choose another --out" in err
     assert [p.name for p in tmp_path.iterdir()] == [name]
+
+
+# --- 6. seqwidgets studio -------------------------------------------------------------------------
+
+
+def _fake_jupyterlab(folder: Path, status: int) -> Path:
+    """A `jupyterlab` package whose server refuses to start, as JupyterLab does as root."""
+    package = folder / "fake" / "jupyterlab"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "__main__.py").write_text(
+        "import sys\n"
+        "print('Running as root is not recommended. Use --allow-root to bypass.', file=sys.stderr)\n"
+        f"sys.exit({status})\n"
+    )
+    return package.parent
+
+
+@pytest.mark.parametrize("status", [1, 3])
+def test_studio_passes_jupyterlabs_exit_status_through(tmp_path, status):
+    fake = _fake_jupyterlab(tmp_path, status)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "seqwidgets.cli",
+            "studio",
+            str(tmp_path / "s"),
+            "--model",
+            "tiny-random",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(fake), str(ROOT)])},
+        timeout=120,
+    )
+    assert done.returncode == status
+    assert "Use --allow-root" in done.stderr and "Traceback" not in done.stderr
+    assert done.stderr.endswith(
+        f"seqwidgets studio: error: JupyterLab exited with status {status}\n"
+    )
+
+
+def test_studio_checks_the_model_before_writing_the_notebook(tmp_path, capsys):
+    assert (
+        main(["studio", str(tmp_path / "s"), "--model", "./no_such_model", "--print-command"]) == 2
+    )
+    assert "--model ./no_such_model: no such folder" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
+def test_studio_writes_a_local_models_path_the_notebook_can_find(tmp_path, monkeypatch, capsys):
+    model = tmp_path / "models" / "mine"
+    model.mkdir(parents=True)
+    (model / "model_index.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    assert main(["studio", "s", "--model", "models/mine", "--print-command"]) == 0
+    notebook = Path(capsys.readouterr().out.split()[3])
+    code = "".join("".join(c["source"]) for c in json.loads(notebook.read_text())["cells"])
+    # The kernel starts in s/, where "models/mine" does not exist.
+    assert f"sw.load_pipeline({str(model)!r})" in code
