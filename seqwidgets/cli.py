@@ -197,7 +197,7 @@ def render(args: argparse.Namespace) -> int:
 
     from . import _io
     from .decode import decode_latents
-    from .device import check_device
+    from .device import check_device, check_run_memory
     from .engine import SequenceSampler
     from .export import (
         check_fps,
@@ -222,6 +222,7 @@ def render(args: argparse.Namespace) -> int:
     # 2. Load the model and sample, writing each loop's PNG as soon as it is done.
     pipe = load_pipeline(args.model, device=device)
     sampler = SequenceSampler(pipe)
+    check_run_memory(pipe, *sampler.image_size(params))  # before the out folder is made
     plans = sampler.plan(params)
     total = sum(plan.steps for plan in plans)
     bar = tqdm(total=total, unit="step", disable=args.quiet, desc="sampling")

@@ -21,6 +21,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from seqwidgets import _io
 from seqwidgets.decode import thumbnail
+from seqwidgets.device import check_image_memory
 from seqwidgets.params import in_range, short_repr
 
 __all__ = [
@@ -406,6 +407,17 @@ def _check_whole(name: str, value, high: int, *, whole=None) -> None:
         )
 
 
+def _warn_over_pillows_limit(width: int, height: int) -> None:
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and width * height > 2 * limit:
+        warnings.warn(
+            f"contact sheet: {width}x{height} pixels is over twice Pillow's decompression-bomb "
+            f"limit ({limit:,} pixels), so Pillow (and tools built on it) will refuse to open "
+            "it; lower cell or columns for a sheet they can read",
+            stacklevel=3,
+        )
+
+
 def contact_sheet(
     images: Sequence[Image.Image],
     captions: Sequence[str | Sequence[str]] | None = None,
@@ -467,7 +479,10 @@ def contact_sheet(
 
     rows = math.ceil(len(frames) / columns)
     step_w, step_h = cell_w + pad, cell_h + band_h + pad
-    sheet = Image.new("RGB", (columns * step_w + pad, rows * step_h + pad), background)
+    width, height = columns * step_w + pad, rows * step_h + pad
+    check_image_memory(width, height, "contact sheet", "cell or columns")
+    _warn_over_pillows_limit(width, height)
+    sheet = Image.new("RGB", (width, height), background)
     draw = ImageDraw.Draw(sheet)
     for i, frame in enumerate(frames):
         x0 = pad + (i % columns) * step_w

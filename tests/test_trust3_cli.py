@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -357,3 +358,111 @@ def test_studio_writes_a_local_models_path_the_notebook_can_find(tmp_path, monke
     code = "".join("".join(c["source"]) for c in json.loads(notebook.read_text())["cells"])
     # The kernel starts in s/, where "models/mine" does not exist.
     assert f"sw.load_pipeline({str(model)!r})" in code
+
+
+# --- 9. Resources: a run or a sheet too large for the memory there is refused up front ------------
+
+
+@pytest.fixture
+def free_memory(monkeypatch):
+    """Pretend the machine has ``bytes`` free, whatever it really has."""
+    import seqwidgets.device
+
+    def set_free(size: int) -> None:
+        monkeypatch.setattr(seqwidgets.device, "available_memory", lambda device="cpu": size)
+
+    return set_free
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return sw.load_pipeline(device="cpu")
+
+
+def _no_sampling(pipe):
+    def refuse(*args, **kwargs):
+        raise AssertionError("sampling started before the memory check")
+
+    pipe.unet.forward = refuse
+    return pipe
+
+
+def test_a_run_too_large_for_memory_is_refused_before_the_first_step(free_memory):
+    free_memory(16 * 10**9)
+    sampler = sw.SequenceSampler(_no_sampling(sw.load_pipeline(device="cpu")))
+    params = sw.SequenceParams(
+        positive_seq="0: a red circle", steps=1, sequence_loop_count=1, width=16384, height=16384
+    )
+    with pytest.raises(ValueError) as error:
+        next(sampler.frames(params))
+    message = str(error.value)
+    assert re.fullmatch(
+        r"width, height: 16384x16384 needs about \d+\.\d GB of CPU memory \(the VAE decode "
+        r"\d+\.\d GB, the denoiser \d+\.\d GB\) and 16\.0 GB is free; lower width and height "
+        r"\(about (\d+)x\1 fits\), or decode in tiles: pipe.vae.enable_tiling\(\)",
+        message,
+    ), message
+    assert sampler.unet_calls == 0
+
+
+def test_the_size_said_to_fit_does_fit(free_memory):
+    from seqwidgets.device import check_run_memory
+
+    pipe = sw.load_pipeline(device="cpu")
+    free_memory(16 * 10**9)
+    with pytest.raises(ValueError, match=r"about (\d+)x(\d+) fits") as error:
+        check_run_memory(pipe, 16384, 8192)
+    width, height = map(int, re.search(r"about (\d+)x(\d+) fits", str(error.value)).groups())
+    assert width > height and width % 64 == 0
+    check_run_memory(pipe, width, height)  # no error
+
+
+@settings(max_examples=20, deadline=None)
+@given(side=st.integers(1, 64).map(lambda n: 64 * n), factor=st.sampled_from([2, 3]))
+def test_the_estimate_grows_with_the_pixels_and_tiling_bounds_the_decode(toy, side, factor):
+    from seqwidgets.device import run_memory
+
+    pipe = toy
+    small, large = run_memory(pipe, side, side), run_memory(pipe, side * factor, side * factor)
+    assert large["decode"] == factor**2 * small["decode"]
+    assert large["peak"] > small["peak"]
+    assert run_memory(pipe, side, side, batch=3)["denoiser"] == 3 * small["denoiser"]
+    pipe.vae.enable_tiling()
+    try:
+        tiled = run_memory(pipe, 16384, 16384)
+    finally:
+        pipe.vae.disable_tiling()
+    assert tiled["decode"] < run_memory(pipe, 16384, 16384)["decode"] / 10
+
+
+def test_render_refuses_a_size_too_large_for_memory_before_writing(
+    tmp_path, monkeypatch, capsys, free_memory
+):
+    import seqwidgets.models
+
+    load = seqwidgets.models.load_pipeline
+    monkeypatch.setattr(
+        seqwidgets.models, "load_pipeline", lambda *a, **k: _no_sampling(load(*a, **k))
+    )
+    free_memory(10**9)
+    out = tmp_path / "o"
+    argv = [*RENDER, "--width", "16384", "--height", "16384", "--out", str(out)]
+    assert main(argv) == 2
+    err = _one_error_line(capsys, "width, height: 16384x16384 needs about ")
+    assert "and 1.0 GB is free; lower width and height" in err
+    assert not out.exists()
+
+
+def test_a_contact_sheet_too_large_for_memory_is_refused(free_memory):
+    free_memory(10**6)
+    with pytest.raises(
+        ValueError,
+        match=r"contact sheet: 1036x\d+ pixels need about 0\.0 GB .*; lower cell or columns",
+    ):
+        contact_sheet(_frames(2), columns=2, cell=512)
+
+
+def test_a_contact_sheet_over_pillows_limit_says_pillow_will_refuse_it(monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.warns(UserWarning, match=r"over twice Pillow's decompression-bomb limit"):
+        contact_sheet(_frames(2), columns=2)
