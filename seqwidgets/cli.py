@@ -200,6 +200,7 @@ def render(args: argparse.Namespace) -> int:
     from .device import check_device, check_run_memory
     from .engine import SequenceSampler
     from .export import (
+        check_contact_sheet,
         check_fps,
         describe_frames,
         remove_stale_frames,
@@ -222,7 +223,10 @@ def render(args: argparse.Namespace) -> int:
     # 2. Load the model and sample, writing each loop's PNG as soon as it is done.
     pipe = load_pipeline(args.model, device=device)
     sampler = SequenceSampler(pipe)
-    check_run_memory(pipe, *sampler.image_size(params))  # before the out folder is made
+    # Memory for the run and for the contact sheet at its end, before the out folder is made.
+    check_run_memory(pipe, *sampler.image_size(params))
+    loops = "width and height, or --loops"
+    check_contact_sheet(params.sequence_loop_count, sampler.image_size(params), lower=loops)
     plans = sampler.plan(params)
     total = sum(plan.steps for plan in plans)
     bar = tqdm(total=total, unit="step", disable=args.quiet, desc="sampling")
@@ -246,14 +250,15 @@ def render(args: argparse.Namespace) -> int:
             images.append(image)
     finally:
         bar.close()
-    captions = [f"loop {f.index} · seed {f.seed}\n{f.prompt}" for f in frames]
-    save_gif(images, outputs["gif"], fps=args.fps, overwrite=args.overwrite)
-    save_contact_sheet(images, outputs["sheet"], captions=captions, overwrite=args.overwrite)
+    # The settings and latents first: what cannot be made again without sampling.
     settings = json.dumps(params.to_dict(), indent=2, ensure_ascii=False).encode("utf-8")
     _io.write_bytes(outputs["params"], settings, overwrite=args.overwrite)
     latents = torch.stack([f.latent for f in frames]).float().contiguous()
     data = safetensors_bytes({"latents": latents})
     _io.write_bytes(outputs["latents"], data, overwrite=args.overwrite)
+    captions = [f"loop {f.index} · seed {f.seed}\n{f.prompt}" for f in frames]
+    save_gif(images, outputs["gif"], fps=args.fps, overwrite=args.overwrite)
+    save_contact_sheet(images, outputs["sheet"], captions=captions, overwrite=args.overwrite)
     # The new frames replace an earlier render's set: its frames beyond this run's loops go.
     removed = remove_stale_frames(out, [outputs[f.index] for f in frames])
     if removed:

@@ -181,7 +181,7 @@ def default_device() -> torch.device:
 
 #: Live activation tensors of the denoising network, per channel of its finest level and per
 #: latent pixel (UNet) or token (transformer), for each item of the CFG batch: an upper bound
-#: read off measured peaks (benchmarks/bench_memory.py): SD 1.5's UNet measured ~14, the toy
+#: read off measured peaks (benchmarks/bench_memory.py, on the CPU): SD 1.5's UNet measured ~14, the toy
 #: model's ~35 (its channels are so few that fixed costs weigh more).
 ACTIVATION_FACTOR = {"unet": 48, "transformer": 12}
 #: Live tensors of the VAE decoder at full image resolution, per channel of its two finest

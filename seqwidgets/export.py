@@ -29,6 +29,7 @@ __all__ = [
     "FPS_RANGE",
     "check_fps",
     "GIF_MAX_FPS",
+    "check_contact_sheet",
     "contact_sheet",
     "describe_frames",
     "frame_files",
@@ -382,11 +383,46 @@ def _wrap(font, caption: str, width: int, max_lines: int) -> list[str]:
     return [_fit(font, line, width) for line in lines]
 
 
+_PAD = 4  # pixels around and between a contact sheet's cells
+
+
+def _line_height(font) -> int:
+    left, top, right, bottom = font.getbbox("Ag|y")
+    return bottom - min(top, 0) + 2
+
+
+def _sheet_size(count: int, columns: int, step: tuple[int, int]) -> tuple[int, int]:
+    """A sheet's pixels: ``count`` cells of ``step`` (image and caption band), in a grid."""
+    rows = math.ceil(count / columns)
+    return columns * (step[0] + _PAD) + _PAD, rows * (step[1] + _PAD) + _PAD
+
+
+def check_contact_sheet(
+    count: int, image_size: tuple[int, int], *, caption_lines: int = 3, lower: str = "the size"
+) -> None:
+    """Refuse, before any image exists, a default `contact_sheet` of ``count`` images of
+    ``image_size`` with up to ``caption_lines`` caption lines that would not fit in memory
+    (a `ValueError` that says to lower ``lower``), so a long run does not end in that refusal.
+
+    Example:
+        >>> check_contact_sheet(20, (512, 512))  # about 2,600 x 3,000 pixels: fits
+    """
+    cell_w, cell_h = _default_cell_for(*image_size)
+    band = caption_lines * _line_height(ImageFont.load_default()) + _PAD
+    columns = math.ceil(math.sqrt(count))
+    width, height = _sheet_size(count, columns, (cell_w, cell_h + band))
+    check_image_memory(width, height, "contact sheet", lower)
+
+
 def _default_cell(images: list[Image.Image]) -> tuple[int, int]:
+    return _default_cell_for(
+        max(image.width for image in images), max(image.height for image in images)
+    )
+
+
+def _default_cell_for(width: int, height: int) -> tuple[int, int]:
     """The largest image, upscaled by a whole factor (up to 4x) towards ~160 px if tiny, or
     scaled down to `MAX_CELL` if huge."""
-    width = max(image.width for image in images)
-    height = max(image.height for image in images)
     factor = max(1, min(4, 160 // max(width, height)))
     if max(width, height) > MAX_CELL:  # a huge image is shown smaller, never refused
         return max(1, width * MAX_CELL // max(width, height)), max(
@@ -466,9 +502,8 @@ def contact_sheet(
         _check_whole("cell", value, MAX_CELL, whole=cell)
 
     font = ImageFont.load_default()
-    pad = 4
-    left, top, right, bottom = font.getbbox("Ag|y")
-    line_h = bottom - min(top, 0) + 2
+    pad = _PAD
+    line_h = _line_height(font)
     wrapped: list[list[str]] = []
     if captions is not None:
         for caption in captions:
@@ -477,9 +512,8 @@ def contact_sheet(
     band_h = max((len(lines) for lines in wrapped), default=0) * line_h
     band_h += pad if band_h else 0
 
-    rows = math.ceil(len(frames) / columns)
     step_w, step_h = cell_w + pad, cell_h + band_h + pad
-    width, height = columns * step_w + pad, rows * step_h + pad
+    width, height = _sheet_size(len(frames), columns, (cell_w, cell_h + band_h))
     check_image_memory(width, height, "contact sheet", "cell or columns")
     _warn_over_pillows_limit(width, height)
     sheet = Image.new("RGB", (width, height), background)

@@ -466,3 +466,24 @@ def test_a_contact_sheet_over_pillows_limit_says_pillow_will_refuse_it(monkeypat
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
     with pytest.warns(UserWarning, match=r"over twice Pillow's decompression-bomb limit"):
         contact_sheet(_frames(2), columns=2)
+
+
+def test_render_refuses_a_contact_sheet_too_large_for_memory_before_sampling(
+    tmp_path, monkeypatch, capsys, free_memory
+):
+    import seqwidgets.device
+    import seqwidgets.models
+
+    load = seqwidgets.models.load_pipeline
+    monkeypatch.setattr(
+        seqwidgets.models, "load_pipeline", lambda *a, **k: _no_sampling(load(*a, **k))
+    )
+    free_memory(10**9)
+    # The run itself fits; only the sheet of 1,024 loops does not.
+    monkeypatch.setattr(seqwidgets.device, "check_run_memory", lambda *a, **k: None)
+    out = tmp_path / "o"
+    argv = [*RENDER, "--loops", "1024", "--width", "1024", "--height", "1024", "--out", str(out)]
+    assert main(argv) == 2
+    err = _one_error_line(capsys, "contact sheet: ")
+    assert err.endswith("is free; lower width and height, or --loops\n")
+    assert not out.exists()
