@@ -14,7 +14,6 @@ Writes ``benchmarks/results/memory_estimate.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -62,6 +61,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json", type=Path, default=RESULTS / "memory_estimate.json")
     args = parser.parse_args(argv)
 
+    from common import machine, write_result
+
     import seqwidgets as sw
     from seqwidgets.device import run_memory
 
@@ -85,10 +86,8 @@ def main(argv: list[str] | None = None) -> dict:
             print(
                 f"{side:>6} {part:>9} {measured / 1e6:>12.0f} {estimate[part] / 1e6:>12.0f} {ratio:>6.2f}"
             )
-    result = {"model": args.model, "device": "cpu", "rows": rows}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    return result
+    # The measuring processes run torch on one thread (as a shared machine would).
+    return write_result(args.json, {**machine(pipe), "model": args.model, "rows": rows})
 
 
 if __name__ == "__main__":
