@@ -1,6 +1,6 @@
 """The memory estimate (`seqwidgets.device.run_memory`) against measured peaks, on the CPU.
 
-    python benchmarks/bench_memory.py [--model toy] [--sizes 512 1024 2048]
+    python benchmarks/bench_memory.py [--model toy] [--sizes 512 1024 1536]
 
 For each size, two fresh processes: one runs a one-step, one-loop sequence (the denoiser's
 activations, with CFG), the other one VAE decode of a latent of that size. Each reports its
@@ -57,7 +57,7 @@ def measure(model: str, part: str, side: int) -> int:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="toy")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 2048])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 1536])
     parser.add_argument("--json", type=Path, default=RESULTS / "memory_estimate.json")
     args = parser.parse_args(argv)
 

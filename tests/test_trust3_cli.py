@@ -490,3 +490,22 @@ def test_render_refuses_a_contact_sheet_too_large_for_memory_before_sampling(
     err = _one_error_line(capsys, "contact sheet: ")
     assert err.endswith("is free; lower width and height, or --loops\n")
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_the_memory_benchmark_measures_below_the_estimate(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))  # as tests/test_benchmarks.py does
+    import bench_memory
+
+    result = bench_memory.main(
+        ["--model", "tiny-random", "--sizes", "64", "128", "--json", str(tmp_path / "m.json")]
+    )
+    assert [(row["size"], row["part"]) for row in result["rows"]] == [
+        (64, "denoiser"),
+        (64, "decode"),
+        (128, "denoiser"),
+        (128, "decode"),
+    ]
+    for row in result["rows"]:
+        assert row["measured_bytes"] <= row["estimate_bytes"], row  # an upper bound
+    assert json.loads((tmp_path / "m.json").read_text())["rows"] == result["rows"]
