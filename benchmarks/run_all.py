@@ -61,6 +61,17 @@ def benchmarks(model: str | None, quick: bool) -> list[tuple[str, list[str]]]:
             ],
         ),
         (
+            "every sampler",
+            [
+                "bench_samplers.py",
+                *model_args,
+                "--repeats",
+                "1" if quick else "3",
+                "--json",
+                str(RESULTS / "samplers.json"),
+            ],
+        ),
+        (
             "toy model speed",
             ["bench_toy.py", *repeats, "--json", str(RESULTS / "toy.json")],
         ),

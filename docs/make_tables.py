@@ -2,6 +2,7 @@
 
 * ``performance``: docs/performance.md's table, read from the JSON files in benchmarks/results/;
 * ``drift``: docs/drift.md's table, from benchmarks/results/drift.json;
+* ``sampler_costs``: docs/performance.md's per-sampler table, from benchmarks/results/samplers.json;
 * ``inputs``: docs/reference.md's table of the node's inputs, from ``seqwidgets.PARAM_SPECS``;
 * ``samplers``, ``schedulers``: docs/reference.md's menus, from ``seqwidgets.choices``.
 
@@ -217,6 +218,31 @@ def drift_table(results: Path = RESULTS) -> str:
     return "\n".join(rows)
 
 
+def samplers_cost_table(results: Path = RESULTS) -> str:
+    """docs/performance.md's per-sampler table: model calls and time per loop on the toy model.
+
+    Example:
+        >>> samplers_cost_table(Path("/nonexistent"))
+        'Not measured yet: run `python benchmarks/bench_samplers.py --json benchmarks/results/samplers.json`.'
+    """
+    r = _result("samplers", results)
+    if r is None:
+        return "Not measured yet: run `python benchmarks/bench_samplers.py --json benchmarks/results/samplers.json`."
+    settings = r["settings"]
+    rows = [
+        f"{settings['loops']} loops of {settings['steps']} steps at `denoise_seq={settings['denoise_seq']}`, "
+        f"cfg {settings['cfg']}, {r['machine']['threads']} CPU thread(s):",
+        "",
+        "| sampler | model calls / loop | seconds / loop | the sampler's own ms / step |",
+        "|---|---|---|---|",
+    ]
+    for name, m in r["samplers"].items():
+        rows.append(
+            f"| `{name}` | {m['model_calls_per_loop']:g} | {m['seconds_per_loop']:.2f} | {m['sampler_ms_per_step']:.2f} |"
+        )
+    return "\n".join(rows)
+
+
 def inputs_table() -> str:
     """The Markdown table of every `SequenceParams` input, from `PARAM_SPECS`."""
     from seqwidgets.params import PARAM_SPECS
@@ -266,6 +292,7 @@ def schedulers_table() -> str:
 TABLES: dict[str, tuple[str, Callable[[], str]]] = {
     "performance": ("docs/performance.md", performance_table),
     "drift": ("docs/drift.md", drift_table),
+    "sampler_costs": ("docs/performance.md", samplers_cost_table),
     "inputs": ("docs/reference.md", inputs_table),
     "samplers": ("docs/reference.md", samplers_table),
     "schedulers": ("docs/reference.md", schedulers_table),

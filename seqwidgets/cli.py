@@ -14,6 +14,7 @@ Starting it imports no torch, diffusers or widgets: ``--help``, ``--version`` an
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import re
 import sys
@@ -109,7 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="CPU threads for torch on the CPU (default: $SEQWIDGETS_CPU_THREADS, else "
         "seqwidgets.device's choice for this machine)",
     )
-    render.add_argument("--fps", type=float, default=4.0, help="GIF frames per second")
+    render.add_argument(
+        "--fps",
+        type=float,
+        default=4.0,
+        help="GIF frames per second (0.01 to 100; a GIF plays at most 50, so faster is written as 50, with a warning)",
+    )
     render.add_argument("--overwrite", action="store_true", help="replace existing output files")
     render.add_argument("--quiet", action="store_true", help="no progress bar")
     group = render.add_argument_group("settings (the node's inputs)")
@@ -136,14 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def params_from_args(args: argparse.Namespace) -> SequenceParams:
     """Settings from ``--config`` (if any), then every flag given on the command line."""
-    values = {}
-    if args.config is not None:
-        try:
-            values = json.loads(args.config.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as error:
-            raise ValueError(f"--config {args.config}: {error}") from error
-        if not isinstance(values, dict):
-            raise ValueError(f"--config {args.config}: expected a JSON object of settings")
+    values = {} if args.config is None else read_config(args.config)
     for name, spec in PARAM_SPECS.items():
         value = getattr(args, name)
         if value is None:
@@ -152,36 +151,82 @@ def params_from_args(args: argparse.Namespace) -> SequenceParams:
     return SequenceParams.from_dict(values)
 
 
+def read_config(path: Path) -> dict:
+    """The settings in a ``--config`` file, or a `ValueError` in one line: what the file should
+    be, what is wrong with it, and for a misspelled setting the closest name.
+
+    Example:
+        >>> import tempfile
+        >>> config = Path(tempfile.mkdtemp()) / "settings.json"
+        >>> _ = config.write_text('{"seed": 7, "step": 20}')
+        >>> read_config(config)
+        Traceback (most recent call last):
+        ...
+        ValueError: --config ...settings.json: unknown setting 'step' (did you mean 'steps'?)
+    """
+    expects = f"--config {path}: expects a JSON file of settings ({_CONFIG_EXAMPLE})"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{expects}: it is not UTF-8 text") from None
+    except OSError as error:
+        raise ValueError(f"--config {path}: cannot read it ({error.strerror})") from None
+    try:
+        values = json.loads(text)
+    except RecursionError:
+        raise ValueError(f"{expects}: it is nested too deeply to be settings") from None
+    except ValueError as error:  # JSONDecodeError, or an integer of too many digits
+        raise ValueError(f"{expects}: {error}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{expects}: it holds a JSON {type(values).__name__}, not an object")
+    for key in values:
+        if key not in PARAM_SPECS:
+            close = difflib.get_close_matches(key, PARAM_SPECS, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(PARAM_SPECS)}"
+            raise ValueError(f"--config {path}: unknown setting {key!r} ({hint})")
+    return values
+
+
+_CONFIG_EXAMPLE = '{"seed": 1, "steps": 20, "positive_seq": "0: a red circle"}'
+
+
 def render(args: argparse.Namespace) -> int:
     import torch
-    from PIL import Image
     from safetensors.torch import save as safetensors_bytes
     from tqdm.auto import tqdm
 
     from . import _io
     from .decode import decode_latents
+    from .device import check_device, check_run_memory
     from .engine import SequenceSampler
-    from .export import check_fps, save_contact_sheet, save_gif
+    from .export import (
+        check_contact_sheet,
+        check_fps,
+        describe_frames,
+        remove_stale_frames,
+        save_contact_sheet,
+        save_gif,
+    )
     from .models import load_pipeline
 
+    # 1. Every input and output is checked before a model loads and before anything is written:
+    #    a run of minutes never ends in a refusal, and nothing is replaced without --overwrite.
     params = params_from_args(args)
     check_fps(args.fps)
+    device = None if args.device is None else check_device(args.device, "--device")
     out = args.out
     outputs = _render_outputs(out, params.sequence_loop_count)
-    # Every output is checked before a model loads: a run of minutes never ends in a refusal,
-    # and nothing is replaced without --overwrite.
-    existing = [path for path in outputs.values() if path.exists() or path.is_symlink()]
-    if existing and not args.overwrite:
-        shown = ", ".join(str(p) for p in existing[:4])
-        more = f" and {len(existing) - 4} more" if len(existing) > 4 else ""
-        raise FileExistsError(
-            f"{shown}{more} already exist{'s' if len(existing) == 1 else ''}; pass --overwrite "
-            "to replace them, or choose another --out"
-        )
-    init_image = Image.open(args.init_image).convert("RGB") if args.init_image else None
+    _check_outputs(outputs, out, args.overwrite)
+    init_image = None if args.init_image is None else read_image(args.init_image, "--init-image")
+    _check_color_reference(params)
 
-    pipe = load_pipeline(args.model, device=args.device)
+    # 2. Load the model and sample, writing each loop's PNG as soon as it is done.
+    pipe = load_pipeline(args.model, device=device)
     sampler = SequenceSampler(pipe)
+    # Memory for the run and for the contact sheet at its end, before the out folder is made.
+    check_run_memory(pipe, *sampler.image_size(params))
+    loops = "width and height, or --loops"
+    check_contact_sheet(params.sequence_loop_count, sampler.image_size(params), lower=loops)
     plans = sampler.plan(params)
     total = sum(plan.steps for plan in plans)
     bar = tqdm(total=total, unit="step", disable=args.quiet, desc="sampling")
@@ -205,14 +250,19 @@ def render(args: argparse.Namespace) -> int:
             images.append(image)
     finally:
         bar.close()
-    captions = [f"loop {f.index} · seed {f.seed}\n{f.prompt}" for f in frames]
-    save_gif(images, outputs["gif"], fps=args.fps, overwrite=args.overwrite)
-    save_contact_sheet(images, outputs["sheet"], captions=captions, overwrite=args.overwrite)
+    # The settings and latents first: what cannot be made again without sampling.
     settings = json.dumps(params.to_dict(), indent=2, ensure_ascii=False).encode("utf-8")
     _io.write_bytes(outputs["params"], settings, overwrite=args.overwrite)
     latents = torch.stack([f.latent for f in frames]).float().contiguous()
     data = safetensors_bytes({"latents": latents})
     _io.write_bytes(outputs["latents"], data, overwrite=args.overwrite)
+    captions = [f"loop {f.index} · seed {f.seed}\n{f.prompt}" for f in frames]
+    save_gif(images, outputs["gif"], fps=args.fps, overwrite=args.overwrite)
+    save_contact_sheet(images, outputs["sheet"], captions=captions, overwrite=args.overwrite)
+    # The new frames replace an earlier render's set: its frames beyond this run's loops go.
+    removed = remove_stale_frames(out, [outputs[f.index] for f in frames])
+    if removed:
+        print(f"removed {describe_frames(removed)} of an earlier render from {out}/")
     seconds = sum(f.timings["total"] for f in frames)
     print(
         f"{len(frames)} loops in {seconds:.1f} s -> {out}/ (loop_*.png, sequence.gif, "
@@ -233,15 +283,98 @@ def _render_outputs(out: Path, loops: int) -> dict:
     return outputs
 
 
-def studio(args: argparse.Namespace) -> int:
-    from .widgets.launch import launch
+def read_image(path: Path, name: str):
+    """The image at ``path`` as RGB, or a `ValueError` in one line naming ``name``: not an
+    image, or larger than Pillow's guard against decompression bombs
+    (``PIL.Image.MAX_IMAGE_PIXELS``), which Pillow raises as a traceback or only warns about."""
+    from PIL import Image
 
     try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                return image.convert("RGB")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ValueError(
+            f"{name} {path}: the image is larger than Pillow's limit of "
+            f"{Image.MAX_IMAGE_PIXELS:,} pixels (its guard against decompression bombs); "
+            "use a smaller image"
+        ) from None
+    except OSError as error:  # not an image, truncated, unreadable
+        raise ValueError(f"{name} {path}: cannot read the image ({error})") from None
+
+
+def _check_color_reference(params: SequenceParams) -> None:
+    """An image file as ``color_reference`` must be readable now, not after loop 0 was written;
+    with ``color_coherence`` "none" any reference is unused, which is said, not refused (a
+    config file may keep a reference while coherence is switched off)."""
+    from .choices import COLOR_COHERENCE_MODES, COLOR_REFERENCES
+
+    reference = params.color_reference
+    if params.color_coherence == "none":
+        if reference != PARAM_SPECS["color_reference"].default:
+            warnings.warn(
+                f"--color-reference {reference}: has no effect while --color-coherence is "
+                f"'none' (choose one of {', '.join(COLOR_COHERENCE_MODES[1:])} to use it)",
+                stacklevel=2,
+            )
+        return
+    if reference in COLOR_REFERENCES:
+        return
+    if not Path(reference).is_file():
+        raise ValueError(f"--color-reference {reference}: no such image file")
+    read_image(Path(reference), "--color-reference")
+
+
+def _check_outputs(outputs: dict, out: Path, overwrite: bool) -> None:
+    """Refuse, before a model loads, outputs that cannot be written, so a run of minutes never
+    ends in a refusal: one that is a folder, and (without ``--overwrite``) one that exists or
+    an earlier render's frame (``loop_NNNN.png``, which the new frames replace as a set)."""
+    from .export import frame_files
+
+    for path in outputs.values():
+        if path.is_dir():
+            raise ValueError(
+                f"--out {out}: {path.name} is a folder, where this render writes a file; "
+                "move it away or choose another --out"
+            )
+    stale = sorted(set(frame_files(out)) - set(outputs.values()))
+    existing = [path for path in outputs.values() if path.exists() or path.is_symlink()]
+    existing += stale
+    if existing and not overwrite:
+        shown = ", ".join(str(p) for p in existing[:4])
+        more = f" and {len(existing) - 4} more" if len(existing) > 4 else ""
+        raise FileExistsError(
+            f"{shown}{more} already exist{'s' if len(existing) == 1 else ''}; pass --overwrite "
+            "to replace them, or choose another --out"
+        )
+
+
+def studio(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from .widgets.launch import launch
+
+    model = args.model
+    if model is not None and Path(model).expanduser().is_dir():
+        # The notebook's kernel starts in the notebook's folder: a relative path must not move.
+        model = str(Path(model).expanduser().resolve())
+    try:
         command = launch(
-            args.folder, args.model, voila=args.voila, port=args.port, dry_run=args.print_command
+            args.folder, model, voila=args.voila, port=args.port, dry_run=args.print_command
         )
     except RuntimeError as error:  # JupyterLab or Voila missing: say what to install
         raise FileNotFoundError(str(error)) from error
+    except subprocess.CalledProcessError as error:
+        # The server said why it stopped (above); its exit status is the command's.
+        server = "Voila" if args.voila else "JupyterLab"
+        print(
+            f"seqwidgets studio: error: {server} exited with status {error.returncode}",
+            file=sys.stderr,
+        )
+        return error.returncode
+    except KeyboardInterrupt:
+        return 130
     if args.print_command:
         print(" ".join(command))
     return 0

@@ -121,7 +121,9 @@ def _as_workflow(workflow: Any) -> dict:
         else:
             source, where = _read_workflow_file(workflow), str(workflow)
         try:
-            workflow = json.loads(source)
+            workflow = json.loads(source, object_pairs_hook=_refuse_duplicate_keys)
+        except _DuplicateKey as error:
+            raise ValueError(f"{where}: {error}") from None
         except RecursionError:
             raise ValueError(f"{where}: JSON nested too deeply to be a workflow") from None
         except ValueError as error:  # JSONDecodeError, or an integer of too many digits
@@ -133,6 +135,21 @@ def _as_workflow(workflow: Any) -> dict:
         if isinstance(inner, Mapping) and "nodes" not in workflow:
             return dict(inner)
     return dict(workflow)
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict:
+    """A JSON object, refusing a key given twice: ``json`` would keep the last one silently,
+    and in the API format a key is a node id, so the first node would vanish."""
+    result: dict = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKey(f"the key {short_repr(key)} appears twice in one JSON object")
+        result[key] = value
+    return result
 
 
 def _read_workflow_file(path: str | os.PathLike) -> str:
@@ -161,6 +178,15 @@ class _Node:
         self.inputs = inputs  # UI: list of {"name", "link"}; API: dict name -> value | link
 
 
+def _refuse_duplicate(kind: str, key: str, seen: Mapping[str, Any]) -> None:
+    # Ids are compared as text, as ComfyUI's links name them: 5 and "5" are the same node.
+    if key in seen:
+        raise ValueError(
+            f"workflow: two {kind}s have the id {short_repr(key)}; each {kind} id must be unique "
+            "(a hand-edited or merged workflow?)"
+        )
+
+
 class _Graph:
     """Nodes and links of either format, behind one interface."""
 
@@ -173,6 +199,7 @@ class _Graph:
                 if not isinstance(raw, Mapping) or "id" not in raw or "type" not in raw:
                     raise ValueError(f"UI workflow: nodes[{n}] has no 'id' and 'type'")
                 node_id = str(raw["id"])
+                _refuse_duplicate("node", node_id, self.nodes)
                 inputs = raw.get("inputs") or []
                 if not isinstance(inputs, list):
                     raise ValueError(
@@ -193,12 +220,14 @@ class _Graph:
                     link_id, origin, slot = raw[0], raw[1], raw[2]
                 else:
                     raise ValueError(f"UI workflow: malformed link {short_repr(raw)}")
+                _refuse_duplicate("link", str(link_id), self.links)
                 self.links[str(link_id)] = (str(origin), slot)
         elif workflow and all(
             isinstance(v, Mapping) and "class_type" in v for v in workflow.values()
         ):
             self.format = "API"
             for node_id, raw in workflow.items():
+                _refuse_duplicate("node", str(node_id), self.nodes)  # 5 and "5" in a dict
                 inputs = raw.get("inputs") or {}
                 if not isinstance(inputs, Mapping):
                     raise ValueError(

@@ -1,4 +1,5 @@
-"""Where a pipeline runs: the default device, and how many CPU threads torch uses there.
+"""Where a pipeline runs: the default device, how many CPU threads torch uses there, and
+whether a run of a given size fits in its memory (`check_run_memory`).
 
 torch starts one OpenMP thread per core. Each model call then waits for its slowest thread, so
 when anything else holds a core (a browser, a compiler, another notebook, a shared CI runner) a
@@ -26,8 +27,10 @@ Example:
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -111,6 +114,58 @@ def _torch_default_threads() -> int:
         return os.cpu_count() or 1
 
 
+def available_devices() -> list[str]:
+    """The devices a pipeline can run on here: ``cpu``, then ``cuda:0``... and ``mps`` if any.
+
+    Example:
+        >>> available_devices()[0]
+        'cpu'
+    """
+    import torch
+
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        devices += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        devices.append("mps")
+    return devices
+
+
+def check_device(device: str | torch.device, name: str = "device") -> torch.device:
+    """``device`` as a `torch.device` if a pipeline can run on it here, else a `ValueError`
+    in one line naming ``name`` and the devices there are (torch's own error is a traceback
+    from deep inside the first tensor moved there, after the model has loaded).
+
+    Example:
+        >>> check_device("cpu")
+        device(type='cpu')
+        >>> check_device("tpu", "--device")
+        Traceback (most recent call last):
+        ...
+        ValueError: --device 'tpu': not a device torch knows; available here: cpu...
+    """
+    import torch
+
+    available = available_devices()
+    where = f"available here: {', '.join(available)}"
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{name} {device!r}: not a device torch knows; {where}") from None
+    if parsed.type == "cpu":
+        return parsed
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "a CPU-only build" if not torch.backends.cuda.is_built() else "no GPU found"
+            raise ValueError(f"{name} {device!r}: this torch cannot use CUDA ({build}); {where}")
+        if (parsed.index or 0) >= torch.cuda.device_count():
+            raise ValueError(f"{name} {device!r}: there is no such CUDA device; {where}")
+        return parsed
+    if parsed.type == "mps" and "mps" in available:
+        return parsed
+    raise ValueError(f"{name} {device!r}: not available on this machine; {where}")
+
+
 def default_device() -> torch.device:
     """CUDA when there is one, else Apple's MPS, else the CPU."""
     import torch
@@ -120,3 +175,183 @@ def default_device() -> torch.device:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+# -- memory ------------------------------------------------------------------------------------
+
+#: Live activation tensors of the denoising network, per channel of its finest level and per
+#: latent pixel (UNet) or token (transformer), for each item of the CFG batch: an upper bound
+#: read off measured peaks (benchmarks/bench_memory.py, on the CPU): SD 1.5's UNet measured ~14, the toy
+#: model's ~35 (its channels are so few that fixed costs weigh more).
+ACTIVATION_FACTOR = {"unet": 48, "transformer": 12}
+#: Live tensors of the VAE decoder at full image resolution, per channel of its two finest
+#: levels: SD 1.5's VAE measured ~3.8, the toy model's ~3.3.
+DECODE_FACTOR = 5
+#: Bytes per output pixel beside the decoder: the float RGB tensor, its uint8 copy, the image.
+_IMAGE_BYTES = 16
+#: What any model call costs beside its tensors (the kernels' first-call buffers, the
+#: allocator's slack): the toy model at 512 x 512 measured ~60 MB above the formula.
+FIXED_OVERHEAD = 128 * 10**6
+
+
+def _gib(size: float) -> str:
+    return f"{size / 1e9:.1f} GB"
+
+
+def available_memory(device: str | torch.device = "cpu") -> int | None:
+    """Bytes a run may still allocate on ``device``; ``None`` where that cannot be known (MPS).
+
+    CUDA: the free memory plus what torch's allocator holds unused. CPU: the kernel's estimate
+    of available memory (``MemAvailable``), within a container's cgroup limit where there is
+    one; elsewhere the free physical pages.
+
+    Example:
+        >>> available_memory("cpu") > 0
+        True
+    """
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(free + cached)
+    if device.type != "cpu":
+        return None
+    available = _meminfo_available()
+    limit = _cgroup_room()
+    if limit is not None:
+        available = limit if available is None else min(available, limit)
+    return available
+
+
+def _meminfo_available() -> int | None:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:  # not Linux: the free physical pages
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _cgroup_room() -> int | None:
+    """What a cgroup v2 memory limit leaves (a container may hold far less than the host)."""
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text(encoding="ascii").strip()
+        used = Path("/sys/fs/cgroup/memory.current").read_text(encoding="ascii").strip()
+    except OSError:
+        return None
+    if limit == "max" or not limit.isdigit() or not used.isdigit():
+        return None
+    return max(0, int(limit) - int(used))
+
+
+def run_memory(pipe, width: int, height: int, batch: int = 1) -> dict[str, int]:
+    """An upper bound on the memory (bytes) one loop of a ``width`` x ``height`` run needs on
+    the pipeline's device, by part: ``latents`` (the sampler's state), ``denoiser`` (the
+    network's activations: channels x latent pixels x `ACTIVATION_FACTOR`, for the CFG pair of
+    each of ``batch`` items) and ``decode`` (the VAE decoder at full resolution, which grows
+    with the image's pixels and dominates at large sizes; bounded by the tile with
+    ``pipe.vae.enable_tiling()``). The denoiser and the decode never run at once; ``peak`` is
+    the latents plus the larger of the two. Weights already loaded are not counted: they are
+    already spent when `available_memory` is read.
+
+    Example:
+        >>> from seqwidgets.testing import tiny_pipeline
+        >>> small, large = (run_memory(tiny_pipeline(), side, side) for side in (64, 128))
+        >>> growth = large["decode"] - small["decode"]  # in proportion to the pixels
+        >>> growth == 3 * (small["decode"] - FIXED_OVERHEAD)
+        True
+    """
+    vae_scale = getattr(pipe, "vae_scale_factor", 8)
+    latent_pixels = (height // vae_scale) * (width // vae_scale)
+    pixels = width * height
+    vae = pipe.vae
+    latent_channels = vae.config.get("latent_channels", 4)
+    latents = latent_channels * latent_pixels * 4 * 16 * batch  # x, noise, history: fp32
+
+    network = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+    denoiser = 0
+    if network is not None:
+        config = network.config
+        size = network.dtype.itemsize
+        if config.get("block_out_channels"):
+            per_item = config["block_out_channels"][0] * latent_pixels * ACTIVATION_FACTOR["unet"]
+        else:  # a transformer over 2x2 patches of the latent
+            hidden = (config.get("num_attention_heads") or 1) * (
+                config.get("attention_head_dim") or 1
+            )
+            per_item = hidden * (latent_pixels // 4) * ACTIVATION_FACTOR["transformer"]
+        denoiser = per_item * size * 2 * batch + FIXED_OVERHEAD  # the CFG pair
+
+    channels = vae.config.get("block_out_channels") or vae.config.get("decoder_block_out_channels")
+    finest = max(channels[:2]) if channels else 64
+    size = 4 if vae.config.get("force_upcast") else vae.dtype.itemsize
+    decoded = pixels
+    if getattr(vae, "use_tiling", False):
+        tile = getattr(vae, "tile_sample_min_size", 512)
+        decoded = min(pixels, 4 * tile * tile)  # a tile and its overlapping neighbours
+    decode = finest * decoded * size * DECODE_FACTOR + pixels * _IMAGE_BYTES + FIXED_OVERHEAD
+    return {
+        "latents": latents,
+        "denoiser": denoiser,
+        "decode": decode,
+        "peak": latents + max(denoiser, decode),
+    }
+
+
+def check_run_memory(pipe, width: int, height: int, batch: int = 1) -> None:
+    """Refuse, before the first step, a run whose `run_memory` peak exceeds what the
+    pipeline's device has free (`available_memory`): a `ValueError` with both figures and the
+    size that would fit, instead of minutes of work that end in an allocator error.
+
+    Example:
+        >>> from seqwidgets.testing import tiny_pipeline
+        >>> check_run_memory(tiny_pipeline(), 64, 64)  # fits: nothing to say
+    """
+    network = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+    device = network.device if network is not None else pipe.vae.device
+    available = available_memory(device)
+    if available is None:
+        return
+    need = run_memory(pipe, width, height, batch)
+    if need["peak"] <= available:
+        return
+    # Memory grows with the pixels: scale both sides by the square root of the shortfall.
+    scale = math.sqrt(available / need["peak"])
+    fit = [max(64, int(side * scale) // 64 * 64) for side in (width, height)]
+    parts = f"the VAE decode {_gib(need['decode'])}, the denoiser {_gib(need['denoiser'])}"
+    tiling = ""
+    if need["decode"] > need["denoiser"] and not getattr(pipe.vae, "use_tiling", True):
+        tiling = ", or decode in tiles: pipe.vae.enable_tiling()"
+    items = f" for {batch} branches" if batch > 1 else ""
+    raise ValueError(
+        f"width, height: {width}x{height}{items} needs about {_gib(need['peak'])} of "
+        f"{device.type.upper()} memory ({parts}) and {_gib(available)} is free; lower width "
+        f"and height (about {fit[0]}x{fit[1]} fits){tiling}"
+    )
+
+
+def check_image_memory(width: int, height: int, what: str, lower: str) -> None:
+    """Refuse an image of ``width`` x ``height`` that would not fit in the CPU's free memory
+    (Pillow holds RGB in 4 bytes a pixel): a `ValueError` naming ``what``, both figures, and
+    the arguments to ``lower``.
+
+    Example:
+        >>> check_image_memory(10**6, 10**6, "contact sheet", "cell or columns")
+        Traceback (most recent call last):
+        ...
+        ValueError: contact sheet: 1000000x1000000 pixels need about 4000.0 GB of memory and ...
+    """
+    need = width * height * 4
+    available = available_memory("cpu")
+    if available is not None and need > available:
+        raise ValueError(
+            f"{what}: {width}x{height} pixels need about {_gib(need)} of memory and "
+            f"{_gib(available)} is free; lower {lower}"
+        )

@@ -36,6 +36,7 @@ from .choices import SAMPLER_SPECS_BY_NAME
 from .coherence import ColorCoherence
 from .conditioning import PromptEncoder
 from .denoiser import CFGDenoiser
+from .device import check_run_memory
 from .families import detect_family
 from .frames import Frame
 from .interp import LATENT_INTERPOLATIONS
@@ -418,6 +419,7 @@ class SequenceSampler:
         try:
             self.stopped = False
             size = self.image_size(params_list[0])
+            check_run_memory(self.pipe, *size, batch=len(params_list))  # before minutes of work
             coherence = ColorCoherence(self.pipe, params_list, plans, size, start, earlier)
             for index in range(start, loops):
                 if token.cancelled:  # also before loop 0: a stop that came early is not lost

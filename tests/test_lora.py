@@ -78,8 +78,48 @@ def test_two_adapters_and_bad_lora_arguments(lora_dirs, tmp_path):
         sw.load_pipeline(tiny_pipeline("sd"), device="cpu", lora=["just/a/path"])
     with pytest.raises(ValueError, match=r"lora\[0\]: scale must be a number"):
         sw.load_pipeline(tiny_pipeline("sd"), device="cpu", lora=[(lora_dirs["sd"], "1")])
-    with pytest.raises((OSError, ValueError), match=r"lora\[0\]"):
+    with pytest.raises(FileNotFoundError, match=r"lora\[0\] '.*missing': no such file or folder"):
         sw.load_pipeline(tiny_pipeline("sd"), device="cpu", lora=[(tmp_path / "missing", 1.0)])
+
+
+@pytest.mark.parametrize("source", ["./no_such_lora", "~/no_such.safetensors", "/no/such/lora"])
+def test_a_lora_path_that_does_not_exist_is_file_not_found_naming_it(source, capsys):
+    with pytest.raises(FileNotFoundError) as error:
+        sw.load_pipeline(tiny_pipeline("sd"), device="cpu", lora=[(source, 1.0)])
+    assert str(error.value) == f"lora[0] {source!r}: no such file or folder"
+
+
+@pytest.mark.parametrize(
+    ("kind", "made_for", "theirs"),
+    [
+        ("sd", "sd3", "Stable Diffusion 3"),
+        ("sd", "flux", "Flux"),
+        ("sd", "sdxl", "a UNet model with cross-attention width 64"),
+        ("sdxl", "sd", "a UNet model with cross-attention width 32"),
+        ("sd3", "flux", "Flux"),
+        ("sd3", "sd", "a UNet model with cross-attention width 32"),
+        ("flux", "sd3", "Stable Diffusion 3"),
+        ("flux", "sdxl", "a UNet model with cross-attention width 64"),
+    ],
+)
+def test_a_lora_of_another_family_names_both_families_in_one_line(
+    lora_dirs, capfd, kind, made_for, theirs
+):
+    pipe = tiny_pipeline(kind)
+    with pytest.raises(ValueError) as error:
+        sw.load_pipeline(pipe, device="cpu", lora=[(lora_dirs[made_for], 1.0)])
+    message = str(error.value)
+    ours = detect_family(pipe).label
+    assert f"a LoRA for {theirs}, but this pipeline is {ours}" in message
+    assert "\n" not in message and "size mismatch" not in message
+    assert "size mismatch" not in capfd.readouterr().err  # no state-dict dump in the log either
+    assert lora_adapters(pipe) == []
+
+
+@pytest.mark.parametrize("scale", [float("nan"), float("inf"), float("-inf")])
+def test_a_lora_scale_that_is_not_finite_is_refused_naming_it(lora_dirs, scale):
+    with pytest.raises(ValueError, match=r"lora\[0\]: scale must be a finite number, got"):
+        sw.load_pipeline(tiny_pipeline("sd"), device="cpu", lora=[(lora_dirs["sd"], scale)])
 
 
 def test_a_session_records_its_adapters_and_warns_when_loaded_without_them(lora_dirs, tmp_path):

@@ -6,7 +6,10 @@ pipeline by hub id or path.
 
 from __future__ import annotations
 
+import math
 import os
+import re
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -137,26 +140,48 @@ def load_pipeline(
 
 
 def _load_loras(pipe, lora) -> None:
-    """Load ``[(path_or_id, scale), ...]`` as adapters ``lora_0, lora_1, ...`` and activate them."""
+    """Load ``[(path_or_id, scale), ...]`` as adapters ``lora_0, lora_1, ...`` and activate them.
+
+    Each is checked before diffusers sees it, so a mistake is one line naming ``lora[i]``: a
+    local path that does not exist (`FileNotFoundError`), a scale that is not a finite number,
+    or adapter weights made for another model family (`ValueError` naming both families)."""
     items = list(lora or ())
     names, scales = [], []
+    family = detect_family(pipe)
     for i, item in enumerate(items):
         if not (isinstance(item, (tuple, list)) and len(item) == 2):
             raise ValueError(f"lora[{i}] must be a (path_or_hub_id, scale) pair, got {item!r}")
         source, scale = item
         if isinstance(scale, bool) or not isinstance(scale, (int, float)):
             raise ValueError(f"lora[{i}]: scale must be a number, got {scale!r}")
+        if not math.isfinite(scale):
+            raise ValueError(f"lora[{i}]: scale must be a finite number, got {scale!r}")
         if not hasattr(pipe, "load_lora_weights"):
             raise ValueError(f"{type(pipe).__name__} cannot load LoRA weights")
+        where = f"lora[{i}] {str(source)!r}"
+        path = _lora_path(source, where)
+        if path is not None:
+            _check_lora_family(path, pipe, family, where)
         name = f"lora_{i}"
-        path = Path(source).expanduser() if isinstance(source, (str, os.PathLike)) else None
         try:
-            with quiet_loading():
-                pipe.load_lora_weights(
-                    str(path) if path is not None and path.exists() else source, adapter_name=name
-                )
+            with quiet_loading(), _silent_diffusers():
+                pipe.load_lora_weights(str(path) if path else source, adapter_name=name)
         except (OSError, ValueError) as error:
-            raise type(error)(f"lora[{i}] {source!r}: {error}") from error
+            raise type(error)(f"{where}: {str(error).splitlines()[0]}") from error
+        except RuntimeError as error:  # a state dict that does not fit: shapes of another model
+            raise ValueError(
+                f"{where}: its weights do not fit this {family.label} pipeline's "
+                f"{family.network} (made for another model family?)"
+            ) from error
+        except Exception as error:  # the hub's client: no network, a timeout
+            raise OSError(
+                f"{where}: could not be loaded ({type(error).__name__}: {error})"
+            ) from error
+        if name not in _adapter_names(pipe):  # no key matched: nothing was loaded
+            raise ValueError(
+                f"{where}: none of its weights fit this {family.label} pipeline "
+                "(a LoRA made for another model family?)"
+            )
         names.append(name)
         scales.append(float(scale))
     if names:
@@ -165,6 +190,125 @@ def _load_loras(pipe, lora) -> None:
             (name, str(source), scale)
             for name, (source, _), scale in zip(names, items, scales, strict=True)
         ]
+
+
+# A Hugging Face hub id: "owner/name" of letters, digits, "-", "_" and ".", not starting with ".".
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def _lora_path(source, where: str) -> Path | None:
+    """The local file or folder ``source`` names, ``None`` for a hub id, or a
+    `FileNotFoundError` for a path that does not exist (a `Path`, or text that is no hub id)."""
+    if not isinstance(source, (str, os.PathLike)):
+        raise ValueError(f"{where}: expected a path or a hub id, got {type(source).__name__}")
+    path = Path(source).expanduser()
+    if path.exists():
+        return path
+    if isinstance(source, str) and _HUB_ID.fullmatch(source):
+        return None  # left to diffusers and the hub
+    raise FileNotFoundError(f"{where}: no such file or folder")
+
+
+def _lora_weights_file(path: Path) -> Path | None:
+    """The safetensors file of a LoRA: ``path`` itself, or the one diffusers reads in a folder."""
+    if path.is_file():
+        return path if path.suffix == ".safetensors" else None
+    default = path / "pytorch_lora_weights.safetensors"
+    if default.is_file():
+        return default
+    found = sorted(path.glob("*.safetensors"))
+    return found[0] if len(found) == 1 else None
+
+
+def lora_family(keys_and_shapes: dict[str, list[int]]) -> tuple[str, int | None] | None:
+    """What a LoRA's weights were made for, from their names and shapes (no tensor is read):
+    ``("flux", None)``, ``("sd3", None)``, ``("unet", cross_attention_width)`` (SD 1.x / 2.x /
+    SDXL, told apart by the width their cross-attention reads), or ``None`` when unknown.
+
+    Example:
+        >>> lora_family({"transformer.single_transformer_blocks.0.attn.to_q.lora_A.weight": [4, 64]})
+        ('flux', None)
+        >>> lora_family({"unet.up_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.lora_A."
+        ...              "weight": [4, 768]})
+        ('unet', 768)
+    """
+    names = list(keys_and_shapes)
+    if any("single_transformer_blocks" in k or "single_blocks" in k for k in names):
+        return ("flux", None)
+    if any(k.startswith("transformer.") or "joint_blocks" in k for k in names):
+        return ("sd3", None)
+    if any(k.startswith(("unet.", "lora_unet_")) for k in names):
+        widths = {
+            shape[-1]
+            for key, shape in keys_and_shapes.items()
+            if ("attn2.to_k.lora_A" in key or "attn2_to_k.lora_down" in key) and shape
+        }
+        return ("unet", widths.pop() if len(widths) == 1 else None)
+    return None
+
+
+# Names for the cross-attention widths of the UNet families' text encoders.
+_UNET_WIDTHS = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL"}
+
+
+def _check_lora_family(path: Path, pipe, family, where: str) -> None:
+    """A `ValueError` naming both families when a local LoRA's weights are for another one."""
+    from safetensors import safe_open
+
+    weights = _lora_weights_file(path)
+    if weights is None:
+        return  # another layout: diffusers judges it
+    try:
+        with safe_open(str(weights), "pt") as file:
+            shapes = {key: list(file.get_slice(key).get_shape()) for key in file.keys()}  # noqa: SIM118 (not a dict)
+    except Exception as error:  # not safetensors, truncated: one line, not the parser's dump
+        raise ValueError(f"{where}: {weights.name} is not a readable safetensors file") from error
+    made_for = lora_family(shapes)
+    if made_for is None:
+        return
+    kind, width = made_for
+    this = family.label
+    if kind == "unet":
+        network = getattr(pipe, "unet", None)
+        if network is not None:
+            ours = network.config.get("cross_attention_dim")
+            if width is None or not isinstance(ours, int) or width == ours:
+                return
+            this = f"{family.label} (cross-attention width {ours})"
+        label = _UNET_WIDTHS.get(width) or (
+            "a UNet model (SD 1.x / 2.x / SDXL)"
+            if width is None
+            else f"a UNet model with cross-attention width {width}"
+        )
+    else:
+        if family.network == "transformer" and family.name.startswith(kind):
+            return
+        label = {"flux": "Flux", "sd3": "Stable Diffusion 3"}[kind]
+    raise ValueError(
+        f"{where}: a LoRA for {label}, but this pipeline is {this}; load a LoRA made for "
+        f"{family.label}"
+    )
+
+
+def _adapter_names(pipe) -> set[str]:
+    names: set[str] = set()
+    for adapters in pipe.get_list_adapters().values():
+        names.update(adapters)
+    return names
+
+
+@contextmanager
+def _silent_diffusers():
+    """diffusers logs a failed LoRA's whole state-dict error before raising it: hold that back
+    (the error itself is turned into one line)."""
+    from diffusers.utils import logging as diffusers_logging
+
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity(diffusers_logging.CRITICAL)
+    try:
+        yield
+    finally:
+        diffusers_logging.set_verbosity(level)
 
 
 def lora_adapters(pipe) -> list[tuple[str, str, float]]:

@@ -101,6 +101,8 @@ def launch(
 
     Raises:
         `RuntimeError`: JupyterLab (or Voilà) is not installed.
+        `subprocess.CalledProcessError`: the server exited with a non-zero status (it refused to
+            start, e.g. as root without ``--allow-root``; it printed why).
     """
     path = write_notebook(folder, model)
     tool = "voila" if voila else "jupyterlab"
@@ -113,7 +115,7 @@ def launch(
     if port is not None:
         command.append(f"--port={port}")
     if not dry_run:
-        subprocess.run(command, check=False)
+        subprocess.run(command, check=True)
     return command
 
 
