@@ -22,7 +22,7 @@ import warnings
 from pathlib import Path
 
 from ._version import __version__
-from .choices import BUILT_IN_MODELS
+from .choices import BUILT_IN_MODELS, SAMPLERS, samplers_help
 from .params import PARAM_SPECS, ParamSpec, SequenceParams
 
 # Short aliases a ComfyUI user would type, beside the node's full input names.
@@ -68,7 +68,13 @@ def _positive_int(text: str) -> int:
 def _add_param_flag(group, spec: ParamSpec) -> None:
     names = [_flag(spec.name)] + ([ALIASES[spec.name]] if spec.name in ALIASES else [])
     default = "the pipeline's size" if spec.default is None else repr(spec.default)
-    help_text = _help(f"{spec.help} Allowed: {spec.allowed()}. Default: {default}.")
+    allowed = spec.allowed()
+    if spec.name == "sampler_name":
+        # 42 quoted names are a wall: the names by menu group, one group after another.
+        allowed = f"the {len(SAMPLERS)} of ComfyUI's menu, by group: " + "; ".join(
+            samplers_help().splitlines()
+        )
+    help_text = _help(f"{spec.help} Allowed: {allowed}. Default: {default}.")
     if spec.kind == "keyframes":
         # Repeatable: each occurrence is one "index: prompt" line.
         group.add_argument(*names, dest=spec.name, action="append", help=help_text)

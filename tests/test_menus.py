@@ -84,3 +84,14 @@ def test_a_ui_workflow_from_comfyui_brings_every_menu_name(sampler, scheduler):
     values[values.index("karras")] = scheduler
     params = SequenceParams.from_comfy(workflow)
     assert (params.sampler_name, params.scheduler) == (sampler, scheduler)
+
+
+def test_render_help_lists_the_samplers_by_group():
+    from seqwidgets.cli import build_parser
+
+    render = build_parser()._subparsers._group_actions[0].choices["render"]
+    action = next(a for a in render._actions if a.dest == "sampler_name")
+    assert "by group: common: euler, euler_ancestral" in action.help
+    for name in SAMPLERS:
+        assert name in action.help
+    assert "'" not in action.help.split("Default")[0]  # names, not 42 quoted reprs
