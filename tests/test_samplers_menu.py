@@ -382,8 +382,11 @@ def test_every_sampler_runs_a_sequence_and_a_branch_reproduces_it(engines, name,
     calls = engine.unet_calls
     frames = list(engine.frames(params))
     spec = SAMPLER_SPECS_BY_NAME[name]
-    expected = sum(spec.loop_calls(f.steps, to_zero=f.sigmas[-1] == 0) for f in frames)
-    assert engine.unet_calls - calls == expected
+    expected = [spec.loop_calls(f.steps, to_zero=f.sigmas[-1] == 0) for f in frames]
+    if None in expected:  # dpm_adaptive chooses its own number of calls: at least one a loop
+        assert engine.unet_calls - calls >= len(frames)
+    else:
+        assert engine.unet_calls - calls == sum(expected)
     assert all(torch.isfinite(f.latent).all() for f in frames)
     again = next(engine.frames(params, start=1, previous=frames[0].latent))
     assert rel_l2(again.latent, frames[1].latent) < 1e-5
