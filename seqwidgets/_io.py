@@ -50,6 +50,7 @@ import shutil
 import stat
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -386,6 +387,42 @@ def read_regular(
     """The bytes of the regular file ``path``, read through one descriptor (a file replaced
     meanwhile is read whole, old or new, never a mix); see `open_regular`."""
     return read_fd(open_regular(path, what, dir_fd=dir_fd, shown=shown))
+
+
+def read_image(path: str | os.PathLike, name: str):
+    """The image file ``path`` as an RGB ``PIL.Image``, or one `ValueError` line naming the
+    setting ``name``: not a regular file (a FIFO is refused unopened), not an image, or larger
+    than Pillow's guard against decompression bombs (``PIL.Image.MAX_IMAGE_PIXELS``), which
+    Pillow raises as a traceback or only warns about. A missing file is `FileNotFoundError`.
+
+    Example:
+        >>> read_image("no_such.png", "--init-image")
+        Traceback (most recent call last):
+        ...
+        FileNotFoundError: --init-image: no_such.png does not exist
+    """
+    import io
+
+    from PIL import Image
+
+    if not check_regular(path, "image file"):
+        raise FileNotFoundError(f"{name}: {path} does not exist")
+    if os.path.isdir(path):
+        raise ValueError(f"{name} {path}: a folder, not an image file")
+    data = read_regular(path, "image file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                return image.convert("RGB")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ValueError(
+            f"{name} {path}: the image is larger than Pillow's limit of "
+            f"{Image.MAX_IMAGE_PIXELS:,} pixels (its guard against decompression bombs); "
+            "use a smaller image"
+        ) from None
+    except OSError as error:  # not an image, truncated, unreadable
+        raise ValueError(f"{name} {path}: cannot read the image ({error})") from None
 
 
 def read_fd(fd: int) -> bytes:

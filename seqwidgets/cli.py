@@ -21,6 +21,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from ._io import read_image
 from ._version import __version__
 from .choices import BUILT_IN_MODELS, SAMPLERS, samplers_help
 from .params import PARAM_SPECS, ParamSpec, SequenceParams
@@ -287,27 +288,6 @@ def _render_outputs(out: Path, loops: int) -> dict:
         latents=out / "latents.safetensors",
     )
     return outputs
-
-
-def read_image(path: Path, name: str):
-    """The image at ``path`` as RGB, or a `ValueError` in one line naming ``name``: not an
-    image, or larger than Pillow's guard against decompression bombs
-    (``PIL.Image.MAX_IMAGE_PIXELS``), which Pillow raises as a traceback or only warns about."""
-    from PIL import Image
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                return image.convert("RGB")
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ValueError(
-            f"{name} {path}: the image is larger than Pillow's limit of "
-            f"{Image.MAX_IMAGE_PIXELS:,} pixels (its guard against decompression bombs); "
-            "use a smaller image"
-        ) from None
-    except OSError as error:  # not an image, truncated, unreadable
-        raise ValueError(f"{name} {path}: cannot read the image ({error})") from None
 
 
 def _check_color_reference(params: SequenceParams) -> None:

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from ._io import read_image
 from .metrics import as_rgb, hsv_to_rgb, lab_to_rgb, rgb_to_hsv, rgb_to_lab
 
 if TYPE_CHECKING:
@@ -233,10 +234,10 @@ class ColorCoherence:
         from PIL import Image
 
         path = Path(self.params_list[item].color_reference)
-        if not path.is_file():
-            raise ValueError(f"color_reference: {str(path)!r} is not an image file that exists")
-        try:
-            with Image.open(path) as image:
-                return image.convert("RGB").resize(self.size, Image.Resampling.LANCZOS)
-        except OSError as error:
-            raise ValueError(f"color_reference: cannot read {str(path)!r}: {error}") from None
+        try:  # one line, never Pillow's decompression-bomb traceback
+            image = read_image(path, "color_reference")
+        except FileNotFoundError:
+            raise ValueError(
+                f"color_reference: {str(path)!r} is not an image file that exists"
+            ) from None
+        return image.resize(self.size, Image.Resampling.LANCZOS)

@@ -222,3 +222,18 @@ def test_drift_benchmark_runs_and_reports_every_mode(tmp_path):
     assert [len(v) for v in result["drift_lab"].values()] == [3, 3]
     assert result["drift_lab"]["none"][0] == 0.0
     assert out.exists() and (tmp_path / "drift.png").stat().st_size > 1000
+
+
+def test_a_colour_reference_over_pillows_limit_is_one_line(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from seqwidgets._io import read_image
+
+    path = tmp_path / "big.png"
+    Image.new("RGB", (64, 64)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 4,096 pixels: over twice the limit
+    with pytest.raises(ValueError, match="color_reference .*larger than Pillow's limit"):
+        read_image(path, "color_reference")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 3000)  # over the limit: Pillow only warns
+    with pytest.raises(ValueError, match="larger than Pillow's limit"):
+        read_image(path, "color_reference")
