@@ -46,6 +46,25 @@ def test_the_distilled_families_follow_their_authors():
     assert (PRESETS["toy-live"].steps, PRESETS["toy-live"].cfg) == (4, 1.0)
 
 
+def test_toy_live_is_backed_by_the_toy_models_few_steps_table():
+    from seqwidgets.models.toy import TOY_MODEL_PATH
+    from seqwidgets.widgets.panel import FEW_STEPS, HIGH_CFG
+
+    table = json.loads((TOY_MODEL_PATH.parent / "few_steps.json").read_text())
+    cells = {(row["steps"], row["cfg"]): row for row in table["rows"]}
+
+    def perfect(steps: int, cfg: float) -> bool:
+        row = cells[(steps, cfg)]
+        return row["loop0"][0] == row["loop0"][1] and row["later"][0] == row["later"][1]
+
+    live = PRESETS["toy-live"]
+    assert perfect(live.steps, live.cfg)  # every loop of every prompt on the asked colour
+    # the panel's note: at few steps a high cfg loses colours, and cfg 1-2 does not
+    few = [steps for steps, _ in cells if steps <= FEW_STEPS]
+    assert few and any(not perfect(s, c) for s, c in cells if s <= FEW_STEPS and c >= HIGH_CFG)
+    assert all(perfect(s, c) for s, c in cells if s in few and c <= 2)
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     name=st.sampled_from(sorted(PRESETS)),
