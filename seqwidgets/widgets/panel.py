@@ -212,37 +212,7 @@ class ControlPanel(W.VBox):
         self.rows["sampler_name"].children += (self.sampler_info,)
         self.controls["sampler_name"].observe(self._show_sampler, "value")
         self._show_sampler()
-        # Few steps meeting a high cfg: one line under cfg (see `_show_few_steps_note`).
-        self._guidance_distilled = False
-        self.few_steps_note = W.HTML(layout=W.Layout(display="none", margin="0 0 2px 0"))
-        self.rows["cfg"].children += (self.few_steps_note,)
-
-        self.preset = W.Dropdown(
-            options=[("none", ""), *((name, name) for name in PRESETS)],
-            value="",
-            tooltip="Fill steps, cfg, sampler and scheduler as a few-step model's authors "
-            "recommend (toy-live: the toy model's faithful few-step settings)",
-            layout=W.Layout(width="auto"),
-        )
-        self.preset.observe(self._on_preset, "value")
-        self.preset_info = W.HTML(layout=W.Layout(margin="0 0 2px 0"))
-        preset_row = W.VBox(
-            [
-                W.HBox(
-                    [
-                        W.HTML(
-                            "<span class='sw-label'>preset</span>",
-                            layout=W.Layout(width=_LABEL_WIDTH, min_width=_LABEL_WIDTH),
-                        ),
-                        self.preset,
-                    ],
-                    layout=W.Layout(width="100%", align_items="center"),
-                ),
-                self.preset_info,
-            ],
-            layout=W.Layout(width="100%"),
-        )
-        preset_row.add_class("sw-field")
+        preset_row = self._make_preset_row()
 
         self.init_upload = W.FileUpload(
             accept="image/*",
@@ -333,6 +303,41 @@ class ControlPanel(W.VBox):
         row = W.VBox([top, self.messages[spec.name]], layout=W.Layout(width="100%"))
         row.add_class("sw-field")
         return row
+
+    def _make_preset_row(self) -> W.Widget:
+        """The preset menu's row, and the few-steps note under cfg."""
+        # Few steps meeting a high cfg: one line under cfg (see `_show_few_steps_note`).
+        self._guidance_distilled = False
+        self.few_steps_note = W.HTML(layout=W.Layout(display="none", margin="0 0 2px 0"))
+        self.rows["cfg"].children += (self.few_steps_note,)
+
+        self.preset = W.Dropdown(
+            options=[("none", ""), *((name, name) for name in PRESETS)],
+            value="",
+            tooltip="Fill steps, cfg, sampler and scheduler as a few-step model's authors "
+            "recommend (toy-live: the toy model's faithful few-step settings)",
+            layout=W.Layout(width="auto"),
+        )
+        self.preset.observe(self._on_preset, "value")
+        self.preset_info = W.HTML(layout=W.Layout(margin="0 0 2px 0"))
+        preset_row = W.VBox(
+            [
+                W.HBox(
+                    [
+                        W.HTML(
+                            "<span class='sw-label'>preset</span>",
+                            layout=W.Layout(width=_LABEL_WIDTH, min_width=_LABEL_WIDTH),
+                        ),
+                        self.preset,
+                    ],
+                    layout=W.Layout(width="100%", align_items="center"),
+                ),
+                self.preset_info,
+            ],
+            layout=W.Layout(width="100%"),
+        )
+        preset_row.add_class("sw-field")
+        return preset_row
 
     def fit_to(self, pipe) -> None:
         """Show only the fields ``pipe`` reads: ``flux_guidance`` only for a transformer with
