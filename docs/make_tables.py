@@ -3,6 +3,7 @@
 * ``performance``: docs/performance.md's table, read from the JSON files in benchmarks/results/;
 * ``drift``: docs/drift.md's table, from benchmarks/results/drift.json;
 * ``sampler_costs``: docs/performance.md's per-sampler table, from benchmarks/results/samplers.json;
+* ``toy_few_steps``: docs/toy_model.md's steps x cfg table, from seqwidgets/models/toy/few_steps.json;
 * ``inputs``: docs/reference.md's table of the node's inputs, from ``seqwidgets.PARAM_SPECS``;
 * ``samplers``, ``schedulers``: docs/reference.md's menus, from ``seqwidgets.choices``.
 
@@ -243,6 +244,26 @@ def samplers_cost_table(results: Path = RESULTS) -> str:
     return "\n".join(rows)
 
 
+TOY_FEW_STEPS = ROOT / "seqwidgets" / "models" / "toy" / "few_steps.json"
+
+
+def toy_few_steps_table(path: Path = TOY_FEW_STEPS) -> str:
+    """docs/toy_model.md's steps x cfg table of color adherence, from the toy model's evaluation.
+
+    Example:
+        >>> toy_few_steps_table(Path("/nonexistent.json")).startswith("Not measured yet")
+        True
+    """
+    if not path.exists():
+        return (
+            "Not measured yet: run `python -m seqwidgets.models.toy.evaluate --threads 1 "
+            "--few-steps seqwidgets/models/toy/few_steps.json`."
+        )
+    from seqwidgets.models.toy.evaluate import few_steps_markdown
+
+    return few_steps_markdown(json.loads(path.read_text(encoding="utf-8")))
+
+
 def inputs_table() -> str:
     """The Markdown table of every `SequenceParams` input, from `PARAM_SPECS`."""
     from seqwidgets.params import PARAM_SPECS
@@ -293,6 +314,7 @@ TABLES: dict[str, tuple[str, Callable[[], str]]] = {
     "performance": ("docs/performance.md", performance_table),
     "drift": ("docs/drift.md", drift_table),
     "sampler_costs": ("docs/performance.md", samplers_cost_table),
+    "toy_few_steps": ("docs/toy_model.md", toy_few_steps_table),
     "inputs": ("docs/reference.md", inputs_table),
     "samplers": ("docs/reference.md", samplers_table),
     "schedulers": ("docs/reference.md", schedulers_table),

@@ -33,6 +33,7 @@ _EXPORTS = {
     "load_pipeline": "seqwidgets.models",
     "Studio": "seqwidgets.widgets.studio",
     "interp": "seqwidgets.interp",
+    "presets": "seqwidgets.presets",
     "testing": "seqwidgets.testing",
 }
 
@@ -50,13 +51,14 @@ __all__ = [  # the names of _EXPORTS, spelled out for linters and `from seqwidge
     "load_pipeline",
     "parse_keyframes",
     "plan_sequence",
+    "presets",
     "seed_sequence",
     "testing",
 ]
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported eagerly
-    from . import interp, testing
+    from . import interp, presets, testing
     from .engine import Frame, SequenceSampler
     from .keyframes import parse_keyframes
     from .models import load_pipeline

@@ -25,6 +25,7 @@ from ._io import read_image
 from ._version import __version__
 from .choices import BUILT_IN_MODELS, SAMPLERS, samplers_help
 from .params import PARAM_SPECS, ParamSpec, SequenceParams
+from .presets import PRESETS, get_preset
 
 # Short aliases a ComfyUI user would type, beside the node's full input names.
 ALIASES = {
@@ -95,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a sequence headless and write PNGs, a GIF and a contact sheet",
         description=(
             "Run KSampler Sequence and write loop_NNNN.png, sequence.gif, contact_sheet.png, "
-            "params.json and latents.safetensors. Flags override --config."
+            "params.json and latents.safetensors. Flags override --preset, which overrides "
+            "--config."
         ),
     )
     render.add_argument(
@@ -107,6 +109,16 @@ def build_parser() -> argparse.ArgumentParser:
         + " (default: the toy model shipped with seqwidgets)",
     )
     render.add_argument("--config", type=Path, help="a JSON file of settings (SequenceParams)")
+    render.add_argument(
+        "--preset",
+        metavar="NAME",
+        default=None,
+        help=_help(
+            "steps, cfg, sampler and scheduler for a few-step model, over --config; the "
+            "flags given override it. One of: "
+            + "; ".join(f"{p.name} ({p.describe()})" for p in PRESETS.values())
+        ),
+    )
     render.add_argument("--out", type=Path, default=Path("out"), help="output folder (default out)")
     render.add_argument("--init-image", type=Path, help="an image to start loop 0 from")
     render.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best one)")
@@ -148,8 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def params_from_args(args: argparse.Namespace) -> SequenceParams:
-    """Settings from ``--config`` (if any), then every flag given on the command line."""
+    """Settings from ``--config`` (if any), then ``--preset``, then every flag given."""
     values = {} if args.config is None else read_config(args.config)
+    if getattr(args, "preset", None) is not None:
+        values.update(get_preset(args.preset).settings())
     for name, spec in PARAM_SPECS.items():
         value = getattr(args, name)
         if value is None:

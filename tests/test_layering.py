@@ -25,7 +25,7 @@ PACKAGE = ROOT / "seqwidgets"
 # module behind it is one the layout plans for (it is placed already, so it lands in its layer).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundations", ("_version", "_lazy", "_loading", "_io", "errors", "choices", "device")),
-    ("settings", ("keyframes", "params", "comfy")),
+    ("settings", ("keyframes", "params", "comfy", "presets")),
     ("numerics", ("interp", "schedules", "samplers", "uni_pc", "dpm_solver", "families", "plan")),
     ("model", ("frames", "conditioning", "denoiser", "decode", "metrics", "coherence", "engine")),
     ("pipelines", ("testing", "models", "models.*")),

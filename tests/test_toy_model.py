@@ -162,3 +162,77 @@ def test_latent_rgb_factors_preview_the_decoded_image(pipe):
     corr = np.corrcoef(fitted.ravel(), target.ravel())[0, 1]
     assert corr > 0.5 and corr > np.corrcoef(sd15.ravel(), target.ravel())[0, 1] + 0.3
     assert np.abs(fitted - target).mean() < 35 < np.abs(sd15 - target).mean()
+
+
+# --- few steps: the steps x cfg table and the live preset ------------------------------------------
+
+
+@pytest.mark.slow
+def test_few_steps_table_scores_every_loop_of_every_setting(pipe):
+    from seqwidgets.models.toy.evaluate import (
+        few_steps_markdown,
+        few_steps_table,
+        train_classifier,
+    )
+
+    classifier = train_classifier(60, log=lambda _: None)
+    result = few_steps_table(
+        pipe,
+        classifier,
+        steps=(2, 3),
+        cfgs=(1.0, 8.0),
+        colors=("red", "blue"),
+        shapes=("circle",),
+        seeds=(0,),
+        loops=3,
+        log=lambda _: None,
+    )
+    assert [(row["steps"], row["cfg"]) for row in result["rows"]] == [
+        (2, 1.0),
+        (2, 8.0),
+        (3, 1.0),
+        (3, 8.0),
+    ]
+    for row in result["rows"]:
+        assert row["loop0"][1] == 2 and row["later"][1] == 4  # 2 prompts; loops 1-2 of each
+        assert 0 <= row["loop0"][0] <= 2 and 0 <= row["later"][0] <= 4
+    assert result["settings"]["loops"] == 3 and result["settings"]["colors"] == ["red", "blue"]
+    table = few_steps_markdown(result).splitlines()
+    assert table[0] == "| steps | cfg 1 | cfg 8 |" and len(table) == 4
+    first = result["rows"][0]
+    assert (
+        table[2].startswith("| 2 | ")
+        and "{}/2, {}/4".format(first["loop0"][0], first["later"][0]) in table[2]
+    )
+
+
+@pytest.mark.slow
+def test_toy_live_preset_keeps_the_asked_color_in_every_loop(pipe):
+    import seqwidgets as sw
+
+    sampler = sw.SequenceSampler(pipe)
+    for color, channel in (("red", 0), ("green", 1), ("blue", 2)):
+        for shape in ("circle", "square"):
+            params = sw.presets.apply(
+                sw.SequenceParams(
+                    positive_seq=f"0: a {color} {shape}",
+                    sequence_loop_count=4,
+                    denoise_seq=0.5,
+                    width=64,
+                    height=64,
+                ),
+                "toy-live",
+            )
+            latents = sampler.sample(params)
+            images = [np.asarray(im) for im in _decode(pipe, latents)]
+            for loop, image in enumerate(images):
+                mask = _foreground(image)
+                assert mask.mean() > 0.02, f"{color} {shape}, loop {loop}: no shape drawn"
+                mean = image[mask].mean(axis=0)
+                assert int(np.argmax(mean)) == channel, f"{color} {shape}, loop {loop}: {mean}"
+
+
+def _decode(pipe, latents):
+    from seqwidgets.decode import decode_latents
+
+    return [im.convert("RGB") for im in decode_latents(pipe.vae, latents)]

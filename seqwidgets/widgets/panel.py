@@ -12,6 +12,10 @@ is the valid `SequenceParams` or ``None``; the studio disables Run while it is `
 them with `ControlPanel.load`). Every field typed differently from it is highlighted, and one line
 says what a Branch from that frame will change; "reset to selected" drops the edits, "keep my
 edits" carries them over to the next frame selected.
+
+`ControlPanel.preset` fills steps, cfg, sampler and scheduler from `seqwidgets.presets` (settings
+for few-step models such as SDXL-Turbo or the toy model's live drafts); a note under cfg says when
+few steps meet a high cfg, which overshoots on a model that is not guidance-distilled.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import traitlets
 
 from seqwidgets.choices import sampler_line, sampler_menu
 from seqwidgets.params import PARAM_SPECS, ParamSpec, SequenceParams
+from seqwidgets.presets import PRESETS
 
 from .render import describe_changes
 from .sections import make_sections
@@ -62,6 +67,12 @@ GROUPS: dict[str, tuple[str, ...]] = {
 # (the node's seed goes up to 2**64 - 1), so such fields are edited as text.
 _JS_SAFE_INT = 2**53
 _LABEL_WIDTH = "150px"
+
+# Few steps with a high cfg: the toy model's own evaluation (docs/toy_model.md, "Few steps")
+# loses the asked colour at 4 steps from cfg 4 up, and keeps it at cfg 1-2.
+FEW_STEPS = 8
+HIGH_CFG = 4.0
+FEW_STEPS_NOTE = "few steps with a high cfg overshoots: try cfg 1-2"
 
 
 def _grouped_fields() -> dict[str, tuple[str, ...]]:
@@ -160,6 +171,10 @@ class ControlPanel(W.VBox):
         keep_edits (`Checkbox`): when ticked, `load` keeps the typed edits on top of the new
             settings instead of replacing them.
         init_upload (`FileUpload`): an optional init image for loop 0 (see `init_image`).
+        preset (`Dropdown`): "none" or a name of `seqwidgets.presets.PRESETS`; choosing one fills
+            steps, cfg, sampler and scheduler, and editing one of those goes back to "none".
+        few_steps_note (`HTML`): shown under cfg while steps <= 8 meet cfg >= 4 on a model
+            that is not guidance-distilled.
 
     Args:
         params (`SequenceParams`, *optional*): initial settings (defaults: the node's).
@@ -197,6 +212,7 @@ class ControlPanel(W.VBox):
         self.rows["sampler_name"].children += (self.sampler_info,)
         self.controls["sampler_name"].observe(self._show_sampler, "value")
         self._show_sampler()
+        preset_row = self._make_preset_row()
 
         self.init_upload = W.FileUpload(
             accept="image/*",
@@ -225,6 +241,8 @@ class ControlPanel(W.VBox):
         sections = []
         for title, names in groups.items():
             children = [self.rows[n] for n in names]
+            if title == "Sampling":
+                children.insert(0, preset_row)
             if title == "Denoise":
                 children.append(init_row)
             sections.append(W.VBox(children, layout=W.Layout(padding="2px 4px")))
@@ -286,6 +304,41 @@ class ControlPanel(W.VBox):
         row.add_class("sw-field")
         return row
 
+    def _make_preset_row(self) -> W.Widget:
+        """The preset menu's row, and the few-steps note under cfg."""
+        # Few steps meeting a high cfg: one line under cfg (see `_show_few_steps_note`).
+        self._guidance_distilled = False
+        self.few_steps_note = W.HTML(layout=W.Layout(display="none", margin="0 0 2px 0"))
+        self.rows["cfg"].children += (self.few_steps_note,)
+
+        self.preset = W.Dropdown(
+            options=[("none", ""), *((name, name) for name in PRESETS)],
+            value="",
+            tooltip="Fill steps, cfg, sampler and scheduler as a few-step model's authors "
+            "recommend (toy-live: the toy model's faithful few-step settings)",
+            layout=W.Layout(width="auto"),
+        )
+        self.preset.observe(self._on_preset, "value")
+        self.preset_info = W.HTML(layout=W.Layout(margin="0 0 2px 0"))
+        preset_row = W.VBox(
+            [
+                W.HBox(
+                    [
+                        W.HTML(
+                            "<span class='sw-label'>preset</span>",
+                            layout=W.Layout(width=_LABEL_WIDTH, min_width=_LABEL_WIDTH),
+                        ),
+                        self.preset,
+                    ],
+                    layout=W.Layout(width="100%", align_items="center"),
+                ),
+                self.preset_info,
+            ],
+            layout=W.Layout(width="100%"),
+        )
+        preset_row.add_class("sw-field")
+        return preset_row
+
     def fit_to(self, pipe) -> None:
         """Show only the fields ``pipe`` reads: ``flux_guidance`` only for a transformer with
         guidance embeddings (Flux dev). A hidden field keeps its value and is still validated.
@@ -301,9 +354,12 @@ class ControlPanel(W.VBox):
 
         try:
             guided = pipe is not None and detect_family(pipe).guidance_embeds
+            self._guidance_distilled = guided
         except ValueError:  # a stand-in pipeline: show everything
             guided = True
+            self._guidance_distilled = False
         self.rows["flux_guidance"].layout.display = None if guided else "none"
+        self.validate()  # the few-steps note depends on the model
 
     # -- values ----------------------------------------------------------------------------
 
@@ -463,6 +519,40 @@ class ControlPanel(W.VBox):
         if not self._quiet:
             self.validate()
 
+    def _on_preset(self, change) -> None:
+        name = change["new"]
+        if name:
+            preset = PRESETS[name]
+            self.set_values(**preset.settings())
+            self.preset_info.value = (
+                f"<span class='sw-muted' title='{html.escape(preset.source, quote=True)}'>"
+                f"{html.escape(preset.describe())}</span>"
+            )
+        else:
+            self.preset_info.value = ""
+
+    def _follow_preset(self, values: dict[str, Any]) -> None:
+        """Back to "none" once steps, cfg, sampler or scheduler no longer match the preset."""
+        name = self.preset.value
+        if name and any(values.get(k) != v for k, v in PRESETS[name].settings().items()):
+            self.preset.value = ""
+
+    def _show_few_steps_note(self, values: dict[str, Any]) -> None:
+        """Show `FEW_STEPS_NOTE` while steps <= 8 meet cfg >= 4 (``values``: the valid fields),
+        unless the model is guidance-distilled (Flux dev: its guidance is ``flux_guidance``)."""
+        steps, cfg = values.get("steps"), values.get("cfg")
+        show = (
+            not self._guidance_distilled
+            and isinstance(steps, int)
+            and isinstance(cfg, float)
+            and steps <= FEW_STEPS
+            and cfg >= HIGH_CFG
+        )
+        self.few_steps_note.value = (
+            f"<div class='sw-warning'>{html.escape(FEW_STEPS_NOTE)}</div>" if show else ""
+        )
+        self.few_steps_note.layout.display = None if show else "none"
+
     def validate(self) -> SequenceParams | None:
         """Check every field, show each message next to its field, update `params` / `error`.
 
@@ -509,6 +599,8 @@ class ControlPanel(W.VBox):
         self.general_message.layout.display = None if general else "none"
         self._mark_sections(errors)
         self._mark_changes()
+        self._show_few_steps_note(values)
+        self._follow_preset(values)
         first = next(iter(errors.values()), general)
         self.error = first
         self.params = params

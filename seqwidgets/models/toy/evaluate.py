@@ -12,6 +12,13 @@
    classify its last frames.
 5. Write a contact sheet: rows = colors, columns = shape x position (first seed), and the
    sequence of step 4 under it.
+
+    python -m seqwidgets.models.toy.evaluate --few-steps seqwidgets/models/toy/few_steps.json
+
+instead scores few-step settings (`few_steps_table`): seqwidgets' own engine runs a four-loop
+sequence per plain prompt ("0: a red circle", loops 1-3 at denoise 0.5, Euler, normal schedule)
+for every steps x cfg pair, and the classifier says how often loop 0 and loops 1-3 have the asked
+color. This is what chooses the toy model's live preset (`seqwidgets.presets`).
 """
 
 from __future__ import annotations
@@ -165,6 +172,126 @@ def sequence_check(pipe, model: Classifier, loops: int = 12, switch: int = 6, de
     ]
 
 
+#: The few-step grid of the toy model's docs: model steps per loop, and cfg.
+FEW_STEPS = (4, 8, 20)
+FEW_STEPS_CFGS = (1.0, 2.0, 4.0, 7.0, 8.0)
+
+
+def few_steps_table(
+    pipe,
+    model: Classifier,
+    *,
+    steps: tuple[int, ...] = FEW_STEPS,
+    cfgs: tuple[float, ...] = FEW_STEPS_CFGS,
+    colors: tuple[str, ...] = COLORS[:4],
+    shapes: tuple[str, ...] = SHAPES,
+    seeds: tuple[int, ...] = (0, 1),
+    loops: int = 4,
+    denoise_seq: float = 0.5,
+    log=print,
+) -> dict:
+    """Color adherence of seqwidgets' engine on ``pipe`` over a steps x cfg grid.
+
+    For each (steps, cfg), every plain prompt "a {color} {shape}" and seed runs one sequence of
+    ``loops`` loops ("0: a red circle", loop 0 from the empty latent, the others at
+    ``denoise_seq``, Euler, normal schedule), and ``model`` classifies each loop's VAE decode.
+
+    Returns ``{"settings": {...}, "rows": [{"steps", "cfg", "loop0": [right, total],
+    "later": [right, total]}, ...]}``, "later" counting loops 1 to ``loops - 1``; the input of
+    `few_steps_markdown`.
+    """
+    from seqwidgets.decode import decode_latents
+    from seqwidgets.engine import SequenceSampler
+    from seqwidgets.params import SequenceParams
+
+    sampler = SequenceSampler(pipe)
+    rows = []
+    t0 = time.time()
+    for n in steps:
+        for cfg in cfgs:
+            latents, asked = [], []
+            for color in colors:
+                for shape in shapes:
+                    for seed in seeds:
+                        params = SequenceParams(
+                            seed=seed,
+                            steps=n,
+                            cfg=cfg,
+                            sampler_name="euler",
+                            scheduler="normal",
+                            sequence_loop_count=loops,
+                            positive_seq=f"0: {caption(color, shape)}",
+                            negative_seq="",
+                            denoise_seq=denoise_seq,
+                            width=64,
+                            height=64,
+                        )
+                        latents += [frame.latent for frame in sampler.frames(params)]
+                        asked += [COLORS.index(color)] * loops
+            images = decode_latents(pipe.vae, torch.stack(latents))
+            pred = classify(model, np.stack([np.asarray(im.convert("RGB")) for im in images]))
+            right = (pred["color"] == np.array(asked)).reshape(-1, loops)
+            row = {
+                "steps": n,
+                "cfg": cfg,
+                "loop0": [int(right[:, 0].sum()), len(right)],
+                "later": [int(right[:, 1:].sum()), right[:, 1:].size],
+            }
+            rows.append(row)
+            log(
+                f"few steps {n} cfg {cfg:g}: loop 0 {row['loop0']}, loops 1-{loops - 1} {row['later']}"
+            )
+    return {
+        "settings": {
+            "colors": list(colors),
+            "shapes": list(shapes),
+            "seeds": list(seeds),
+            "loops": loops,
+            "denoise_seq": denoise_seq,
+            "sampler_name": "euler",
+            "scheduler": "normal",
+            "threads": torch.get_num_threads(),
+            "seconds": round(time.time() - t0, 1),
+        },
+        "rows": rows,
+    }
+
+
+def few_steps_markdown(result: dict) -> str:
+    """The Markdown table of `few_steps_table`'s result: one row per steps, one column per cfg.
+
+    A cell reads "loop 0 right / total, loops 1+ right / total"; cells where every loop got the
+    asked color are bold.
+
+    Example:
+        >>> result = {"settings": {"loops": 4}, "rows": [
+        ...     {"steps": 4, "cfg": 1.0, "loop0": [2, 2], "later": [6, 6]},
+        ...     {"steps": 4, "cfg": 8.0, "loop0": [1, 2], "later": [3, 6]}]}
+        >>> print(few_steps_markdown(result))
+        | steps | cfg 1 | cfg 8 |
+        |---|---|---|
+        | 4 | **2/2, 6/6** | 1/2, 3/6 |
+    """
+    cfgs = sorted({row["cfg"] for row in result["rows"]})
+    cells = {(row["steps"], row["cfg"]): row for row in result["rows"]}
+    lines = [
+        "| steps | " + " | ".join(f"cfg {c:g}" for c in cfgs) + " |",
+        "|---" * (len(cfgs) + 1) + "|",
+    ]
+    for n in sorted({row["steps"] for row in result["rows"]}):
+        texts = []
+        for c in cfgs:
+            row = cells.get((n, c))
+            if row is None:
+                texts.append("")
+                continue
+            text = "{}/{}, {}/{}".format(*row["loop0"], *row["later"])
+            perfect = row["loop0"][0] == row["loop0"][1] and row["later"][0] == row["later"][1]
+            texts.append(f"**{text}**" if perfect else text)
+        lines.append(f"| {n} | " + " | ".join(texts) + " |")
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``python -m seqwidgets.models.toy.evaluate``."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -188,6 +315,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sheet", default=None, help="contact sheet PNG to write")
     p.add_argument("--json", default=None, help="results JSON to write")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument(
+        "--few-steps",
+        default=None,
+        metavar="JSON",
+        help="score the steps x cfg grid of few-step settings instead, and write it to JSON",
+    )
     return p
 
 
@@ -264,6 +397,11 @@ def main(argv=None):
 
     # 1. the classifier
     model = load_or_train_classifier(args.classifier, args.classifier_steps, log=log)
+    if args.few_steps:
+        result = few_steps_table(load_pipeline(args.model), model, log=log)
+        Path(args.few_steps).write_text(json.dumps(result, indent=1) + "\n")
+        log(f"wrote {args.few_steps}\n{few_steps_markdown(result)}")
+        return result
     pipe = load_pipeline(args.model)
     if args.scheduler:
         import diffusers
