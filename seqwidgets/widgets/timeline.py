@@ -397,7 +397,7 @@ class _Timeline(W.VBox):
         """Add the row of a session's `Branch`, or update it when its length changed."""
         row = self.row(branch.id)
         if row is None or row.length != branch.params.sequence_loop_count:
-            self.add_row(Row.of(branch))
+            self.add_row(Row.of(branch, draft=row is not None and row.draft))
 
     def add_frame(self, branch, index: int, image: Image.Image) -> None:
         """Show a new frame of a session's `Branch`: its row, its thumbnail, and the next loop's
