@@ -12,7 +12,10 @@ turns live on; then:
 
 Target: the first frame within 2x one loop's engine time. Run (one thread, as on a laptop):
 
-    python benchmarks/bench_live.py --json benchmarks/results/live.json
+    python benchmarks/bench_live.py --json benchmarks/results/live.json \
+        --figure docs/images/live_drafts.png
+
+``--figure`` also draws the drafts of a dragged denoise_seq side by side (notebook 05's figure).
 """
 
 from __future__ import annotations
@@ -46,6 +49,45 @@ class Counter:
         self.calls += 1
 
 
+def drafts_figure(pipe, path: Path) -> Path:
+    """Drafts from loop 3 of a run while denoise_seq is dragged, one row each (as notebook 05)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from PIL import Image
+
+    from seqwidgets import plots
+
+    params = sw.SequenceParams(
+        seed=2, positive_seq="0: a red circle\n5: a blue square", sequence_loop_count=9, steps=4
+    )
+    params = params.replace(cfg=2.0, denoise_seq=0.5)
+    studio = sw.Studio(pipe, params=params, threaded=True)
+    run = studio.run(wait=True)
+    studio.select(run, 3)
+    studio.live = True
+    rows = {f"{run.name} (denoise 0.5)": [studio.session.image(run, i) for i in run.indices]}
+    for denoise in (0.25, 0.75, 1.0):
+        studio.panel.set_values(denoise_seq=denoise)
+        studio.wait_draft()
+        draft = studio.draft
+        rows[f"draft: denoise {denoise}"] = [studio.session.image(draft, i) for i in draft.indices]
+    studio.close()
+    captions = {  # a draft's loops up to 3 are the run's own frames
+        name: ["shared" if j > 0 and i <= 3 else f"loop {i}" for i in range(9)]
+        for j, name in enumerate(rows)
+    }
+    figure = plots.plot_timelines(
+        rows, captions, title="Live drafts from loop 3 while denoise_seq is dragged (toy model)"
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=80)
+    with Image.open(path) as image:  # pictures: 256 colours are a third of the size
+        quantized = image.convert("RGB").quantize(colors=256, dither=Image.Dither.NONE)
+    quantized.save(path, optimize=True)
+    return path
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="default: the shipped toy model")
@@ -54,10 +96,13 @@ def main(argv=None) -> dict:
     parser.add_argument("--cfg", type=float, default=2.0)
     parser.add_argument("--changes", type=int, default=20)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--figure", type=Path, default=None, help="a PNG of drafts side by side")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
 
     pipe = sw.load_pipeline(args.model)
+    if args.figure is not None:
+        drafts_figure(pipe, args.figure)
     params = sw.SequenceParams(
         positive_seq="0: a red circle\n4: a blue square",
         sequence_loop_count=args.loops,
