@@ -16,6 +16,9 @@ Chromium is used) and ``jupyterlab``; skipped otherwise.
 Also a script, for the README screenshot with the toy model::
 
     python tests/test_browser.py --model toy --loops 14 --out docs/images/studio.png
+
+and ``--live-out PATH`` for a screenshot of a live draft (``docs/images/studio_live.png``: ``--loops 10``,
+saved as 256 colours).
 """
 
 from __future__ import annotations

@@ -174,3 +174,19 @@ def test_nothing_forks_from_a_draft(studio):
     session.discard_draft()
     with pytest.raises(ValueError, match="no draft"):
         session.keep_draft()
+
+
+@pytest.mark.slow
+def test_the_live_benchmark_runs_and_a_burst_finishes_at_most_two_drafts():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    import bench_live
+
+    result = bench_live.main(["--model", "tiny-random", "--loops", "4", "--changes", "6"])
+    assert result["first_frame_ms"]["changes"] == 6
+    assert result["one_loop_engine_ms"] > 0 and result["first_frame_ms"]["median"] > 0
+    for burst in result["bursts"].values():
+        assert burst["drafts_finished"] <= 2 and burst["last_draft_is_last_change"]
+        assert burst["drafts_started"] <= burst["changes"]
