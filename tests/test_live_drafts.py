@@ -154,7 +154,8 @@ def test_an_error_in_a_draft_shows_in_the_studio_and_nothing_raises(studio):
     assert isinstance(studio.last_error, ValueError)
     assert "sequence_loop_count" in str(studio.last_error)
     assert "failed" in studio.live_bar.note.value
-    assert studio.draft is None
+    assert studio.draft is None and studio.timeline.row(0) is None
+    assert studio.error_area.layout.display != "none"
 
 
 def test_a_job_stops_the_draft_first(studio):
@@ -162,6 +163,7 @@ def test_a_job_stops_the_draft_first(studio):
     studio.panel.set_values(denoise_seq=0.4)
     branch = studio.branch(wait=True)  # the session is free for it even while a draft ran
     assert branch.params.denoise_seq == 0.4 and not studio.drafts.busy
+    assert "drafting" not in studio.live_bar.note.value  # ready, or stopped: never stale
 
 
 def test_nothing_forks_from_a_draft(studio):

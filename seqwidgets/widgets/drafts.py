@@ -53,6 +53,11 @@ class LatestOnly:
         thread = self._thread
         return thread is not None and thread.is_alive()
 
+    @property
+    def pending(self) -> bool:
+        """Whether a request waits to start."""
+        return self._pending is not None
+
     def submit(self, request: Any, delay: float = 0.0) -> None:
         """Make ``request`` the next one, starting ``delay`` seconds from now (a request
         submitted meanwhile replaces it and starts its own wait: a debounce for typing); the

@@ -524,7 +524,9 @@ class Studio(W.VBox):
             self._show_error(exc, traceback.format_exc())
             state = "failed"
         self.timeline.set_running(None, None)
-        if not cancel.cancelled or state == "failed":
+        if session.current_draft is None:  # it failed before it began: no stale frames shown
+            self.timeline.remove_row(DRAFT_ROW)
+        if not self.drafts.pending:  # else a newer draft is on its way: its note stays
             self.live_bar.say(render.draft_note_html(state, described, index + 1))
         self._update_buttons()
 
