@@ -3,8 +3,12 @@ and a burst of changes never queues work."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import seqwidgets as sw
 from seqwidgets.widgets.studio import Studio
@@ -192,3 +196,41 @@ def test_the_live_benchmark_runs_and_a_burst_finishes_at_most_two_drafts():
     for burst in result["bursts"].values():
         assert burst["drafts_finished"] <= 2 and burst["last_draft_is_last_change"]
         assert burst["drafts_started"] <= burst["changes"]
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    count=st.integers(1, 30),
+    gaps=st.lists(st.sampled_from([0.0, 0.0, 0.001, 0.004]), min_size=30, max_size=30),
+)
+def test_latest_only_never_queues_and_ends_on_the_last_request(count, gaps):
+    from seqwidgets.widgets.drafts import LatestOnly
+
+    completed, steps, submitted, running, at_once = [], [], {}, [], []
+
+    def work(request, cancel):  # a draft of 5 model steps that checks its token before each
+        running.append(request)
+        at_once.append(len(running))
+        try:
+            for _ in range(5):
+                if cancel.cancelled:
+                    return
+                steps.append((request, time.monotonic()))
+                time.sleep(0.001)
+            completed.append(request)
+        finally:
+            running.remove(request)
+
+    latest = LatestOnly(work)
+    for request in range(count):
+        submitted[request] = time.monotonic()
+        latest.submit(request)
+        time.sleep(gaps[request])
+    assert latest.wait(10)
+    assert max(at_once) == 1  # never two drafts at once
+    assert completed[-1] == count - 1  # the last request always runs to its end
+    assert latest.started <= count and latest.finished == len(completed)
+    # Nothing queued: once a newer request came, a running one takes at most the step under way.
+    for request in range(count - 1):
+        late = [t for r, t in steps if r == request and t > submitted[request + 1]]
+        assert len(late) <= 1, (request, late)
