@@ -214,10 +214,11 @@ def test_latest_only_never_queues_and_ends_on_the_last_request(count, gaps):
         try:
             for _ in range(5):
                 if cancel.cancelled:
-                    return
+                    return False
                 steps.append((request, time.monotonic()))
                 time.sleep(0.001)
             completed.append(request)
+            return True
         finally:
             running.remove(request)
 

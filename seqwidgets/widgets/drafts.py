@@ -7,7 +7,7 @@ it began plus the last one.
 
 Example:
     >>> done = []
-    >>> latest = LatestOnly(lambda request, cancel: done.append(request), threaded=False)
+    >>> latest = LatestOnly(lambda request, cancel: done.append(request) or True, threaded=False)
     >>> latest.submit("a"); latest.submit("b")
     >>> done
     ['a', 'b']
@@ -29,15 +29,16 @@ class LatestOnly:
     """Run ``work(request, cancel)`` for the newest request only, on a thread of its own.
 
     Args:
-        work: computes one request; it should end soon after ``cancel.cancelled`` turns true.
+        work: computes one request and returns whether it got to its end; it should end soon
+            after ``cancel.cancelled`` turns true.
         threaded (`bool`): on a background thread (a new request cancels the running one), or
             on the caller's (Colab: each request runs to its end before `submit` returns).
 
     Attributes:
-        started, finished (`int`): requests begun, and ended without being cancelled.
+        started, finished (`int`): requests begun, and those whose work got to its end.
     """
 
-    def __init__(self, work: Callable[[Any, CancelToken], None], threaded: bool = True):
+    def __init__(self, work: Callable[[Any, CancelToken], bool], threaded: bool = True):
         self._work = work
         self.threaded = threaded
         self._lock = threading.Lock()
@@ -106,6 +107,5 @@ class LatestOnly:
 
     def _run(self, request: Any, cancel: CancelToken) -> None:
         self.started += 1
-        self._work(request, cancel)
-        if not cancel.cancelled:
+        if self._work(request, cancel):
             self.finished += 1

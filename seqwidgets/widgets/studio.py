@@ -496,9 +496,9 @@ class Studio(W.VBox):
     def _described(owner, changes: dict) -> dict:
         return {name: (getattr(owner.params, name), value) for name, value in changes.items()}
 
-    def _draft_work(self, request, cancel) -> None:
+    def _draft_work(self, request, cancel) -> bool:
         """Compute one draft (on the drafts' thread): each frame goes to the draft row and the
-        preview as it lands; an error shows in the error area."""
+        preview as it lands; an error shows in the error area. Returns whether it is complete."""
         owner, index, changes = request
         session, shown = self.session, {"row": False, "error": False}
 
@@ -518,8 +518,8 @@ class Studio(W.VBox):
         described = self._described(owner, changes)
         try:
             self.clear_error()
-            session.draft((owner, index), cancel=cancel, on_frame=on_frame, **changes)
-            state = "stopped" if cancel.cancelled else "ready"
+            draft = session.draft((owner, index), cancel=cancel, on_frame=on_frame, **changes)
+            state = "ready" if draft.is_complete else "stopped"
         except Exception as exc:
             self._show_error(exc, traceback.format_exc())
             state = "failed"
@@ -529,6 +529,7 @@ class Studio(W.VBox):
         if not self.drafts.pending:  # else a newer draft is on its way: its note stays
             self.live_bar.say(render.draft_note_html(state, described, index + 1))
         self._update_buttons()
+        return state == "ready"
 
     def _show_selected(self) -> None:
         try:
