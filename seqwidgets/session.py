@@ -54,6 +54,8 @@ from .params import SequenceParams
 __all__ = ["FORMAT", "FORMAT_VERSION", "Branch", "Session"]
 
 FORMAT = session_io.FORMAT
+#: The id of `Session.draft`'s branch: no listed branch has it (their ids start at 1).
+DRAFT_ID = 0
 FORMAT_VERSION = session_io.FORMAT_VERSION
 
 FrameCallback = Callable[["Branch", Frame], None]
@@ -179,6 +181,7 @@ class Session:
         self._lock = threading.RLock()  # guards the tree (branches, frames dicts)
         self._busy = threading.Lock()  # held for the whole of a run
         self._active: Branch | None = None
+        self._draft: Branch | None = None  # the studio's live draft: readable, never listed
         self._cancel = CancelToken()  # the current run's; a new one per run
         self._stopped = False
 
@@ -453,6 +456,90 @@ class Session:
             self._compute(branch, start, callback, on_frame)
         return branch
 
+    # -- the live draft -------------------------------------------------------------------------
+
+    @property
+    def current_draft(self) -> Branch | None:
+        """The draft made by `draft` and not yet kept nor discarded, or ``None``."""
+        return self._draft
+
+    def draft(
+        self,
+        frame: FrameRef,
+        *,
+        callback: StepCallback | None = None,
+        on_frame: FrameCallback | None = None,
+        cancel: CancelToken | None = None,
+        **changes: Any,
+    ) -> Branch:
+        """Compute what ``branch(frame, **changes)`` would, as the session's one **draft**: a
+        branch that is not listed in `branches` (nor saved, nor given an id) until
+        `keep_draft`. A new draft replaces the previous one (`discard_draft`).
+
+        Its frames equal, bit for bit, those of `branch` with the same changes. `frame`,
+        `image` and `thumbnail` read it like any branch; nothing can fork from it.
+
+        Example:
+            >>> import seqwidgets as sw
+            >>> session = sw.Session(sw.testing.tiny_pipeline())
+            >>> run = session.run(sw.SequenceParams(sequence_loop_count=3, steps=2))
+            >>> draft = session.draft((run, 0), denoise_seq=0.5)
+            >>> draft.name, draft.indices, len(session.branches)
+            ('draft', [0, 1, 2], 1)
+            >>> session.keep_draft().name, len(session.branches)
+            ('run 1 > from loop 1', 2)
+        """
+        parent, index = self._resolve(frame)
+        self.discard_draft()
+        return self._fork(
+            parent, index, index + 1, changes, callback, on_frame, "draft", cancel, listed=False
+        )
+
+    def keep_draft(self, name: str | None = None) -> Branch:
+        """List the draft as an ordinary branch (a new id, ``name`` or the usual fork name) and
+        return it; the session then has no draft.
+
+        Raises:
+            `ValueError`: no draft, or the branch it started from was deleted.
+            `RuntimeError`: the draft is still being computed.
+        """
+        draft = self._draft
+        if draft is None:
+            raise ValueError("there is no draft to keep")
+        if self._active is draft:
+            raise RuntimeError("the draft is still running; stop() it and wait before keeping it")
+        self._check(draft.parent)  # deleted since: its frames would be lost
+        name = session_io.check_text(str(name), "name") if name is not None else None
+        with self._lock:
+            if self._next_id >= session_io.MAX_BRANCH_ID:
+                raise ValueError(
+                    f"this session has used every branch id (next id {self._next_id}); "
+                    "save its branches into a new session"
+                )
+            draft.id, self._next_id = self._next_id, self._next_id + 1
+            draft.name = name or Branch.fork_name(draft.parent, draft.fork)
+            self._branches.append(draft)
+            self._draft = None
+        self._forget({DRAFT_ID})  # images cached under the id the branch no longer has
+        return draft
+
+    def discard_draft(self) -> None:
+        """Drop the draft (if any): its frames, cached images and the prompt encodings only it
+        used are freed; the session is as it was before the draft.
+
+        Raises:
+            `RuntimeError`: the draft is still being computed.
+        """
+        draft = self._draft
+        if draft is None:
+            return
+        if self._active is draft:
+            raise RuntimeError("the draft is still running; stop() it and wait before discarding")
+        with self._lock:
+            self._draft = None
+            draft.frames.clear()
+        self._forget({DRAFT_ID})
+
     def stop(self) -> None:
         """Stop the current run at the next model step; finished frames are kept.
 
@@ -470,6 +557,8 @@ class Session:
             `RuntimeError`: a run in progress uses it.
         """
         self._check(branch)
+        if branch is self._draft:
+            raise ValueError("the draft is not a branch of the session: discard_draft() drops it")
         with self._lock:
             doomed = [branch]
             for candidate in self._branches:  # creation order: parents come before children
@@ -485,25 +574,11 @@ class Session:
                 raise RuntimeError(
                     f"branch {self._active.id} is running; stop() it and wait before deleting"
                 )
-            ids = {b.id for b in doomed}
             for b in doomed:
                 self._branches.remove(b)
                 b.frames.clear()
                 b.initial = None
-        for cache in (self._images, self._thumbnails):
-            cache.discard(lambda key: key[0] in ids)
-        for table in (self._metric_rows, self._color_stats):  # they hold frames: free them too
-            for key in [key for key in table if key[0] in ids]:
-                del table[key]
-        # Prompt encodings that no remaining branch can use again (a re-run or branch of a kept
-        # branch still finds all of its own).
-        with self._lock:
-            used = {
-                prompt
-                for b in self._branches
-                for _, prompt in b.params.positive_keyframes + b.params.negative_keyframes
-            }
-        self.sampler.encoder.keep_only(used)
+        self._forget({b.id for b in doomed})
 
     # -- measures and comparison (seqwidgets.metrics) -------------------------------------------
 
@@ -718,11 +793,29 @@ class Session:
 
     # -- internals -----------------------------------------------------------------------------
 
+    def _forget(self, ids: set[int]) -> None:
+        """Free the cached images and measures of branches ``ids`` (already out of the tree),
+        and the prompt encodings that no remaining branch uses."""
+        for cache in (self._images, self._thumbnails):
+            cache.discard(lambda key: key[0] in ids)
+        for table in (self._metric_rows, self._color_stats):  # they hold frames: free them too
+            for key in [key for key in table if key[0] in ids]:
+                del table[key]
+        # Prompt encodings that no remaining branch can use again (a re-run or branch of a kept
+        # branch still finds all of its own).
+        with self._lock:
+            used = {
+                prompt
+                for b in self._branches
+                for _, prompt in b.params.positive_keyframes + b.params.negative_keyframes
+            }
+        self.sampler.encoder.keep_only(used)
+
     def _check(self, branch: Branch) -> None:
         if not isinstance(branch, Branch):
             raise TypeError(f"expected a Branch, got {type(branch).__name__}")
         with self._lock:
-            if not any(b is branch for b in self._branches):
+            if branch is not self._draft and not any(b is branch for b in self._branches):
                 raise ValueError(
                     f"branch {branch.id} ({branch.name}) is not in this session (deleted?)"
                 )
@@ -756,8 +849,13 @@ class Session:
             raise ValueError(f"frame of loop {ref.index} does not belong to this session")
         raise TypeError(f"expected a Frame or a (branch, index) pair, got {type(ref).__name__}")
 
-    def _fork(self, parent, index, fork, changes, callback, on_frame, name, cancel) -> Branch:
-        """A branch of ``parent`` computing loops ``fork..``; loop ``index`` must stay in it."""
+    def _fork(
+        self, parent, index, fork, changes, callback, on_frame, name, cancel, listed=True
+    ) -> Branch:
+        """A branch of ``parent`` computing loops ``fork..``; loop ``index`` must stay in it.
+        Unlisted, it is the session's draft instead (see `draft`)."""
+        if parent is self._draft:
+            raise ValueError("a branch cannot start from the draft: keep_draft() it first")
         params = parent.params.replace(**changes)
         if params.sequence_loop_count <= index:
             raise ValueError(
@@ -775,7 +873,10 @@ class Session:
             )
         self.sampler.latent_shape(params)  # checks width / height before anything is listed
         with self._running(cancel):
-            branch = self._new_branch(params, parent, fork, initial, name)
+            if listed:
+                branch = self._new_branch(params, parent, fork, initial, name)
+            else:
+                branch = self._draft = Branch(DRAFT_ID, name, params, parent, fork, {}, initial)
             self._compute(branch, fork, callback, on_frame)
         return branch
 

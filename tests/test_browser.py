@@ -4,7 +4,9 @@ Opens ``notebooks/01_quickstart.ipynb`` on the tiny random pipeline, runs it, cl
 for the thumbnails on the canvas (reading its pixels), clicks a frame, steps with the arrow keys,
 branches with other keyframes, clicks frames of each row and reads the keyframe text the panel
 shows, reads the metrics strip's pixels (a line per row, in the row's colour), opens the Compare
-tab and reads the settings that differ, edits a field and sees it highlighted, reloads the page
+tab and reads the settings that differ, turns Live on and drags the denoise_seq slider with the
+mouse (the DRAFT row's pixels appear, and change with a second drag), edits a field and sees it
+highlighted, reloads the page
 (Python redraws the canvases: the browser keeps no pixels), and keeps a screenshot (``$SEQWIDGETS_ARTIFACTS`` or pytest's
 ``tmp_path``).
 
@@ -14,6 +16,9 @@ Chromium is used) and ``jupyterlab``; skipped otherwise.
 Also a script, for the README screenshot with the toy model::
 
     python tests/test_browser.py --model toy --loops 14 --out docs/images/studio.png
+
+and ``--live-out PATH`` for a screenshot of a live draft (``docs/images/studio_live.png``: ``--loops 10``,
+saved as 256 colours).
 """
 
 from __future__ import annotations
@@ -161,6 +166,16 @@ _STRIP_COLORS = """() => {
   return [...counts].filter(([c, n]) => n >= 12).map(([c, n]) => c);
 }"""
 
+# A checksum of a timeline cell's pixels: it changes when the cell shows another picture.
+_CELL_SUM = """([x, y, w, h]) => {
+  const canvas = document.querySelector('.sw-timeline canvas');
+  if (!canvas || canvas.width < x + w || canvas.height < y + h) return -1;
+  const data = canvas.getContext('2d').getImageData(x, y, w, h).data;
+  let sum = 0;
+  for (let i = 0; i < data.length; i++) sum = (sum * 31 + data[i]) % 1000000007;
+  return sum;
+}"""
+
 # How many of the Compare tab's images show a picture.
 _COMPARE_IMAGES = """() => [...document.querySelectorAll('.sw-compare img')]
   .filter(img => img.naturalWidth > 0).length"""
@@ -251,9 +266,11 @@ def drive_studio(
     loops: int = 12,
     branch_positive: str = BRANCH_PROMPTS,
     compare_screenshot: Path | None = None,
+    live_screenshot: Path | None = None,
 ) -> dict:
-    """Open the quickstart notebook in JupyterLab, run, click, branch; save a screenshot (and
-    one of the Compare tab, when ``compare_screenshot`` is given)."""
+    """Open the quickstart notebook in JupyterLab, run, click, branch, draft live; save a
+    screenshot (and one of the Compare tab and one of a live draft, when their paths are
+    given)."""
     from playwright.sync_api import sync_playwright
 
     shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
@@ -437,6 +454,62 @@ def drive_studio(
             _tab(page, "Preview").click()
             _wait_for(page, lambda: page.locator(".sw-info").first.is_visible(), 30, "the preview")
             step("strip and compare shown")
+
+            # 6. Live: turn it on, select loop 3 of the run, drag denoise_seq with the mouse: a
+            #    DRAFT row (the third) fills from loop 4; a second drag redraws its pixels.
+            page.locator(".sw-studio .sw-livebar button", has_text="Live").first.click()
+            click(0, 3)
+            _wait_for(page, lambda: "loop 3" in _info(page), 30, "loop 3 of the run")
+            page.locator(".sw-studio .sw-panel").get_by_text("Denoise", exact=True).first.click()
+            sliders = page.locator(".sw-studio .sw-panel .widget-slider .noUi-handle:visible")
+            _wait_for(page, lambda: sliders.count() == 2, 30, "the Denoise section open")
+
+            def drag_denoise(dx: float) -> None:
+                box = sliders.nth(1).bounding_box()  # denoise_start, then denoise_seq
+                x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+                page.mouse.move(x, y)
+                page.mouse.down()
+                page.mouse.move(x + dx, y, steps=8)
+                page.mouse.up()
+
+            drag_denoise(-50)
+            _wait_for(
+                page,
+                lambda: (
+                    "draft ready" in _text(page, ".sw-livebar")
+                    and page.evaluate(_CELL_COLORS, _cell(2, 5)) > 16
+                ),
+                120,
+                "the draft's frames on the DRAFT row",
+            )
+            result["draft_note"] = _text(page, ".sw-livebar")
+            result["draft_colors"] = page.evaluate(_CELL_COLORS, _cell(2, 5))
+            first = page.evaluate(_CELL_SUM, _cell(2, 5))
+            if live_screenshot is not None:
+                live_screenshot.parent.mkdir(parents=True, exist_ok=True)
+                page.locator(".sw-studio").first.screenshot(path=str(live_screenshot))
+            drag_denoise(80)
+            result["draft_redrawn"] = bool(
+                _wait_for(
+                    page,
+                    lambda: (
+                        page.evaluate(_CELL_SUM, _cell(2, 5)) not in (first, -1)
+                        and "draft ready" in _text(page, ".sw-livebar")
+                    ),
+                    120,
+                    "the DRAFT row redrawn after a second drag",
+                )
+            )
+            result["draft_note_2"] = _text(page, ".sw-livebar")
+            page.locator(".sw-studio .sw-livebar button", has_text="Live").first.click()
+            _wait_for(
+                page,
+                lambda: page.evaluate(_CELL_COLORS, _cell(2, 5)) in (-1, 0, 1, 2, 3, 4),
+                30,
+                "the DRAFT row gone with live off",
+            )
+            page.locator(".sw-studio .sw-panel").get_by_text("Sampling", exact=True).first.click()
+            step("live draft drawn and redrawn")
             # An edit left in place for the screenshot: highlighted, summed up above the prompts.
             numbers.nth(2).fill("5")
             numbers.nth(2).press("Enter")
@@ -485,6 +558,7 @@ def test_studio_in_jupyterlab(tmp_path):
     # everything it started, instead of hanging the test run.
     command = [sys.executable, __file__, "--out", str(shot), "--root", str(tmp_path)]
     command += ["--compare-out", str(artifacts / "studio-browser-compare.png")]
+    command += ["--live-out", str(artifacts / "studio-browser-live.png")]
     child = subprocess.Popen(
         command,
         stdout=subprocess.PIPE,
@@ -525,6 +599,11 @@ def test_studio_in_jupyterlab(tmp_path):
         assert BRANCH_COLORS[branch_id % len(BRANCH_COLORS)] in result["strip_colors"]
     assert "cfg" in result["compare_settings"] and "positive_seq" in result["compare_settings"]
     assert result["compare_images"] == 3
+    # Live: a drag of denoise_seq drew a draft row; a second drag changed its pixels.
+    assert result["draft_colors"] > 16
+    assert "draft ready" in result["draft_note"] and "denoise_seq" in result["draft_note"]
+    assert result["draft_redrawn"] and result["draft_note"] != result["draft_note_2"]
+    assert (artifacts / "studio-browser-live.png").stat().st_size > 10_000
     assert shot.stat().st_size > 10_000
     assert (artifacts / "studio-browser-compare.png").stat().st_size > 10_000
 
@@ -539,6 +618,7 @@ if __name__ == "__main__":
     parser.add_argument("--loops", type=int, default=12)
     parser.add_argument("--root", default=None, help="a folder for the server's files")
     parser.add_argument("--compare-out", default=None, help="a screenshot of the Compare tab")
+    parser.add_argument("--live-out", default=None, help="a screenshot of a live draft")
     parser.add_argument(
         "--branch-positive", default=BRANCH_PROMPTS, help="the branch's positive_seq"
     )
@@ -546,7 +626,14 @@ if __name__ == "__main__":
     with tempfile.TemporaryDirectory(dir=args.root) as folder:
         model = None if args.model == "toy" else args.model
         compare = Path(args.compare_out).resolve() if args.compare_out else None
+        live = Path(args.live_out).resolve() if args.live_out else None
         result = drive_studio(
-            Path(folder), Path(args.out).resolve(), model, args.loops, args.branch_positive, compare
+            Path(folder),
+            Path(args.out).resolve(),
+            model,
+            args.loops,
+            args.branch_positive,
+            compare,
+            live,
         )
     print(json.dumps(result, default=str))

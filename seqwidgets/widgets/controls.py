@@ -115,7 +115,8 @@ class Transport(W.VBox):
             ],
             layout=W.Layout(gap="18px", align_items="center", flex_flow="row wrap"),
         )
-        self.children = [buttons, self.progress_bar, self.progress_text]
+        self.live_bar = LiveBar()
+        self.children = [buttons, self.live_bar, self.progress_bar, self.progress_text]
         card(self)
 
     def connect(self, on_error: Callable[[BaseException, str], None], **actions) -> None:
@@ -155,6 +156,41 @@ class Transport(W.VBox):
             self.progress_bar.value = 1.0
         self.progress_bar.bar_style = render.bar_style(job)
         self.progress_text.value = render.progress_html(job, time.monotonic(), note)
+
+
+class LiveBar(W.HBox):
+    """Live drafts: the toggle, Keep and Discard, and a line saying what the draft is.
+
+    Attributes:
+        toggle (`ToggleButton`): live on or off.
+        keep_button, discard_button (`Button`): keep the draft as a branch, or drop it.
+        note (`HTML`): the draft's state ("drafting…", its changes, an error).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.toggle = W.ToggleButton(
+            value=False,
+            description="● Live",
+            tooltip="Re-render a draft from the selected frame on every settings change",
+            layout=W.Layout(width="86px"),
+        )
+        self.keep_button = _button(
+            "✓ Keep draft", "Keep the draft as an ordinary branch", "110px", "success"
+        )
+        self.discard_button = _button("✕ Discard", "Drop the draft", "92px")
+        self.note = W.HTML("<span class='sw-muted'>live off</span>")
+        self.children = [self.toggle, self.keep_button, self.discard_button, self.note]
+        self.layout = W.Layout(gap="6px", align_items="center", flex_flow="row wrap")
+        self.add_class("sw-livebar")
+        self.enable(draft=False)
+
+    def enable(self, draft: bool) -> None:
+        """Keep and Discard need a draft."""
+        self.keep_button.disabled = self.discard_button.disabled = not draft
+
+    def say(self, html: str) -> None:
+        self.note.value = html
 
 
 class Header(W.HBox):

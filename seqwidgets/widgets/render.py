@@ -240,6 +240,20 @@ def finish_note(job, now: float, stopped: bool) -> tuple[str, str]:
     return "idle", f"done: {job.frames} frame(s) in {elapsed:.1f} s"
 
 
+def draft_note_html(state: str, changes: dict[str, tuple[Any, Any]], fork: int) -> str:
+    """The live bar's line: the draft's ``state`` ("drafting", "ready", "stopped", "failed"),
+    what it changes and the loop it starts at.
+
+    >>> draft_note_html("ready", {"denoise_seq": (1.0, 0.3)}, 4)
+    "<span class='sw-draft'>draft ready</span> <span class='sw-muted'>from loop 4: denoise_seq 1 → 0.3</span>"
+    """
+    what = html.escape(describe_changes(changes))
+    return (
+        f"<span class='sw-draft'>draft {html.escape(state)}</span> "
+        f"<span class='sw-muted'>from loop {fork}: {what}</span>"
+    )
+
+
 def chain_html(chain) -> str:
     """A frame's prompt chain as the caption says it (`seqwidgets.frames.chain_blend`): its
     prompt, or between keyframes the prompt, the next one and the next one's share.

@@ -7,6 +7,7 @@ Colab): progress at most 10 times a second, live previews 4, errors shown, the c
 
 from __future__ import annotations
 
+import html
 import time
 import traceback
 from importlib import resources
@@ -14,13 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import ipywidgets as W
+import traitlets
 
 from seqwidgets.params import SequenceParams
+from seqwidgets.session import DRAFT_ID as DRAFT_ROW
 
 from . import render
 from .colab import choose_renderer, default_threaded
 from .compare import CompareView
 from .controls import ErrorArea, FrameView, Header, Transport, close_all, on_click, studio_layout
+from .drafts import LatestOnly
 from .jobs import Job, JobRunner, export_path, find_branch, fork_changes, loop_index
 from .metrics_strip import MetricsStrip
 from .panel import ControlPanel
@@ -29,6 +33,9 @@ from .timeline import CanvasPreview, CanvasTimeline, ImagePreview, ImageTimeline
 __all__ = ["Studio"]
 
 _CSS = resources.files(__package__).joinpath("studio.css").read_text(encoding="utf-8")
+
+#: Seconds a typed edit waits for the next keystroke before its draft starts.
+TYPING_DELAY = 0.3
 
 
 class Studio(W.VBox):
@@ -61,7 +68,22 @@ class Studio(W.VBox):
         >>> alt = studio.branch(denoise_seq=0.3)        # from the selected frame
         >>> alt.fork, alt.params.denoise_seq, alt.name
         (3, 0.3, 'run 1 > from loop 3')
+
+    Live drafts: with `live` on, each settings change re-renders a draft from the selected
+    frame (a marked timeline row; a newer change cancels it at the next model step):
+        >>> studio.live = True
+        >>> studio.select(branch, 1)
+        >>> studio.panel.set_values(denoise_seq=0.7); studio.wait_draft()
+        True
+        >>> draft = studio.draft
+        >>> draft.name, draft.indices, draft.params.denoise_seq, len(studio.session.branches)
+        ('draft', [0, 1, 2, 3], 0.7, 2)
+        >>> studio.keep().name, len(studio.session.branches)
+        ('run 1 > from loop 2', 3)
     """
+
+    #: Re-render a draft from the selected frame on every settings change (the Live toggle).
+    live = traitlets.Bool(False)
 
     def __init__(
         self,
@@ -115,6 +137,16 @@ class Studio(W.VBox):
         self.error_area = ErrorArea()
         self.timeline.observe(self._on_selected, "selected")
         self.panel.observe(lambda _: self._update_buttons(), "params")
+
+        self.drafts = LatestOnly(self._draft_work, self.threaded)
+        self._origin = None  # (branch, loop) the drafts start from: the last frame selected
+        self._drafted: tuple | None = None  # (origin, settings) of the last draft asked for
+        self.live_bar = t.live_bar
+        traitlets.link((self, "live"), (self.live_bar.toggle, "value"))
+        self.observe(self._on_live, "live")
+        self.panel.observe(lambda _: self._request_draft(), "params")
+        on_click(self.live_bar.keep_button, self.keep, self._show_error)
+        on_click(self.live_bar.discard_button, self.discard, self._show_error)
 
         self.children = studio_layout(
             _CSS, self.header, self.panel, self.tabs, t, self.error_area, self.timeline, self.strip
@@ -223,6 +255,47 @@ class Studio(W.VBox):
         """Wait for the background job; return whether it is done."""
         return self.jobs.wait(timeout)
 
+    @property
+    def draft(self):
+        """The live draft (a `Branch` not listed in the session until `keep`), or ``None``."""
+        return None if self._session is None else self._session.current_draft
+
+    def keep(self, name: str | None = None):
+        """Keep the draft as an ordinary branch (after the draft being computed ends) and
+        select its first frame; return it.
+
+        Raises:
+            `ValueError`: there is no draft.
+        """
+        self.drafts.wait()
+        if self.draft is None:
+            raise ValueError("there is no draft to keep: turn live on and change a setting")
+        branch = self.session.keep_draft(name)
+        self._drafted = None
+        self.timeline.remove_row(DRAFT_ROW)
+        self._sync_rows()
+        if branch.own_indices:
+            self.timeline.select_auto(branch.id, branch.own_indices[0])
+        self.live_bar.say(f"kept the draft as <b>{html.escape(branch.name)}</b>")
+        self._update_buttons()
+        return branch
+
+    def discard(self) -> None:
+        """Drop the draft (cancelling it if it is being computed); the session is as before."""
+        self.drafts.cancel()
+        self.drafts.wait()
+        if self._session is not None:
+            self._session.discard_draft()
+        self._drafted = None
+        self.timeline.remove_row(DRAFT_ROW)
+        self.live_bar.say("<span class='sw-muted'>live on</span>" if self.live else "live off")
+        self._show_selected()
+        self._update_buttons()
+
+    def wait_draft(self, timeout: float | None = None) -> bool:
+        """Wait until no draft is being computed nor waiting; return whether that is so."""
+        return self.drafts.wait(timeout)
+
     def decode_full(self):
         """Decode with the full VAE the last live estimate (of a loop running, or stopped
         mid-way), or the selected frame when none is held; show it, labelled, and return it."""
@@ -266,6 +339,8 @@ class Studio(W.VBox):
 
     def close(self) -> None:
         """Stop any job and close every widget of the studio (hidden canvases included)."""
+        self.drafts.cancel()
+        self.drafts.wait(30)
         self.stop()
         self.wait(30)
         close_all(self)
@@ -293,6 +368,8 @@ class Studio(W.VBox):
     def _start(self, kind: str, params: SequenceParams | None, wait: bool, work):
         if self.running:
             raise RuntimeError("a job is in progress; Stop it or wait() for it first")
+        self.drafts.cancel()  # a job needs the session: the draft stops where it is
+        self.drafts.wait()
         job = Job(kind, params, started=time.monotonic())
         self.clear_error()
         self.view.live.release()  # an estimate of an earlier job's loop is no longer current
@@ -370,6 +447,90 @@ class Studio(W.VBox):
         self._show_selected()
         self._update_buttons()
 
+    # -- live drafts ---------------------------------------------------------------------------
+
+    def _on_live(self, change) -> None:
+        if change["new"]:
+            self.live_bar.say("<span class='sw-muted'>live on: change a setting</span>")
+            self._request_draft()
+        else:
+            self.discard()
+
+    def _draft_origin(self):
+        """The frame drafts start from: the selected computed frame, unless it is one of the
+        draft's own (then the one selected before)."""
+        selected = self.selected
+        if selected is not None and selected[0].id != DRAFT_ROW and self.selected_frame:
+            branch, index = selected
+            self._origin = (branch.owner(index), index)
+        return self._origin
+
+    def _request_draft(self) -> None:
+        """Ask for a draft of the panel's settings, if live and they change the selected frame's
+        (no change: the draft would equal the frames there, so it goes)."""
+        if not self.live or self.running or self._session is None:
+            return
+        origin, params = self._draft_origin(), self.panel.params
+        if origin is None or params is None:  # nothing selected, or invalid settings (shown)
+            return
+        if self._drafted is not None and self._drafted == (origin, params):
+            return  # e.g. a click on the draft's own row: the panel shows its settings
+        owner, index = origin
+        changes = fork_changes(owner.params, params)
+        if not changes:
+            if self.draft is not None or self.drafts.busy:
+                self.discard()
+            return
+        before = self._drafted[1] if self._drafted is not None else owner.params
+        typed = any(
+            isinstance(self.panel.controls.get(name), (W.Text, W.Textarea))
+            for name in fork_changes(before, params)
+        )
+        self._drafted = (origin, params)
+        self.live_bar.say(
+            render.draft_note_html("drafting…", self._described(owner, changes), index + 1)
+        )
+        self.drafts.submit((owner, index, changes), TYPING_DELAY if typed else 0.0)
+
+    @staticmethod
+    def _described(owner, changes: dict) -> dict:
+        return {name: (getattr(owner.params, name), value) for name, value in changes.items()}
+
+    def _draft_work(self, request, cancel) -> bool:
+        """Compute one draft (on the drafts' thread): each frame goes to the draft row and the
+        preview as it lands; an error shows in the error area. Returns whether it is complete."""
+        owner, index, changes = request
+        session, shown = self.session, {"row": False, "error": False}
+
+        def on_frame(branch, frame) -> None:
+            try:
+                if not shown["row"]:  # the previous draft's frames stay until now
+                    self.timeline.show_draft(branch)
+                    shown["row"] = True
+                thumb = session.thumbnail(branch, frame.index, self.thumb_size)
+                self.timeline.add_frame(branch, frame.index, thumb)
+                self.view.show(session, branch, frame.index)
+            except Exception as exc:  # drawing failed: say so once, never stop the draft
+                if not shown["error"]:
+                    shown["error"] = True
+                    self._show_error(exc, traceback.format_exc())
+
+        described = self._described(owner, changes)
+        try:
+            self.clear_error()
+            draft = session.draft((owner, index), cancel=cancel, on_frame=on_frame, **changes)
+            state = "ready" if draft.is_complete else "stopped"
+        except Exception as exc:
+            self._show_error(exc, traceback.format_exc())
+            state = "failed"
+        self.timeline.set_running(None, None)
+        if session.current_draft is None:  # it failed before it began: no stale frames shown
+            self.timeline.remove_row(DRAFT_ROW)
+        if not self.drafts.pending:  # else a newer draft is on its way: its note stays
+            self.live_bar.say(render.draft_note_html(state, described, index + 1))
+        self._update_buttons()
+        return state == "ready"
+
     def _show_selected(self) -> None:
         try:
             self.view.show_selection(self._session, self.selected)
@@ -403,3 +564,4 @@ class Studio(W.VBox):
         )
         self.view.enable(frame=self.selected_frame is not None)
         self.panel.set_enabled(not busy)
+        self.live_bar.enable(draft=not busy and self.draft is not None)

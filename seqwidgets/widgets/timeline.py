@@ -54,6 +54,7 @@ ACCENT = "#ffb020"
 KEYFRAME = "#4cc3ff"
 CONNECTOR = "#6c7386"
 RUNNING = "#53d769"
+DRAFT_LANE = "#3a2f12"  # a live draft's row: amber, unlike any kept branch
 
 _DRAW_LOCK = threading.RLock()
 
@@ -117,12 +118,13 @@ class Row:
     keyframes: tuple[int, ...] = ()
     done: set[int] = field(default_factory=set)
     branch: Any = field(default=None, repr=False, compare=False)
+    draft: bool = False
 
     #: Characters of a label that fit in the gutter.
     LABEL = 15
 
     @classmethod
-    def of(cls, branch) -> Row:
+    def of(cls, branch, draft: bool = False) -> Row:
         """The row of a session's `Branch`: its name when that fits the gutter, else
         ``"branch <id>"`` (the fork's loop is on the line below).
 
@@ -143,6 +145,7 @@ class Row:
             parent=None if branch.parent is None else branch.parent.id,
             keyframes=tuple(i for i, _ in branch.params.positive_keyframes),
             branch=branch,
+            draft=draft,
         )
 
 
@@ -394,7 +397,7 @@ class _Timeline(W.VBox):
         """Add the row of a session's `Branch`, or update it when its length changed."""
         row = self.row(branch.id)
         if row is None or row.length != branch.params.sequence_loop_count:
-            self.add_row(Row.of(branch))
+            self.add_row(Row.of(branch, draft=row is not None and row.draft))
 
     def add_frame(self, branch, index: int, image: Image.Image) -> None:
         """Show a new frame of a session's `Branch`: its row, its thumbnail, and the next loop's
@@ -417,6 +420,16 @@ class _Timeline(W.VBox):
             first = next((b for b in branches if b.indices), None)
             if first is not None:
                 self.select(first.id, 0)
+
+    def show_draft(self, branch) -> None:
+        """Show ``branch`` as the live draft's row (marked "DRAFT"), emptied of the previous
+        draft's frames; the row keeps its place."""
+        row = self.row(branch.id)
+        if row is not None:
+            for index in list(row.done):
+                self._forget(row.key, index)
+            row.done.clear()
+        self.add_row(Row.of(branch, draft=True))
 
     def remove_row(self, key) -> None:
         i = self.row_index(key)
@@ -656,8 +669,9 @@ class _Timeline(W.VBox):
             )
         for pos, row in self._visible_rows():
             y = L.y(pos)
-            p.rect(0, y - 2, L.width, L.row_h - 4, fill=LANE)
-            p.text(row.name[: Row.LABEL], 10, y + t / 2 - 14, LABEL_TEXT, size=12, bold=True)
+            p.rect(0, y - 2, L.width, L.row_h - 4, fill=DRAFT_LANE if row.draft else LANE)
+            label, color = ("◆ DRAFT", ACCENT) if row.draft else (row.name, LABEL_TEXT)
+            p.text(label[: Row.LABEL], 10, y + t / 2 - 14, color, size=12, bold=True)
             sub = f"from loop {row.fork}" if row.parent is not None else f"{row.length} loops"
             p.text(sub, 10, y + t / 2 + 2, GRID_TEXT, size=10)
             for col in range(max(first, row.fork), min(last, row.length)):
