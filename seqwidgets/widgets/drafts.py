@@ -75,12 +75,15 @@ class LatestOnly:
                 self._thread.daemon = True
                 self._thread.start()
 
-    def cancel(self) -> None:
-        """Drop the waiting request and cancel the running one (it ends at its next step)."""
+    def cancel(self) -> bool:
+        """Drop the waiting request and cancel the running one (it ends at its next step);
+        return whether a waiting request was dropped (its work never ran)."""
         with self._lock:
+            dropped = self._pending is not None
             self._pending = None
             if self._cancel is not None:
                 self._cancel.cancel()
+        return dropped
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until nothing runs nor waits; return whether that is so."""

@@ -141,6 +141,7 @@ class Studio(W.VBox):
         self.drafts = LatestOnly(self._draft_work, self.threaded)
         self._origin = None  # (branch, loop) the drafts start from: the last frame selected
         self._drafted: tuple | None = None  # (origin, settings) of the last draft asked for
+        self._draft_note: tuple | None = None  # (changes described, loop) of the last draft asked
         self.live_bar = t.live_bar
         traitlets.link((self, "live"), (self.live_bar.toggle, "value"))
         self.observe(self._on_live, "live")
@@ -368,8 +369,10 @@ class Studio(W.VBox):
     def _start(self, kind: str, params: SequenceParams | None, wait: bool, work):
         if self.running:
             raise RuntimeError("a job is in progress; Stop it or wait() for it first")
-        self.drafts.cancel()  # a job needs the session: the draft stops where it is
+        dropped = self.drafts.cancel()  # a job needs the session: the draft stops where it is
         self.drafts.wait()
+        if dropped and self._draft_note is not None:  # it never began: its note must not stay
+            self.live_bar.say(render.draft_note_html("stopped", *self._draft_note))
         job = Job(kind, params, started=time.monotonic())
         self.clear_error()
         self.view.live.release()  # an estimate of an earlier job's loop is no longer current
@@ -487,9 +490,8 @@ class Studio(W.VBox):
             for name in fork_changes(before, params)
         )
         self._drafted = (origin, params)
-        self.live_bar.say(
-            render.draft_note_html("drafting…", self._described(owner, changes), index + 1)
-        )
+        self._draft_note = (self._described(owner, changes), index + 1)
+        self.live_bar.say(render.draft_note_html("drafting…", *self._draft_note))
         self.drafts.submit((owner, index, changes), TYPING_DELAY if typed else 0.0)
 
     @staticmethod
