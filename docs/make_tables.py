@@ -50,7 +50,7 @@ def performance_table(results: Path = RESULTS) -> str:
 
     Example:
         >>> print(performance_table(Path("/nonexistent")).splitlines()[-1])
-        Not measured yet: batched_branches, engine_overhead, interaction, session_memory, startup, threads, toy, toy_preview (run `python benchmarks/run_all.py`).
+        Not measured yet: batched_branches, engine_overhead, interaction, live, session_memory, startup, threads, toy, toy_preview (run `python benchmarks/run_all.py`).
     """
     rows = ["| what | figure | target | from |", "|---|---|---|---|"]
     missing = []
@@ -187,11 +187,33 @@ def _threads_rows(r: dict) -> list[tuple[str, str, str]]:
     ]
 
 
+def _live_rows(r: dict) -> list[tuple[str, str, str]]:
+    first, ratio, burst = (
+        r["first_frame_ms"],
+        r["first_frame_over_one_loop"],
+        r["bursts"]["at once"],
+    )
+    s = r["settings"]
+    return [
+        (
+            f"live draft on the {s['model']} model ({s['steps']} steps, {s['threads']} thread): a settings change to the first draft frame",
+            f"**{first['median']:.0f} ms** median, {first['p95']:.0f} ms p95 ({ratio['median']:.2f}x / {ratio['p95']:.2f}x one loop of {r['one_loop_engine_ms']:.0f} ms)",
+            f"<= {ratio['target']:g}x one loop",
+        ),
+        (
+            f"a burst of {burst['changes']} changes at once",
+            f"{burst['drafts_started']} drafts started, {burst['drafts_finished']} finished, {burst['model_calls']} model calls (one draft: {burst['model_calls_of_one_draft']})",
+            "no queued work",
+        ),
+    ]
+
+
 _PERFORMANCE_ROWS: dict[str, Callable[[dict], list[tuple[str, str, str]]]] = {
     "engine_overhead": _engine_rows,
     "batched_branches": _branches_rows,
     "interaction": _interaction_rows,
     "toy_preview": _toy_preview_rows,
+    "live": _live_rows,
     "session_memory": _memory_rows,
     "toy": _toy_rows,
     "startup": _startup_rows,
