@@ -21,6 +21,7 @@ from . import render
 from .colab import choose_renderer, default_threaded
 from .compare import CompareView
 from .controls import ErrorArea, FrameView, Header, Transport, close_all, on_click, studio_layout
+from .display import DisplayWorker
 from .jobs import Job, JobRunner, export_path, find_branch, fork_changes, loop_index
 from .metrics_strip import MetricsStrip
 from .panel import ControlPanel
@@ -90,6 +91,8 @@ class Studio(W.VBox):
         self.live_preview = live_preview
         self.last_error: BaseException | None = None
         self.jobs = JobRunner(self.threaded, self._finish, self._show_error)
+        # Decoding and drawing run off the sampling thread (in main-thread mode: inline).
+        self.display = DisplayWorker(self.threaded, self._show_error)
 
         self.panel = ControlPanel(params)
         self.transport = t = Transport()
@@ -317,6 +320,7 @@ class Studio(W.VBox):
         return self.jobs.start(job, run, wait=wait)
 
     def _finish(self, job: Job) -> None:
+        self.display.drain()  # every frame of the job drawn before the end is shown
         try:
             self._sync_rows()
             self.timeline.set_running(None, None)
@@ -335,22 +339,34 @@ class Studio(W.VBox):
     # -- callbacks: from the running thread, and the selection -------------------------------
 
     def _on_step(self, loop: int, step: int, sigma: float, denoised) -> None:
+        # The sampling thread only counts and hands over: the display worker draws.
         job, now = self.jobs.job, time.monotonic()
         job.on_step(loop, step, now)
+        draw, guard = self.display.submit, self.jobs.guarded
         if job.branch is None and self.session.branches:  # listed as soon as it starts
-            job.branch = self.session.branches[-1]
-            self.timeline.show_branch(job.branch)
+            job.branch = branch = self.session.branches[-1]
+            draw(guard(lambda: self.timeline.show_branch(branch)))
         if step == 0 and job.branch is not None:
-            self.timeline.set_running(job.branch.id, loop)
+            key = job.branch.id
+            draw(guard(lambda: self.timeline.set_running(key, loop)))
         if job.due("progress", now, 0.1):
-            self.transport.show(job)
+            draw(guard(lambda: self.transport.show(job)), latest="progress")
         if self.live_preview and job.follow and job.due("live", now, 0.25):
-            self.view.show_live(self.session.pipe, denoised, loop, step, job.params)
+            pipe = self.session.pipe
+            latent = denoised[:1].detach().clone()  # the sampler goes on with its own tensor
+
+            def show_live() -> None:
+                self.view.show_live(pipe, latent, loop, step, job.params)
+
+            draw(guard(show_live), latest="live")
 
     def _on_frame(self, branch, frame) -> None:
         job = self.jobs.job
         job.branch = branch
         job.on_frame(frame.index)
+        self.display.submit(self.jobs.guarded(lambda: self._draw_frame(job, branch, frame)))
+
+    def _draw_frame(self, job: Job, branch, frame) -> None:  # on the display worker's thread
         self.view.live.release(frame.index)  # the frame is the better picture of its loop
         thumb = self.session.thumbnail(branch, frame.index, self.thumb_size)
         self.timeline.add_frame(branch, frame.index, thumb)
