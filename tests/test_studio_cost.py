@@ -2,7 +2,6 @@
 previews that still arrive, the newest preview winning, and the same latents as the engine."""
 
 import threading
-import time
 import warnings
 
 import pytest
@@ -80,59 +79,51 @@ def test_the_studios_latents_equal_the_engines_bit_for_bit(coherence):
     assert torch.equal(torch.stack([studio.session.frame(alt, i).latent for i in range(5)]), got)
 
 
-# -- off the sampling thread ---------------------------------------------------------------------
+# -- decoded beside the sampling, drawn in the job's thread -------------------------------------
 
 
-def test_frames_are_drawn_off_the_sampling_thread_and_all_are_there_when_the_run_returns():
-    studio = sw.Studio(sw.testing.tiny_pipeline(), threaded=True)
-    threads = {}
+@pytest.mark.parametrize("threaded", [True, False])
+def test_frames_are_decoded_beside_the_sampling_drawn_in_the_jobs_thread_and_all_there(threaded):
+    pipe = sw.testing.tiny_pipeline()
+    studio = sw.Studio(pipe, threaded=threaded)
+    decoders, drawers = set(), {}
+    decode = pipe.vae.decode
+
+    def recorded_decode(*args, **kwargs):
+        decoders.add(threading.current_thread().name)
+        return decode(*args, **kwargs)
+
+    pipe.vae.decode = recorded_decode
     draw = studio._draw_frame
 
     def recorded(job, branch, frame):
-        threads[frame.index] = threading.current_thread().name
+        drawers[frame.index] = threading.current_thread().name
         draw(job, branch, frame)
 
     studio._draw_frame = recorded
     run = studio.run(wait=True, **params(sequence_loop_count=6).to_dict())
-    assert set(threads) == set(range(6))
-    assert set(threads.values()) == {"seqwidgets-display"}
+    assert decoders == {"seqwidgets-display"}  # the VAE never ran in the sampling thread
+    # Widgets are updated from the one thread that always drew them (the caller's, on Colab).
+    job_thread = "seqwidgets-studio" if threaded else threading.current_thread().name
+    assert drawers == dict.fromkeys(range(6), job_thread)
     assert studio.timeline.row(run.id).done == set(range(6))  # every thumbnail, after wait
     assert studio.selected == (run, 5)
     assert studio.strip.value_at(run.id, 5) is not None
 
 
-def test_main_thread_mode_draws_in_the_callers_thread():
-    studio = sw.Studio(sw.testing.tiny_pipeline(), threaded=False)
-    threads = set()
-    draw = studio._draw_frame
-    studio._draw_frame = lambda *a: (threads.add(threading.current_thread()), draw(*a))
-    run = studio.run(wait=True, **params().to_dict())
-    assert threads == {threading.current_thread()}
-    assert studio.timeline.row(run.id).done == set(range(4))
-
-
 def test_live_previews_still_arrive_while_the_run_goes_on():
     studio = sw.Studio(sw.testing.tiny_pipeline(), threaded=True)
-    shown = threading.Event()
+    drawn_at = []  # frames finished when each live picture was drawn
     show_live = studio.view.preview.show_live
 
     def recorded(*args):
         show_live(*args)
-        shown.set()
+        drawn_at.append(len(studio.session.branches[-1].frames))
 
     studio.view.preview.show_live = recorded
-    # The sampling thread waits, in loop 0's frame callback, for the first live picture: it
-    # must be drawn by the worker while the run has not finished.
-    on_frame = studio._on_frame
-
-    def waiting(branch, frame):
-        if frame.index == 0:
-            assert shown.wait(30), "no live preview was drawn while the run went on"
-        on_frame(branch, frame)
-
-    studio._on_frame = waiting
     run = studio.run(wait=True, **params(sequence_loop_count=3).to_dict())
-    assert shown.is_set() and studio.last_error is None and len(run.indices) == 3
+    assert drawn_at and drawn_at[0] == 0  # the first step's estimate, before loop 0 ended
+    assert studio.last_error is None and len(run.indices) == 3
 
 
 def test_a_drawing_error_is_shown_and_the_run_completes():
@@ -150,55 +141,57 @@ def test_a_drawing_error_is_shown_and_the_run_completes():
 # -- the newest preview wins ---------------------------------------------------------------------
 
 
-def test_a_slow_previewer_never_builds_a_queue_and_the_newest_preview_wins():
-    worker = DisplayWorker(threaded=True)
-    started, drawn, most_waiting = threading.Event(), [], []
+def test_behind_a_slow_decode_a_burst_of_previews_never_builds_a_queue_and_the_newest_wins():
+    queue = DisplayWorker()
+    decoding, drawn, most_waiting = threading.Event(), [], []
+    queue.submit(lambda: drawn.append("frame 0"), prepare=lambda: decoding.wait(10))
+    for step in range(200):  # a burst of model steps while the frame decodes
+        queue.submit(lambda step=step: drawn.append(step), latest="live")
+        queue.draw_ready()  # as each step does: nothing is ready behind the decoding frame
+        most_waiting.append(queue.pending)
+    assert drawn == [] and max(most_waiting) == 2  # the frame and the newest preview only
+    decoding.set()
+    assert queue.drain(10)
+    assert drawn == ["frame 0", 199] and queue.dropped == 199
 
-    def slow_preview(step):
-        started.set()
-        time.sleep(0.05)  # a decoder far slower than the steps
-        drawn.append(step)
 
-    for step in range(200):  # a burst of model steps, each handing a preview over
-        worker.submit(lambda step=step: slow_preview(step), latest="live")
-        most_waiting.append(worker.pending)
-        if step == 0:
-            started.wait(5)  # the first preview is being decoded while the burst goes on
-    assert worker.drain(30)
-    assert max(most_waiting) == 1  # never more than the newest one waiting
-    assert drawn[0] == 0 and drawn[-1] == 199  # the newest is the last shown
-    assert len(drawn) <= 3 and worker.dropped == 200 - len(drawn)
+def test_a_preview_is_drawn_in_the_step_that_made_it_when_nothing_waits_before_it():
+    queue = DisplayWorker()
+    drawn = []
+    for step in range(20):
+        queue.submit(lambda step=step: drawn.append(step), latest="live")
+        assert queue.draw_ready() == 1
+    assert drawn == list(range(20)) and queue.pending == 0 and queue.dropped == 0
 
 
 @settings(max_examples=25, deadline=None)
 @given(st.lists(st.sampled_from(["frame", "live", "progress"]), min_size=1, max_size=30))
 def test_kept_tasks_all_run_in_order_and_each_latest_is_the_newest(kinds):
-    worker = DisplayWorker(threaded=True)
+    queue = DisplayWorker()
     gate = threading.Event()
-    worker.submit(lambda: gate.wait(5))  # holds the worker while the tasks are handed over
+    queue.submit(lambda: None, prepare=lambda: gate.wait(5))  # a decode holding the queue
     ran = []
     for n, kind in enumerate(kinds):
         latest = None if kind == "frame" else kind
-        worker.submit(lambda n=n, kind=kind: ran.append((kind, n)), latest=latest)
+        queue.submit(lambda n=n, kind=kind: ran.append((kind, n)), latest=latest)
+        queue.draw_ready()
     gate.set()
-    assert worker.drain(10)
+    assert queue.drain(10)
     frames = [n for n, kind in enumerate(kinds) if kind == "frame"]
     assert [n for kind, n in ran if kind == "frame"] == frames
     for kind in ("live", "progress"):
         given_ = [n for n, k in enumerate(kinds) if k == kind]
         assert [n for k, n in ran if k == kind] == given_[-1:]
-    # Handed-over order is kept: a preview handed over before a frame is drawn before it.
+    # The order handed over is kept: a preview handed over before a frame is drawn before it.
     assert [n for _, n in ran] == sorted(n for _, n in ran)
 
 
-def test_a_task_may_hand_over_another_and_drain_from_inside_returns():
-    worker = DisplayWorker(threaded=True)
-    ran = []
+def test_without_a_thread_everything_runs_at_once_in_the_callers_thread():
+    queue = DisplayWorker(threaded=False)
+    where = []
 
-    def first():
-        worker.submit(lambda: ran.append("second"))
-        worker.drain()  # the worker cannot wait for itself: returns at once
-        ran.append("first")
+    def record():
+        where.append(threading.current_thread())
 
-    worker.submit(first)
-    assert worker.drain(10) and ran == ["first", "second"]
+    queue.submit(record, prepare=record)
+    assert queue.draw_ready() == 1 and where == [threading.current_thread()] * 2

@@ -1,56 +1,67 @@
-"""The studio's drawing, off the sampling thread: a worker that takes what the run hands it.
+"""The studio's drawing queue: decodes off the sampling thread, draws at its next step.
 
-Decoding a frame, its thumbnail, the metrics strip's measures, the live preview and every canvas
-message cost as much as a tenth of a toy-model loop. Done in the sampling thread's callbacks,
-that time is added to the run. A `DisplayWorker` runs them on a thread of its own instead: the
-sampling thread only hands over a task and goes on with the next model step.
+Each new frame costs a VAE decode (on the toy model about one model step: 5% of a 20-step
+loop), then drawing (its thumbnail, the metrics strip, the selection: canvas messages). The
+decode is torch work that leaves Python's lock free, so it runs on a thread of its own, beside
+the sampling; the drawing is Python work that would only contend with the sampler for that
+lock, and widget updates belong on one thread (from other threads they are unreliable on
+Colab), so it stays on the thread that draws: the studio's job thread, which calls `draw_ready`
+at each model step and `drain` at the end of the job.
 
-Two kinds of task:
+A task is queued with an optional ``prepare`` (run on the worker's thread: the decode) and
+drawn, in the order given, once its ``prepare`` is done. Two kinds of task:
 
-* **kept** (each new frame: its thumbnail, the strip, the selection): every one runs, in the
-  order given, so no thumbnail is ever missing;
+* **kept** (each new frame): every one is drawn, in order, so no thumbnail is ever missing;
 * **latest** (a live preview, the progress line): a newer task of the same name replaces one
-  still waiting, so a slow previewer never builds a queue: the newest picture wins.
-
-Tasks run in the order they were handed over (a replaced task's place is taken by its
-replacement, at the end), so a live estimate of loop 3 never covers loop 3's finished frame.
-Main-thread mode (``threaded=False``, for Colab, where widget updates from other threads are
-unreliable) runs each task at once, in the caller's thread, as the studio always did there.
+  still waiting, so a slow frame decode or a burst of steps never builds a queue: the newest
+  picture wins.
 
 Example:
-    >>> worker = DisplayWorker(threaded=True)
+    >>> queue = DisplayWorker()
     >>> shown = []
+    >>> queue.submit(lambda: shown.append("frame 0"), prepare=lambda: shown.append("decoded"))
     >>> for step in range(5):
-    ...     worker.submit(lambda step=step: shown.append(step), latest="live")
-    >>> worker.drain()
+    ...     queue.submit(lambda step=step: shown.append(f"live {step}"), latest="live")
+    >>> queue.drain()
     True
-    >>> shown[-1], worker.done + worker.dropped
-    (4, 5)
+    >>> shown, queue.dropped
+    (['decoded', 'frame 0', 'live 4'], 4)
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 __all__ = ["DisplayWorker"]
 
-Task = Callable[[], None]
+Task = Callable[[], object]
+
+
+@dataclass(eq=False)
+class _Entry:
+    draw: Task
+    latest: str | None
+    ready: threading.Event = field(default_factory=threading.Event)
 
 
 class DisplayWorker:
-    """Runs drawing tasks on one background thread, in order, the latest of a name only.
+    """Runs ``prepare`` steps on a background thread and their drawing, in order, in the
+    thread that calls `draw_ready` or `drain`.
 
     Args:
-        threaded (`bool`, defaults to `True`): run tasks on the worker's thread; ``False``: run
-            each at once in the caller's thread (main-thread mode).
-        on_error: ``on_error(exc, traceback_text)`` when a task raises (the task is dropped, the
-            worker goes on); default: the error is kept in ``last_error`` only.
+        threaded (`bool`, defaults to `True`): prepare on the worker's thread; ``False``: at
+            once, in the thread that submits (everything then runs where it did before).
+        on_error: ``on_error(exc, traceback_text)`` when a drawing raises (it is dropped, the
+            queue goes on); a ``prepare`` that raises is ignored: its drawing repeats the work
+            and reports the error.
 
     Attributes:
-        done (`int`): tasks run. dropped (`int`): ``latest`` tasks replaced before they ran.
-        last_error (`BaseException` or `None`): the last error a task raised.
+        drawn (`int`): tasks drawn. dropped (`int`): ``latest`` tasks replaced before drawn.
+        last_error (`BaseException` or `None`): the last error a drawing raised.
     """
 
     def __init__(
@@ -60,64 +71,88 @@ class DisplayWorker:
     ):
         self.threaded = threaded
         self.on_error = on_error
-        self.done = 0
+        self.drawn = 0
         self.dropped = 0
         self.last_error: BaseException | None = None
-        self._pending: list[tuple[str | None, Task]] = []
-        self._cond = threading.Condition()
-        self._thread: threading.Thread | None = None  # alive while tasks are waiting or running
+        self._queue: list[_Entry] = []  # waiting to be drawn, in order
+        self._prepares: list[tuple[Task, _Entry]] = []  # waiting for the worker's thread
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None  # alive while prepares are waiting
 
     @property
     def pending(self) -> int:
-        """Tasks waiting to run."""
-        with self._cond:
-            return len(self._pending)
+        """Tasks waiting to be drawn."""
+        with self._lock:
+            return len(self._queue)
 
-    def submit(self, task: Task, *, latest: str | None = None) -> None:
-        """Hand ``task`` over; with ``latest``, it replaces a waiting task of that name."""
-        if not self.threaded:
-            self._call(task)
-            return
-        with self._cond:
+    def submit(self, draw: Task, *, prepare: Task | None = None, latest: str | None = None):
+        """Queue ``draw`` after ``prepare``; with ``latest``, it replaces a waiting task of
+        that name. Drawn by the next `draw_ready` once ``prepare`` is done."""
+        entry = _Entry(draw, latest)
+        with self._lock:
             if latest is not None:
-                kept = [item for item in self._pending if item[0] != latest]
-                self.dropped += len(self._pending) - len(kept)
-                self._pending = kept
-            self._pending.append((latest, task))
-            if self._thread is None:  # the thread ends when the queue is empty: start one
-                self._thread = threading.Thread(
-                    target=self._work, name="seqwidgets-display", daemon=True
-                )
-                self._thread.start()
-            self._cond.notify_all()
+                kept = [e for e in self._queue if e.latest != latest]
+                self.dropped += len(self._queue) - len(kept)
+                self._queue = kept
+            self._queue.append(entry)
+            if prepare is not None and self.threaded:
+                self._prepares.append((prepare, entry))
+                if self._thread is None:  # the thread ends when it has nothing left: start one
+                    self._thread = threading.Thread(
+                        target=self._work, name="seqwidgets-display", daemon=True
+                    )
+                    self._thread.start()
+                return
+        if prepare is not None:
+            _quietly(prepare)
+        entry.ready.set()
+
+    def draw_ready(self) -> int:
+        """Draw the waiting tasks that are ready, in order, up to the first that is not (its
+        decode still running); return how many were drawn. Never waits."""
+        count = 0
+        while True:
+            with self._lock:
+                if not self._queue or not self._queue[0].ready.is_set():
+                    return count
+                entry = self._queue.pop(0)
+            self._draw(entry.draw)
+            count += 1
 
     def drain(self, timeout: float | None = None) -> bool:
-        """Wait until every task handed over has run; return whether they all have.
-
-        Called from a task itself (the worker's own thread) it returns at once: the worker
-        cannot wait for itself.
-        """
-        if threading.current_thread() is self._thread:
-            return not self._pending
-        with self._cond:
-            return self._cond.wait_for(lambda: self._thread is None, timeout)
+        """Wait for every ``prepare`` and draw every task; return whether all were drawn
+        (``False``: ``timeout`` seconds passed first)."""
+        while True:
+            with self._lock:
+                if not self._queue:
+                    return True
+                entry = self._queue[0]
+            if not entry.ready.wait(timeout):
+                return False
+            self.draw_ready()
 
     def _work(self) -> None:
         while True:
-            with self._cond:
-                if not self._pending:
+            with self._lock:
+                if not self._prepares:
                     self._thread = None
-                    self._cond.notify_all()
                     return
-                _, task = self._pending.pop(0)
-            self._call(task)
+                prepare, entry = self._prepares.pop(0)
+            _quietly(prepare)
+            entry.ready.set()
 
-    def _call(self, task: Task) -> None:
+    def _draw(self, draw: Task) -> None:
         try:
-            task()
-        except Exception as exc:  # drawing never stops the worker nor reaches the sampler
+            draw()
+        except Exception as exc:  # a drawing never stops the queue nor reaches the sampler
             self.last_error = exc
             if self.on_error is not None:
                 self.on_error(exc, traceback.format_exc())
         finally:
-            self.done += 1
+            self.drawn += 1
+
+
+def _quietly(prepare: Task) -> None:
+    # A failure is not reported here: the drawing does the work again and reports it.
+    with contextlib.suppress(Exception):
+        prepare()

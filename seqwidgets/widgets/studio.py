@@ -91,8 +91,8 @@ class Studio(W.VBox):
         self.live_preview = live_preview
         self.last_error: BaseException | None = None
         self.jobs = JobRunner(self.threaded, self._finish, self._show_error)
-        # Decoding and drawing run off the sampling thread (in main-thread mode: inline).
-        self.display = DisplayWorker(self.threaded, self._show_error)
+        # Frames are decoded beside the sampling and drawn at its next step (display.py).
+        self.display = DisplayWorker(on_error=self._show_error)
 
         self.panel = ControlPanel(params)
         self.transport = t = Transport()
@@ -339,7 +339,7 @@ class Studio(W.VBox):
     # -- callbacks: from the running thread, and the selection -------------------------------
 
     def _on_step(self, loop: int, step: int, sigma: float, denoised) -> None:
-        # The sampling thread only counts and hands over: the display worker draws.
+        # The sampling thread counts and queues; it draws what is ready (a decoded frame).
         job, now = self.jobs.job, time.monotonic()
         job.on_step(loop, step, now)
         draw, guard = self.display.submit, self.jobs.guarded
@@ -359,14 +359,21 @@ class Studio(W.VBox):
                 self.view.show_live(pipe, latent, loop, step, job.params)
 
             draw(guard(show_live), latest="live")
+        self.display.draw_ready()
 
     def _on_frame(self, branch, frame) -> None:
         job = self.jobs.job
         job.branch = branch
         job.on_frame(frame.index)
-        self.display.submit(self.jobs.guarded(lambda: self._draw_frame(job, branch, frame)))
+        size = self.thumb_size
+        self.display.submit(
+            self.jobs.guarded(lambda: self._draw_frame(job, branch, frame)),
+            # Beside the sampling: the decode (torch work, which leaves Python's lock free).
+            prepare=lambda: self.session.thumbnail(branch, frame.index, size),
+        )
+        self.display.draw_ready()
 
-    def _draw_frame(self, job: Job, branch, frame) -> None:  # on the display worker's thread
+    def _draw_frame(self, job: Job, branch, frame) -> None:  # once decoded, on the job's thread
         self.view.live.release(frame.index)  # the frame is the better picture of its loop
         thumb = self.session.thumbnail(branch, frame.index, self.thumb_size)
         self.timeline.add_frame(branch, frame.index, thumb)
