@@ -86,6 +86,7 @@ def test_the_studios_latents_equal_the_engines_bit_for_bit(coherence):
 def test_frames_are_decoded_beside_the_sampling_drawn_in_the_jobs_thread_and_all_there(threaded):
     pipe = sw.testing.tiny_pipeline()
     studio = sw.Studio(pipe, threaded=threaded)
+    studio.display.threaded = True  # as on an accelerator (on a CPU the default decodes inline)
     decoders, drawers = set(), {}
     decode = pipe.vae.decode
 
@@ -109,6 +110,22 @@ def test_frames_are_decoded_beside_the_sampling_drawn_in_the_jobs_thread_and_all
     assert studio.timeline.row(run.id).done == set(range(6))  # every thumbnail, after wait
     assert studio.selected == (run, 5)
     assert studio.strip.value_at(run.id, 5) is not None
+
+
+def test_on_a_cpu_the_decode_stays_in_the_sampling_thread():
+    pipe = sw.testing.tiny_pipeline()
+    studio = sw.Studio(pipe, threaded=True)
+    decoders = set()
+    decode = pipe.vae.decode
+
+    def recorded_decode(*args, **kwargs):
+        decoders.add(threading.current_thread().name)
+        return decode(*args, **kwargs)
+
+    pipe.vae.decode = recorded_decode
+    run = studio.run(wait=True, **params().to_dict())
+    assert studio.display.threaded is False and decoders == {"seqwidgets-studio"}
+    assert studio.timeline.row(run.id).done == {0, 1, 2, 3}
 
 
 def test_live_previews_still_arrive_while_the_run_goes_on():

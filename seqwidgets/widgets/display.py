@@ -53,8 +53,8 @@ class DisplayWorker:
     thread that calls `draw_ready` or `drain`.
 
     Args:
-        threaded (`bool`, defaults to `True`): prepare on the worker's thread; ``False``: at
-            once, in the thread that submits (everything then runs where it did before).
+        threaded (`bool`, defaults to `True`): prepare on the worker's thread; ``False``
+            (or ``None``, not decided yet): at once, in the thread that submits.
         on_error: ``on_error(exc, traceback_text)`` when a drawing raises (it is dropped, the
             queue goes on); a ``prepare`` that raises is ignored: its drawing repeats the work
             and reports the error.
@@ -66,7 +66,7 @@ class DisplayWorker:
 
     def __init__(
         self,
-        threaded: bool = True,
+        threaded: bool | None = True,
         on_error: Callable[[BaseException, str], None] | None = None,
     ):
         self.threaded = threaded

@@ -91,8 +91,8 @@ class Studio(W.VBox):
         self.live_preview = live_preview
         self.last_error: BaseException | None = None
         self.jobs = JobRunner(self.threaded, self._finish, self._show_error)
-        # Frames are decoded beside the sampling and drawn at its next step (display.py).
-        self.display = DisplayWorker(on_error=self._show_error)
+        # Frames are decoded (beside the sampling, on an accelerator) and drawn at its next step.
+        self.display = DisplayWorker(threaded=None, on_error=self._show_error)
 
         self.panel = ControlPanel(params)
         self.transport = t = Transport()
@@ -365,11 +365,16 @@ class Studio(W.VBox):
         job = self.jobs.job
         job.branch = branch
         job.on_frame(frame.index)
-        size = self.thumb_size
+        session, size = self.session, self.thumb_size
+        # On an accelerator a decode in the sampling thread waits for the device (a host
+        # synchronisation): a worker thread lets the sampling go on. On a CPU the decode is CPU
+        # work wherever it runs and a thread only adds contention (bench_interaction: no gain).
+        if self.display.threaded is None:
+            self.display.threaded = session.pipe.device.type != "cpu"
         self.display.submit(
             self.jobs.guarded(lambda: self._draw_frame(job, branch, frame)),
             # Beside the sampling: the decode (torch work, which leaves Python's lock free).
-            prepare=lambda: self.session.thumbnail(branch, frame.index, size),
+            prepare=lambda: session.thumbnail(branch, frame.index, size),
         )
         self.display.draw_ready()
 
