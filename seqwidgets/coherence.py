@@ -129,7 +129,11 @@ class ColorCoherence:
         size: ``(width, height)`` of the run's images.
         start: the first loop the run computes.
         earlier: ``earlier(index)`` gives the latent of a loop before ``start`` (a branch's
-            shared prefix) when one is a reference; may be ``None`` for runs from loop 0.
+            shared prefix) when one is a reference; may be ``None`` for runs from loop 0. When
+            it also has an ``image(index)`` method (a `Session` passes one), the pixel modes
+            take each loop's decoded image from it instead of decoding it here: the session's
+            cache, which the studio's thumbnails and metrics read too, so a frame is decoded
+            once. Of a batch it is asked only for the loops the items share (before ``start``).
     """
 
     def __init__(
@@ -170,8 +174,8 @@ class ColorCoherence:
         if not todo:
             return x  # untouched: coherence off leaves the node's latents bit for bit
         x = x.clone()
-        for i, target in todo:
-            x[i] = self._match(i, target, x[i])
+        for i, target in todo:  # x[i] is the result of the loop before this one
+            x[i] = self._match(i, target, x[i], plans[i].index - 1)
         self._seconds = time.perf_counter() - started
         return x
 
@@ -186,13 +190,16 @@ class ColorCoherence:
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _match(self, item: int, target: int | str, latent: torch.Tensor) -> torch.Tensor:
+    def _match(
+        self, item: int, target: int | str, latent: torch.Tensor, index: int
+    ) -> torch.Tensor:
+        """``latent`` (loop ``index``'s result) matched to the reference ``target``."""
         mode = self.modes[item]
         if mode == "latent":
             return match_latent(latent.float(), self._reference_latent(item, target))
-        from .decode import decode_latents, encode_image
+        from .decode import encode_image
 
-        image = decode_latents(self.pipe.vae, latent)[0]
+        image = self._decoded(item, index, latent)
         matched = match_histograms(image, self._reference_image(item, target), mode)
         pixels = torch.from_numpy(matched).permute(2, 0, 1).float()
         return encode_image(self.pipe.vae, pixels, size=self.size)[0]
@@ -215,10 +222,18 @@ class ColorCoherence:
             if target == "image":
                 self._references[key] = self._load_image(item)
             else:
-                from .decode import decode_latents
-
-                self._references[key] = decode_latents(self.pipe.vae, self._result(item, target))[0]
+                self._references[key] = self._decoded(item, target, self._result(item, target))
         return self._references[key]
+
+    def _decoded(self, item: int, index: int, latent: torch.Tensor):
+        """Loop ``index``'s result (``latent``) decoded: the image ``earlier.image`` holds
+        (the session's, decoded once for every use), else decoded here."""
+        shared = getattr(self._earlier, "image", None)
+        if shared is not None and (index < self._start or len(self.modes) == 1):
+            return shared(index)
+        from .decode import decode_latents
+
+        return decode_latents(self.pipe.vae, latent)[0]
 
     def _result(self, item: int, index: int) -> torch.Tensor:
         if (item, index) in self._results:

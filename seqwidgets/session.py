@@ -936,7 +936,7 @@ class Session:
             start=start,
             previous=previous,
             callback=callback,
-            earlier=lambda i: self.frame(branch, i).latent,  # colour references
+            earlier=_Loops(self, branch),  # colour coherence: references, decoded images
             cancel=self._cancel,
         )
         self._collect([branch], _one_at_a_time(frames), on_frame)
@@ -959,6 +959,21 @@ class Session:
 
 
 # -- helpers -----------------------------------------------------------------------------------------
+
+
+class _Loops:
+    """The loops of ``branch`` computed so far, for colour coherence: ``loops(i)`` is loop
+    ``i``'s latent, ``loops.image(i)`` its image from the session's cache, decoded once for
+    coherence, thumbnails, the preview and the metrics alike."""
+
+    def __init__(self, session: Session, branch: Branch):
+        self.session, self.branch = session, branch
+
+    def __call__(self, index: int) -> torch.Tensor:
+        return self.session.frame(self.branch, index).latent
+
+    def image(self, index: int) -> Image.Image:
+        return self.session.image(self.branch, index)
 
 
 def _one_at_a_time(frames: Iterator[Frame]) -> Iterator[list[Frame]]:

@@ -193,8 +193,10 @@ class MetricsStrip(W.VBox):
         """Read the metrics of ``branch`` (default: every branch of the session with loops not
         read yet), follow the timeline's view (`sync_view`) and redraw when anything changed.
 
-        Safe to call from the sampling thread on each new frame: only the new loops' rows are
-        computed, the rest come from the session's cache.
+        Safe to call from any thread on each new frame: only the new loops' rows are computed,
+        the rest come from the session's cache. Following a timeline, ``branch``'s points stop
+        at its last thumbnail drawn: the run may be loops ahead of the drawing, and a point
+        sits under its thumbnail.
         """
         if branch is not None:
             targets = [branch]
@@ -202,7 +204,8 @@ class MetricsStrip(W.VBox):
             every = self.session.branches if self.session is not None else []
             targets = [b for b in every if len(self.rows.get(b.id, ())) != len(b.indices)]
         for b in targets:
-            self.rows[b.id] = self.session.metrics(b)
+            last = -1 if branch is None or self.timeline is None else self.timeline.last_index(b.id)
+            self.rows[b.id] = self.session.metrics(b, None if last < 0 else last)
         if self.sync_view(redraw=False) or targets:  # one redraw for both
             self.redraw()
 

@@ -24,6 +24,7 @@ from . import render
 from .colab import choose_renderer, default_threaded
 from .compare import CompareView
 from .controls import ErrorArea, FrameView, Header, Transport, close_all, on_click, studio_layout
+from .display import DisplayWorker
 from .drafts import LatestOnly
 from .jobs import Job, JobRunner, export_path, find_branch, fork_changes, loop_index
 from .metrics_strip import MetricsStrip
@@ -112,6 +113,8 @@ class Studio(W.VBox):
         self.live_preview = live_preview
         self.last_error: BaseException | None = None
         self.jobs = JobRunner(self.threaded, self._finish, self._show_error)
+        # Frames are decoded (beside the sampling, on an accelerator) and drawn at its next step.
+        self.display = DisplayWorker(threaded=None, on_error=self._show_error)
 
         self.panel = ControlPanel(params)
         self.transport = t = Transport()
@@ -397,6 +400,7 @@ class Studio(W.VBox):
         return self.jobs.start(job, run, wait=wait)
 
     def _finish(self, job: Job) -> None:
+        self.display.drain()  # every frame of the job drawn before the end is shown
         try:
             self._sync_rows()
             self.timeline.set_running(None, None)
@@ -415,22 +419,46 @@ class Studio(W.VBox):
     # -- callbacks: from the running thread, and the selection -------------------------------
 
     def _on_step(self, loop: int, step: int, sigma: float, denoised) -> None:
+        # The sampling thread counts and queues; it draws what is ready (a decoded frame).
         job, now = self.jobs.job, time.monotonic()
         job.on_step(loop, step, now)
+        draw, guard = self.display.submit, self.jobs.guarded
         if job.branch is None and self.session.branches:  # listed as soon as it starts
-            job.branch = self.session.branches[-1]
-            self.timeline.show_branch(job.branch)
+            job.branch = branch = self.session.branches[-1]
+            draw(guard(lambda: self.timeline.show_branch(branch)))
         if step == 0 and job.branch is not None:
-            self.timeline.set_running(job.branch.id, loop)
+            key = job.branch.id
+            draw(guard(lambda: self.timeline.set_running(key, loop)))
         if job.due("progress", now, 0.1):
-            self.transport.show(job)
+            draw(guard(lambda: self.transport.show(job)), latest="progress")
         if self.live_preview and job.follow and job.due("live", now, 0.25):
-            self.view.show_live(self.session.pipe, denoised, loop, step, job.params)
+            pipe = self.session.pipe
+            latent = denoised[:1].detach().clone()  # the sampler goes on with its own tensor
+
+            def show_live() -> None:
+                self.view.show_live(pipe, latent, loop, step, job.params)
+
+            draw(guard(show_live), latest="live")
+        self.display.draw_ready()
 
     def _on_frame(self, branch, frame) -> None:
         job = self.jobs.job
         job.branch = branch
         job.on_frame(frame.index)
+        session, size = self.session, self.thumb_size
+        # On an accelerator a decode in the sampling thread waits for the device (a host
+        # synchronisation): a worker thread lets the sampling go on. On a CPU the decode is CPU
+        # work wherever it runs and a thread only adds contention (bench_interaction: no gain).
+        if self.display.threaded is None:
+            self.display.threaded = session.pipe.device.type != "cpu"
+        self.display.submit(
+            self.jobs.guarded(lambda: self._draw_frame(job, branch, frame)),
+            # Beside the sampling: the decode (torch work, which leaves Python's lock free).
+            prepare=lambda: session.thumbnail(branch, frame.index, size),
+        )
+        self.display.draw_ready()
+
+    def _draw_frame(self, job: Job, branch, frame) -> None:  # once decoded, on the job's thread
         self.view.live.release(frame.index)  # the frame is the better picture of its loop
         thumb = self.session.thumbnail(branch, frame.index, self.thumb_size)
         self.timeline.add_frame(branch, frame.index, thumb)

@@ -1,0 +1,214 @@
+"""What the studio costs the engine: one decode per frame, drawing off the sampling thread,
+previews that still arrive, the newest preview winning, and the same latents as the engine."""
+
+import threading
+import warnings
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import seqwidgets as sw
+from seqwidgets.widgets.display import DisplayWorker
+
+
+def params(**kwargs):
+    kwargs.setdefault("steps", 2)
+    kwargs.setdefault("sequence_loop_count", 4)
+    kwargs.setdefault("positive_seq", "0: a red circle\n2: a blue square")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return sw.SequenceParams(**kwargs)
+
+
+def count_vae_decodes(pipe) -> list:
+    """Record each call of the pipeline's VAE decoder (every path to pixels goes through it)."""
+    calls, decode = [], pipe.vae.decode
+
+    def counted(*args, **kwargs):
+        calls.append(args[0].shape[0])
+        return decode(*args, **kwargs)
+
+    pipe.vae.decode = counted
+    return calls
+
+
+# -- one decode per frame ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("threaded", [True, False])
+def test_a_frame_is_decoded_once_for_coherence_thumbnail_preview_and_metrics(threaded):
+    pipe = sw.testing.tiny_pipeline()
+    studio = sw.Studio(pipe, threaded=threaded, live_preview=False)
+    studio.session  # noqa: B018 (the session, before counting)
+    decodes = count_vae_decodes(pipe)
+    run = studio.run(wait=True, **params(color_coherence="lab").to_dict())
+    for index in run.indices:  # the large preview of every frame, and its metrics row
+        studio.select(run, index)
+    assert [row["loop"] for row in studio.session.metrics(run)] == [0, 1, 2, 3]
+    assert studio.timeline.row(run.id).done == {0, 1, 2, 3}  # every thumbnail drawn
+    # Loop 0 is the colour reference of loops 1-3 and each of loops 0-2 is matched before the
+    # next loop: coherence, thumbnails, the preview and the strip share one decode of each.
+    assert sum(decodes) == 4
+
+
+def test_a_branch_with_coherence_decodes_only_its_own_new_frames():
+    pipe = sw.testing.tiny_pipeline()
+    session = sw.Session(pipe)
+    run = session.run(params(color_coherence="lab", sequence_loop_count=5))
+    for index in run.indices:
+        session.thumbnail(run, index, 56)
+    decodes = count_vae_decodes(pipe)
+    alt = session.branch((run, 2), cfg=3.0)  # loops 3, 4: matched to loop 0, from loops 2, 3
+    for index in alt.indices:
+        session.thumbnail(alt, index, 56)
+    assert sum(decodes) == 2  # loops 3 and 4 of the branch; loops 0-2 are the run's, cached
+
+
+@pytest.mark.parametrize("coherence", ["none", "lab", "latent"])
+def test_the_studios_latents_equal_the_engines_bit_for_bit(coherence):
+    pipe = sw.testing.tiny_pipeline()
+    settings_ = params(color_coherence=coherence, sequence_loop_count=5)
+    expected = sw.SequenceSampler(pipe).sample(settings_)  # decodes on its own
+    studio = sw.Studio(pipe, threaded=True)
+    run = studio.run(wait=True, **settings_.to_dict())
+    got = torch.stack([studio.session.frame(run, i).latent for i in run.indices])
+    assert torch.equal(got, expected)
+    alt = studio.session.branch((run, 1))  # a branch reads loop 0's image from the cache
+    assert torch.equal(torch.stack([studio.session.frame(alt, i).latent for i in range(5)]), got)
+
+
+# -- decoded beside the sampling, drawn in the job's thread -------------------------------------
+
+
+@pytest.mark.parametrize("threaded", [True, False])
+def test_frames_are_decoded_beside_the_sampling_drawn_in_the_jobs_thread_and_all_there(threaded):
+    pipe = sw.testing.tiny_pipeline()
+    studio = sw.Studio(pipe, threaded=threaded)
+    studio.display.threaded = True  # as on an accelerator (on a CPU the default decodes inline)
+    decoders, drawers = set(), {}
+    decode = pipe.vae.decode
+
+    def recorded_decode(*args, **kwargs):
+        decoders.add(threading.current_thread().name)
+        return decode(*args, **kwargs)
+
+    pipe.vae.decode = recorded_decode
+    draw = studio._draw_frame
+
+    def recorded(job, branch, frame):
+        drawers[frame.index] = threading.current_thread().name
+        draw(job, branch, frame)
+
+    studio._draw_frame = recorded
+    run = studio.run(wait=True, **params(sequence_loop_count=6).to_dict())
+    assert decoders == {"seqwidgets-display"}  # the VAE never ran in the sampling thread
+    # Widgets are updated from the one thread that always drew them (the caller's, on Colab).
+    job_thread = "seqwidgets-studio" if threaded else threading.current_thread().name
+    assert drawers == dict.fromkeys(range(6), job_thread)
+    assert studio.timeline.row(run.id).done == set(range(6))  # every thumbnail, after wait
+    assert studio.selected == (run, 5)
+    assert studio.strip.value_at(run.id, 5) is not None
+
+
+def test_on_a_cpu_the_decode_stays_in_the_sampling_thread():
+    pipe = sw.testing.tiny_pipeline()
+    studio = sw.Studio(pipe, threaded=True)
+    decoders = set()
+    decode = pipe.vae.decode
+
+    def recorded_decode(*args, **kwargs):
+        decoders.add(threading.current_thread().name)
+        return decode(*args, **kwargs)
+
+    pipe.vae.decode = recorded_decode
+    run = studio.run(wait=True, **params().to_dict())
+    assert studio.display.threaded is False and decoders == {"seqwidgets-studio"}
+    assert studio.timeline.row(run.id).done == {0, 1, 2, 3}
+
+
+def test_live_previews_still_arrive_while_the_run_goes_on():
+    studio = sw.Studio(sw.testing.tiny_pipeline(), threaded=True)
+    drawn_at = []  # frames finished when each live picture was drawn
+    show_live = studio.view.preview.show_live
+
+    def recorded(*args):
+        show_live(*args)
+        drawn_at.append(len(studio.session.branches[-1].frames))
+
+    studio.view.preview.show_live = recorded
+    run = studio.run(wait=True, **params(sequence_loop_count=3).to_dict())
+    assert drawn_at and drawn_at[0] == 0  # the first step's estimate, before loop 0 ended
+    assert studio.last_error is None and len(run.indices) == 3
+
+
+def test_a_drawing_error_is_shown_and_the_run_completes():
+    studio = sw.Studio(sw.testing.tiny_pipeline(), threaded=True)
+
+    def broken(*_args):
+        raise RuntimeError("the canvas went away")
+
+    studio.strip.refresh = broken
+    run = studio.run(wait=True, **params().to_dict())
+    assert len(run.indices) == 4 and isinstance(studio.last_error, RuntimeError)
+    assert "the canvas went away" in studio.error_area.children[0].value
+
+
+# -- the newest preview wins ---------------------------------------------------------------------
+
+
+def test_behind_a_slow_decode_a_burst_of_previews_never_builds_a_queue_and_the_newest_wins():
+    queue = DisplayWorker()
+    decoding, drawn, most_waiting = threading.Event(), [], []
+    queue.submit(lambda: drawn.append("frame 0"), prepare=lambda: decoding.wait(10))
+    for step in range(200):  # a burst of model steps while the frame decodes
+        queue.submit(lambda step=step: drawn.append(step), latest="live")
+        queue.draw_ready()  # as each step does: nothing is ready behind the decoding frame
+        most_waiting.append(queue.pending)
+    assert drawn == [] and max(most_waiting) == 2  # the frame and the newest preview only
+    decoding.set()
+    assert queue.drain(10)
+    assert drawn == ["frame 0", 199] and queue.dropped == 199
+
+
+def test_a_preview_is_drawn_in_the_step_that_made_it_when_nothing_waits_before_it():
+    queue = DisplayWorker()
+    drawn = []
+    for step in range(20):
+        queue.submit(lambda step=step: drawn.append(step), latest="live")
+        assert queue.draw_ready() == 1
+    assert drawn == list(range(20)) and queue.pending == 0 and queue.dropped == 0
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.sampled_from(["frame", "live", "progress"]), min_size=1, max_size=30))
+def test_kept_tasks_all_run_in_order_and_each_latest_is_the_newest(kinds):
+    queue = DisplayWorker()
+    gate = threading.Event()
+    queue.submit(lambda: None, prepare=lambda: gate.wait(5))  # a decode holding the queue
+    ran = []
+    for n, kind in enumerate(kinds):
+        latest = None if kind == "frame" else kind
+        queue.submit(lambda n=n, kind=kind: ran.append((kind, n)), latest=latest)
+        queue.draw_ready()
+    gate.set()
+    assert queue.drain(10)
+    frames = [n for n, kind in enumerate(kinds) if kind == "frame"]
+    assert [n for kind, n in ran if kind == "frame"] == frames
+    for kind in ("live", "progress"):
+        given_ = [n for n, k in enumerate(kinds) if k == kind]
+        assert [n for k, n in ran if k == kind] == given_[-1:]
+    # The order handed over is kept: a preview handed over before a frame is drawn before it.
+    assert [n for _, n in ran] == sorted(n for _, n in ran)
+
+
+def test_without_a_thread_everything_runs_at_once_in_the_callers_thread():
+    queue = DisplayWorker(threaded=False)
+    where = []
+
+    def record():
+        where.append(threading.current_thread())
+
+    queue.submit(record, prepare=record)
+    assert queue.draw_ready() == 1 and where == [threading.current_thread()] * 2
