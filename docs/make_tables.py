@@ -120,6 +120,11 @@ def _interaction_rows(r: dict) -> list[tuple[str, str, str]]:
             "<= 5%",
         ),
         (
+            f"the same run's CPU time, every thread (what one core pays); {r['vae_decodes_per_run']:.0f} VAE decodes for {r['loops']} loops",
+            f"{_pct(r['studio_cpu_over_engine'])}; with each frame decoded on a worker thread {_pct(r['worker_cpu_over_engine'])} (so a CPU run decodes inline)",
+            "",
+        ),
+        (
             f"the same with a TAESD-sized previewer on this CPU ({r['taesd_decode_s'] * 1000:.0f} ms a decode)",
             _pct(r["taesd_studio_over_engine"]),
             "a GPU decodes it in about a millisecond",
