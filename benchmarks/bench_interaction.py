@@ -35,6 +35,7 @@ from common import add_run_options, machine, run_params, write_result
 from PIL import Image
 
 import seqwidgets as sw
+from seqwidgets.testing import count_vae_decodes
 from seqwidgets.widgets.timeline import CanvasTimeline, Row
 
 
@@ -107,18 +108,6 @@ def taesd_runs(pipe, params, repeats: int) -> dict:
     }
 
 
-def count_decodes(pipe) -> list:
-    """Count the VAE's decodes (every path from a latent to pixels goes through it)."""
-    calls, decode = [], pipe.vae.decode
-
-    def counted(*args, **kwargs):
-        calls.append(args[0].shape[0])
-        return decode(*args, **kwargs)
-
-    pipe.vae.decode = counted
-    return calls
-
-
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_run_options(parser)
@@ -144,7 +133,7 @@ def main(argv=None) -> dict:
 
     studio.strip.refresh = timed_refresh
     engine = sw.SequenceSampler(pipe)
-    decodes = count_decodes(pipe)
+    decodes = count_vae_decodes(pipe)
     runs = paired_seconds(
         {
             "engine": lambda: engine.sample(params),

@@ -19,10 +19,9 @@ Run from the repository root:
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
-from common import machine, median_seconds, write_result
+from common import add_run_options, machine, median_seconds, write_result
 
 import seqwidgets as sw
 from seqwidgets import samplers
@@ -45,13 +44,9 @@ class FreeDenoiser:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None, help="default: the shipped toy model")
-    parser.add_argument("--loops", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=3)
+    add_run_options(parser, repeats=3, loops=3, steps=10)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--samplers", nargs="*", default=list(SAMPLERS))
-    parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -58,14 +58,16 @@ def write_result(path: Path | None, result: dict) -> dict:
     return result
 
 
-def add_run_options(parser: argparse.ArgumentParser, repeats: int = 5) -> None:
+def add_run_options(
+    parser: argparse.ArgumentParser, repeats: int = 5, loops: int = 12, steps: int = 20
+) -> None:
     """The options of a benchmark that times runs of `run_params`: model, loops, steps, repeats,
     and the JSON file to write."""
     parser.add_argument("--model", default=None, help="default: the shipped toy model")
-    parser.add_argument("--loops", type=int, default=12)
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--loops", type=int, default=loops)
+    parser.add_argument("--steps", type=int, default=steps)
     parser.add_argument("--repeats", type=int, default=repeats)
-    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--json", type=Path, default=None, help="write the results here")
 
 
 def run_params(args: argparse.Namespace) -> sw.SequenceParams:

@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -30,6 +31,7 @@ __all__ = [
     "BUILT_IN_MODELS",
     "COLOR_COHERENCE_MODES",
     "COLOR_REFERENCES",
+    "HUB_ID",
     "DISCARD_PENULTIMATE_SIGMA_SAMPLERS",
     "IMAGE_SUFFIXES",
     "KEYFRAME_INTERPOLATIONS",
@@ -593,6 +595,9 @@ BUILT_IN_MODELS: tuple[str, ...] = (
     "random-sd3",
 )
 
+#: A Hugging Face hub id as `load_pipeline` and the CLI take it: "owner/name" of letters, digits,
+#: "-", "_" and ".", not starting with "." (anything else is a local path).
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 #: ``color_coherence`` values (ours): no matching, histogram matching in a pixel colour space,
 #: or per-channel mean / std matching in latent space (see `seqwidgets.coherence`).
 COLOR_COHERENCE_MODES: tuple[str, ...] = ("none", "lab", "hsv", "rgb", "latent")

@@ -16,14 +16,13 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
-import re
 import sys
 import warnings
 from pathlib import Path
 
 from ._io import read_image
 from ._version import __version__
-from .choices import BUILT_IN_MODELS, SAMPLERS, samplers_help
+from .choices import BUILT_IN_MODELS, HUB_ID, SAMPLERS, samplers_help
 from .params import PARAM_SPECS, ParamSpec, SequenceParams
 from .presets import PRESETS, get_preset
 
@@ -40,7 +39,6 @@ ALIASES = {
 # Model names load_pipeline() builds itself (seqwidgets.models), not folders or hub ids.
 
 # A Hugging Face hub id: "owner/name" of letters, digits, "-", "_" and ".", not starting with ".".
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
 def _flag(name: str) -> str:
@@ -413,7 +411,7 @@ def _check_model(model: str) -> None:
             )
     elif path.exists():
         raise ValueError(f"--model {model}: is a file; give a diffusers pipeline folder")
-    elif not _HUB_ID.fullmatch(model):
+    elif not HUB_ID.fullmatch(model):
         raise ValueError(
             f"--model {model}: no such folder (a model is a local diffusers folder, a hub id such "
             "as 'stable-diffusion-v1-5/stable-diffusion-v1-5', or one of the random pipelines "

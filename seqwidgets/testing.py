@@ -184,6 +184,27 @@ TINY_KINDS = (
 )
 
 
+def count_vae_decodes(pipe) -> list[int]:
+    """Count the calls of ``pipe``'s VAE decoder (every path from a latent to pixels goes through
+    it): returns a list that grows by each call's batch size, for tests and benchmarks.
+
+    Example:
+        >>> pipe = tiny_pipeline()
+        >>> decodes = count_vae_decodes(pipe)
+        >>> _ = pipe.vae.decode(torch.zeros(2, 4, 8, 8))
+        >>> decodes
+        [2]
+    """
+    calls, decode = [], pipe.vae.decode
+
+    def counted(*args, **kwargs):
+        calls.append(args[0].shape[0])
+        return decode(*args, **kwargs)
+
+    pipe.vae.decode = counted
+    return calls
+
+
 def tiny_pipeline(kind: str = "sd", seed: int = 0):
     """Build a random tiny pipeline of one model family offline.
 

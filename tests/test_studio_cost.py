@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import seqwidgets as sw
+from seqwidgets.testing import count_vae_decodes
 from seqwidgets.widgets.display import DisplayWorker
 
 
@@ -20,18 +21,6 @@ def params(**kwargs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return sw.SequenceParams(**kwargs)
-
-
-def count_vae_decodes(pipe) -> list:
-    """Record each call of the pipeline's VAE decoder (every path to pixels goes through it)."""
-    calls, decode = [], pipe.vae.decode
-
-    def counted(*args, **kwargs):
-        calls.append(args[0].shape[0])
-        return decode(*args, **kwargs)
-
-    pipe.vae.decode = counted
-    return calls
 
 
 # -- one decode per frame ------------------------------------------------------------------------

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
 from .._loading import quiet_loading
+from ..choices import HUB_ID
 from ..families import detect_family
 
 TINY_RANDOM = "tiny-random"
@@ -192,10 +192,6 @@ def _load_loras(pipe, lora) -> None:
         ]
 
 
-# A Hugging Face hub id: "owner/name" of letters, digits, "-", "_" and ".", not starting with ".".
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
-
-
 def _lora_path(source, where: str) -> Path | None:
     """The local file or folder ``source`` names, ``None`` for a hub id, or a
     `FileNotFoundError` for a path that does not exist (a `Path`, or text that is no hub id)."""
@@ -204,7 +200,7 @@ def _lora_path(source, where: str) -> Path | None:
     path = Path(source).expanduser()
     if path.exists():
         return path
-    if isinstance(source, str) and _HUB_ID.fullmatch(source):
+    if isinstance(source, str) and HUB_ID.fullmatch(source):
         return None  # left to diffusers and the hub
     raise FileNotFoundError(f"{where}: no such file or folder")
 

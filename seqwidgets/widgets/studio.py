@@ -144,7 +144,6 @@ class Studio(W.VBox):
         self.drafts = LatestOnly(self._draft_work, self.threaded)
         self._origin = None  # (branch, loop) the drafts start from: the last frame selected
         self._drafted: tuple | None = None  # (origin, settings) of the last draft asked for
-        self._draft_note: tuple | None = None  # (changes described, loop) of the last draft asked
         self.live_bar = t.live_bar
         traitlets.link((self, "live"), (self.live_bar.toggle, "value"))
         self.observe(self._on_live, "live")
@@ -374,8 +373,10 @@ class Studio(W.VBox):
             raise RuntimeError("a job is in progress; Stop it or wait() for it first")
         dropped = self.drafts.cancel()  # a job needs the session: the draft stops where it is
         self.drafts.wait()
-        if dropped and self._draft_note is not None:  # it never began: its note must not stay
-            self.live_bar.say(render.draft_note_html("stopped", *self._draft_note))
+        if dropped and self._drafted is not None:  # it never began: its note must not stay
+            (owner, index), params = self._drafted
+            changes = self._described(owner, fork_changes(owner.params, params))
+            self.live_bar.say(render.draft_note_html("stopped", changes, index + 1))
         job = Job(kind, params, started=time.monotonic())
         self.clear_error()
         self.view.live.release()  # an estimate of an earlier job's loop is no longer current
@@ -518,8 +519,9 @@ class Studio(W.VBox):
             for name in fork_changes(before, params)
         )
         self._drafted = (origin, params)
-        self._draft_note = (self._described(owner, changes), index + 1)
-        self.live_bar.say(render.draft_note_html("drafting…", *self._draft_note))
+        self.live_bar.say(
+            render.draft_note_html("drafting…", self._described(owner, changes), index + 1)
+        )
         self.drafts.submit((owner, index, changes), TYPING_DELAY if typed else 0.0)
 
     @staticmethod
