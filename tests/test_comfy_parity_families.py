@@ -32,7 +32,8 @@ TOLERANCE = 1e-4
 
 def _load() -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     with safe_open(FIXTURE, "pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+        names = f.keys()  # (a safe_open handle is not iterable)
+        return {key: f.get_tensor(key) for key in names}, f.metadata()
 
 
 TENSORS, META = _load()
