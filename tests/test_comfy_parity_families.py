@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from diffusers.configuration_utils import FrozenDict
 from safetensors import safe_open
 
 import seqwidgets as sw
@@ -123,3 +124,27 @@ def test_every_loop_equals_the_node_in_comfyui(pipes, family, sampler):
         assert relative_l2(model, comfy_model[loop : loop + 1]) <= TOLERANCE, f"loop {loop}"
         raw = fmt.process_out(model)
         assert relative_l2(raw, comfy_latent[loop : loop + 1]) <= TOLERANCE, f"loop {loop}"
+
+
+def _largest_loop_error(pipe, family: str, space: str) -> float:
+    frames = list(sw.SequenceSampler(pipe).frames(params("euler")))
+    comfy = TENSORS[f"{family}/euler/{space}"].reshape(len(frames), 16, 8, 8)
+    fmt = latent_format(pipe.vae)
+    ours = [f.latent.float()[None] for f in frames]
+    if space == "latent":
+        ours = [fmt.process_out(x) for x in ours]
+    return max(relative_l2(x, comfy[i : i + 1]) for i, x in enumerate(ours))
+
+
+def test_a_broken_convention_is_caught(pipes, monkeypatch):
+    # The reference tells conventions apart: HiDream's velocity not negated, or Qwen-Image's
+    # Wan 2.1 per-channel normalisation left out of the LATENT, is far outside the tolerance.
+    hidream = type(detect_family(pipes["hidream"]))
+    forward = hidream.forward
+    monkeypatch.setattr(hidream, "forward", lambda self, *a: -forward(self, *a))
+    assert _largest_loop_error(pipes["hidream"], "hidream", "model") > 0.5
+    monkeypatch.undo()
+    qwen = pipes["qwen-image"]
+    config = {**qwen.vae.config, "latents_mean": None, "latents_std": None}
+    monkeypatch.setattr(qwen.vae, "_internal_dict", FrozenDict(config))
+    assert _largest_loop_error(qwen, "qwen-image", "latent") > 0.1
