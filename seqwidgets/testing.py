@@ -431,6 +431,13 @@ def tiny_chroma_pipeline(layers: tuple[int, int] = (1, 1)):
             FlowMatchEulerDiscreteScheduler,
         )
 
+    if len(layers) != 2 or not all(
+        isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in layers
+    ):
+        raise ValueError(
+            f"tiny_chroma_pipeline: layers must be (double, single) blocks, two ints >= 1, "
+            f"got {layers!r}"
+        )
     double, single = layers
     blocks = {**TINY_FLUX_BLOCKS, "num_layers": double, "num_single_layers": single}
     transformer = ChromaTransformer2DModel(

@@ -148,3 +148,9 @@ def test_a_broken_convention_is_caught(pipes, monkeypatch):
     config = {**qwen.vae.config, "latents_mean": None, "latents_std": None}
     monkeypatch.setattr(qwen.vae, "_internal_dict", FrozenDict(config))
     assert _largest_loop_error(qwen, "qwen-image", "latent") > 0.1
+
+
+@pytest.mark.parametrize("layers", [(0, 1), (1,), (1.5, 2)])
+def test_the_tiny_chroma_refuses_a_depth_it_cannot_build(layers):
+    with pytest.raises(ValueError, match="layers must be"):
+        tiny_chroma_pipeline(layers=layers)
