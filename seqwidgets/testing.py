@@ -407,9 +407,16 @@ def tiny_flow_pipeline(kind: str = "sd3", seed: int = 0):
     return pipe
 
 
-def tiny_chroma_pipeline():
-    """A ``ChromaPipeline``: a one-layer T5, a ``ChromaTransformer2DModel`` (one double and one
-    single block, a one-layer approximator) and a Flux VAE; 64x64 images by default.
+def tiny_chroma_pipeline(layers: tuple[int, int] = (1, 1)):
+    """A ``ChromaPipeline``: a one-layer T5, a ``ChromaTransformer2DModel`` (``layers``: its
+    double and single blocks, default one each; a one-layer approximator) and a Flux VAE;
+    64x64 images by default.
+
+    The approximator reads ComfyUI's 64 input channels (16 of timestep, 16 of guidance, 32 of
+    modulation index: ``comfy/ldm/chroma/model.py`` hard-codes them). ComfyUI also hard-codes
+    the 344 modulation rows of Chroma's 19 double and 38 single blocks and reads the final
+    layer's from the end of those: a transformer that ComfyUI runs as diffusers does needs
+    ``4 * double + single == 114``, e.g. ``layers=(28, 2)``.
 
     Example:
         >>> type(tiny_chroma_pipeline().transformer).__name__
@@ -424,9 +431,18 @@ def tiny_chroma_pipeline():
             FlowMatchEulerDiscreteScheduler,
         )
 
+    if len(layers) != 2 or not all(
+        isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in layers
+    ):
+        raise ValueError(
+            f"tiny_chroma_pipeline: layers must be (double, single) blocks, two ints >= 1, "
+            f"got {layers!r}"
+        )
+    double, single = layers
+    blocks = {**TINY_FLUX_BLOCKS, "num_layers": double, "num_single_layers": single}
     transformer = ChromaTransformer2DModel(
-        **TINY_FLUX_BLOCKS,
-        approximator_num_channels=16,
+        **blocks,
+        approximator_num_channels=64,
         approximator_hidden_dim=32,
         approximator_layers=1,
     ).eval()
