@@ -163,15 +163,18 @@ class PromptEncoder:
         return freed
 
     def _warn_if_truncated(self, prompt: str) -> None:
-        """Say so when the tokenizer will cut a prompt, as diffusers does (once per prompt)."""
-        tokenizer = self.pipe.tokenizer
-        limit = tokenizer.model_max_length
-        ids = tokenizer(prompt, truncation=False).input_ids
-        if len(ids) > limit:
-            kept = tokenizer.decode(ids[1 : limit - 1])
+        """Say so when a text encoder whose tokens the network reads cuts the prompt (once per
+        prompt): the family's `TokenLimit` s, at this encoder's ``max_sequence_length``."""
+        for limit in self.family.token_limits:
+            cut = limit.cut(self.pipe, prompt, self.max_sequence_length)
+            if cut is None:
+                continue
+            tokens, read, dropped = cut
+            source = "max_sequence_length" if limit.by != "tokenizer" else "its tokenizer's limit"
             warnings.warn(
-                f"prompt is {len(ids)} tokens; the text encoder reads only the first {limit} "
-                f"(with start and end tokens), so it sees: {kept!r}",
+                f"prompt is {tokens} tokens; the text encoder reads only the first {read} "
+                f"({limit.encoder}, {source}; with its start, end and template tokens), so it "
+                f"does not see: {dropped!r}",
                 UserWarning,
                 stacklevel=3,
             )
