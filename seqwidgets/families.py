@@ -40,6 +40,7 @@ from typing import Any
 import torch
 
 from .schedules import AnyModelSampling, FlowModelSampling, ModelSampling
+from .tiny_decoders import TAEF2_HUB_ID, TAEW21_URL, load_taef2, load_taew21
 
 __all__ = [
     "FAMILIES",
@@ -424,7 +425,11 @@ class Family:
         shift, multiplier: the flow table's settings (see `FlowModelSampling`).
         flow_kind: ``"discrete"`` or ``"flux"`` (the flow table).
         latent_rgb: ComfyUI's preview ``(factors, bias)``; bias ``None`` where ComfyUI has none.
-        taesd: the hub id of the family's tiny autoencoder (``AutoencoderTiny``), if one exists.
+        taesd: where the family's tiny preview decoder is published, if one exists: the hub
+            id of an ``AutoencoderTiny`` (TAESD, TAEF1), or what ``taesd_loader`` reads.
+        taesd_loader: ``loader(source, local_files_only=...)`` for a tiny decoder
+            ``AutoencoderTiny`` cannot load (`seqwidgets.tiny_decoders`: TAEF2, TAEW2.1);
+            ``None``: ``AutoencoderTiny.from_pretrained``.
         max_sequence_length: text tokens the pipeline's ``encode_prompt`` pads or cuts to by
             default (T5, Gemma, Qwen); unused by CLIP-only families.
         token_limits: where the pipeline cuts a prompt (`TokenLimit`): the encoders whose
@@ -443,6 +448,7 @@ class Family:
     flow_kind: str = "discrete"
     latent_rgb: tuple[Any, Any] | None = None
     taesd: str | None = None
+    taesd_loader: Callable[..., Any] | None = None
     max_sequence_length: int = 256
     token_limits: tuple[TokenLimit, ...] = (CLIP_LIMIT,)
 
@@ -879,6 +885,9 @@ HIDREAM_LIMITS = (
     TokenLimit("T5", "tokenizer_3", by="both"),
     TokenLimit("Llama 3.1", "tokenizer_4", by="both"),
 )
+#: Flux.2's tiny decoder (dev and klein share the VAE): madebyollin's TAEF2, which later
+#: ComfyUI names ``taef2_decoder`` (Qwen-Image's Wan 2.1 latent: TAEW2.1, ``taew2_1``).
+TAEF2 = dict(taesd=TAEF2_HUB_ID, taesd_loader=load_taef2)
 #: ComfyUI's ``ModelSamplingFlux`` at its default shift (``timestep = sigma``).
 MODEL_SAMPLING_FLUX = dict(flow=True, shift=1.15, multiplier=1.0, flow_kind="flux")
 
@@ -961,6 +970,7 @@ FAMILIES: dict[str, Family] = {
             guidance_embeds=True,
             **{**MODEL_SAMPLING_FLUX, "shift": 2.02},
             latent_rgb=(FLUX2_LATENT_RGB_FACTORS, FLUX2_LATENT_RGB_BIAS),
+            **TAEF2,
             max_sequence_length=512,
             token_limits=FLUX2_DEV_LIMITS,
         ),
@@ -971,6 +981,7 @@ FAMILIES: dict[str, Family] = {
             packed=True,
             **{**MODEL_SAMPLING_FLUX, "shift": 2.02},
             latent_rgb=(FLUX2_LATENT_RGB_FACTORS, FLUX2_LATENT_RGB_BIAS),
+            **TAEF2,
             max_sequence_length=512,
             token_limits=FLUX2_KLEIN_LIMITS,
         ),
@@ -981,6 +992,8 @@ FAMILIES: dict[str, Family] = {
             packed=True,
             **MODEL_SAMPLING_FLUX,
             latent_rgb=(WAN21_LATENT_RGB_FACTORS, WAN21_LATENT_RGB_BIAS),
+            taesd=TAEW21_URL,
+            taesd_loader=load_taew21,
             max_sequence_length=512,
             token_limits=QWEN_IMAGE_LIMITS,
         ),
