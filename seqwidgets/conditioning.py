@@ -91,8 +91,11 @@ class PromptEncoder:
     Args:
         pipe: a diffusers pipeline of one of `seqwidgets.families.FAMILIES`.
         device: where the encodings live (default: the denoising network's device).
-        max_sequence_length: T5 tokens for SD3 / Flux (default diffusers': 256 for SD3 and
-            Flux schnell, 512 for Flux dev).
+        max_sequence_length: text tokens for the families whose pipelines take it (T5, Gemma,
+            Qwen, Llama, Mistral; default the family's, as diffusers': 256 for SD3, Flux
+            schnell and Lumina 2, 512 for Flux dev, Chroma, Flux.2, Qwen-Image and Z-Image, 128
+            for HiDream). A prompt longer than its encoder reads is announced once, with
+            the encoder and its limit (`seqwidgets.families.TokenLimit`).
 
     Example:
         >>> from seqwidgets.testing import tiny_pipeline
