@@ -353,6 +353,9 @@ class TokenLimit:
             as the pipeline tokenizes them, cut to ``max_length`` when it is not ``None``.
         unless: the limit does not count when the pipeline has this component (SD3's CLIP,
             whose 77 tokens do not cut a prompt its T5 reads whole).
+        only_with: the limit counts only when the pipeline has this attribute (the text side
+            is the pipeline's: Flux.2 dev's Mistral 3 reads its ``system_message``, klein's
+            Qwen3 none, whichever transformer the pipeline holds).
 
     Example:
         >>> from seqwidgets.testing import tiny_pipeline
@@ -366,11 +369,14 @@ class TokenLimit:
     by: str = "max_sequence_length"
     tokenize: Callable[[Any, Any, str, int | None], list[int]] = plain_tokens
     unless: str | None = None
+    only_with: str | None = None
 
     def limit(self, pipe: Any, max_sequence_length: int) -> int | None:
         """Tokens this encoder reads in ``pipe`` (``None`` when it does not apply there)."""
         tokenizer = getattr(pipe, self.tokenizer, None)
         if tokenizer is None or (self.unless and getattr(pipe, self.unless, None) is not None):
+            return None
+        if self.only_with and getattr(pipe, self.only_with, None) is None:
             return None
         own = int(getattr(tokenizer, "tokenizer", tokenizer).model_max_length)
         if self.by == "tokenizer":
@@ -381,9 +387,9 @@ class TokenLimit:
 
     def cut(self, pipe: Any, prompt: str, max_sequence_length: int) -> tuple[int, int, str] | None:
         """``(tokens, limit, dropped text)`` when this encoder cuts the prompt, else ``None``:
-        the tokens of the prompt as the encoder would read them uncut, the limit, and the words
-        of the prompt it does not see. A template's tail cut off after the whole prompt is not
-        a cut prompt."""
+        the tokens it would read uncut (start, end and template tokens included), the limit,
+        and the words of the prompt it does not see. A template's tail cut off after the whole
+        prompt is not a cut prompt."""
         limit = self.limit(pipe, max_sequence_length)
         if limit is None:
             return None
@@ -878,8 +884,10 @@ SD3_LIMITS = (
 CHROMA_LIMITS = (TokenLimit("T5"),)
 LUMINA2_LIMITS = (TokenLimit("Gemma 2"),)
 ZIMAGE_LIMITS = (TokenLimit("Qwen3", tokenize=partial(chat_tokens, thinking=True)),)
-FLUX2_KLEIN_LIMITS = (TokenLimit("Qwen3", tokenize=partial(chat_tokens, thinking=False)),)
-FLUX2_DEV_LIMITS = (TokenLimit("Mistral 3", tokenize=mistral_chat_tokens),)
+FLUX2_LIMITS = (
+    TokenLimit("Mistral 3", tokenize=mistral_chat_tokens, only_with="system_message"),
+    TokenLimit("Qwen3", tokenize=partial(chat_tokens, thinking=False), unless="system_message"),
+)
 QWEN_IMAGE_LIMITS = (TokenLimit("Qwen2.5-VL", tokenize=qwen_image_tokens),)
 HIDREAM_LIMITS = (
     TokenLimit("T5", "tokenizer_3", by="both"),
@@ -972,7 +980,7 @@ FAMILIES: dict[str, Family] = {
             latent_rgb=(FLUX2_LATENT_RGB_FACTORS, FLUX2_LATENT_RGB_BIAS),
             **TAEF2,
             max_sequence_length=512,
-            token_limits=FLUX2_DEV_LIMITS,
+            token_limits=FLUX2_LIMITS,
         ),
         Flux2(
             "flux2-klein",
@@ -983,7 +991,7 @@ FAMILIES: dict[str, Family] = {
             latent_rgb=(FLUX2_LATENT_RGB_FACTORS, FLUX2_LATENT_RGB_BIAS),
             **TAEF2,
             max_sequence_length=512,
-            token_limits=FLUX2_KLEIN_LIMITS,
+            token_limits=FLUX2_LIMITS,
         ),
         QwenImage(
             "qwen-image",

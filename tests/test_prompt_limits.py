@@ -120,3 +120,15 @@ def test_a_longer_max_sequence_length_moves_the_limit():
     assert cuts(PromptEncoder(pipe, max_sequence_length=512), "a " * 300) == []
     found = cuts(PromptEncoder(pipe, max_sequence_length=128), "a " * 200)
     assert [limit for _, limit, _, _ in found] == [128]
+
+
+def test_the_limit_is_the_pipelines_text_encoders_whatever_its_transformer():
+    # A Flux.2 klein pipeline holding a dev transformer (family flux2) still encodes with its
+    # Qwen3 and no system message: Qwen3's limit is the one announced.
+    from diffusers import Flux2Transformer2DModel
+
+    pipe = tiny_pipeline("flux2")
+    config = dict(pipe.transformer.config, guidance_embeds=True)
+    pipe.transformer = Flux2Transformer2DModel.from_config(config).eval()
+    found = cuts(PromptEncoder(pipe), "a " * 600)
+    assert [(name, limit) for _, limit, name, _ in found] == [("Qwen3", 512)]
