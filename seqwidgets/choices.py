@@ -591,6 +591,7 @@ BUILT_IN_MODELS: tuple[str, ...] = (
     "tiny-random-qwen-image",
     "tiny-random-hidream",
     "tiny-random-flux2",
+    "tiny-random-flux2-dev",
     "random-sd15",
     "random-sd3",
 )

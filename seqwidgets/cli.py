@@ -387,7 +387,7 @@ def check_paths(args: argparse.Namespace) -> None:
         >>> check_paths(args)
         Traceback (most recent call last):
         ...
-        ValueError: --model ./no_such_folder: no such folder (a model is a local diffusers folder, a hub id such as 'stable-diffusion-v1-5/stable-diffusion-v1-5', or one of the random pipelines built offline: tiny-random, tiny-random-xl, tiny-random-sd3, tiny-random-flux, tiny-random-flux-schnell, tiny-random-chroma, tiny-random-lumina2, tiny-random-zimage, tiny-random-qwen-image, tiny-random-hidream, tiny-random-flux2, random-sd15, random-sd3)
+        ValueError: --model ./no_such_folder: no such folder (a model is a local diffusers folder, a hub id such as 'stable-diffusion-v1-5/stable-diffusion-v1-5', or one of the random pipelines built offline: tiny-random, tiny-random-xl, tiny-random-sd3, tiny-random-flux, tiny-random-flux-schnell, tiny-random-chroma, tiny-random-lumina2, tiny-random-zimage, tiny-random-qwen-image, tiny-random-hidream, tiny-random-flux2, tiny-random-flux2-dev, random-sd15, random-sd3)
     """
     model = getattr(args, "model", None)
     if model is not None and model not in BUILT_IN_MODELS:

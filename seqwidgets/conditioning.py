@@ -91,8 +91,11 @@ class PromptEncoder:
     Args:
         pipe: a diffusers pipeline of one of `seqwidgets.families.FAMILIES`.
         device: where the encodings live (default: the denoising network's device).
-        max_sequence_length: T5 tokens for SD3 / Flux (default diffusers': 256 for SD3 and
-            Flux schnell, 512 for Flux dev).
+        max_sequence_length: text tokens for the families whose pipelines take it (T5, Gemma,
+            Qwen, Llama, Mistral; default the family's, as diffusers': 256 for SD3, Flux
+            schnell and Lumina 2, 512 for Flux dev, Chroma, Flux.2, Qwen-Image and Z-Image, 128
+            for HiDream). A prompt longer than its encoder reads is announced once, with
+            the encoder and its limit (`seqwidgets.families.TokenLimit`).
 
     Example:
         >>> from seqwidgets.testing import tiny_pipeline
@@ -163,15 +166,18 @@ class PromptEncoder:
         return freed
 
     def _warn_if_truncated(self, prompt: str) -> None:
-        """Say so when the tokenizer will cut a prompt, as diffusers does (once per prompt)."""
-        tokenizer = self.pipe.tokenizer
-        limit = tokenizer.model_max_length
-        ids = tokenizer(prompt, truncation=False).input_ids
-        if len(ids) > limit:
-            kept = tokenizer.decode(ids[1 : limit - 1])
+        """Say so when a text encoder whose tokens the network reads cuts the prompt (once per
+        prompt): the family's `TokenLimit` s, at this encoder's ``max_sequence_length``."""
+        for limit in self.family.token_limits:
+            cut = limit.cut(self.pipe, prompt, self.max_sequence_length)
+            if cut is None:
+                continue
+            tokens, read, dropped = cut
+            source = "max_sequence_length" if limit.by != "tokenizer" else "its tokenizer's limit"
             warnings.warn(
-                f"prompt is {len(ids)} tokens; the text encoder reads only the first {limit} "
-                f"(with start and end tokens), so it sees: {kept!r}",
+                f"prompt is {tokens} tokens; the text encoder reads only the first {read} "
+                f"({limit.encoder}, {source}; with its start, end and template tokens), so it "
+                f"does not see: {dropped!r}",
                 UserWarning,
                 stacklevel=3,
             )

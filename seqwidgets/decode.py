@@ -278,7 +278,8 @@ def preview_factors(pipe):
     return family.latent_rgb
 
 
-#: The TAESD-family decoder (diffusers' ``AutoencoderTiny``) for each model family, by hub id.
+#: The TAESD-family decoder for each model family: an ``AutoencoderTiny`` hub id, or where
+#: `seqwidgets.tiny_decoders` reads TAEF2 (Flux.2) and TAEW2.1 (Qwen-Image) from.
 TAESD_MODELS: dict[str, str] = {
     name: family.taesd for name, family in FAMILIES.items() if family.taesd is not None
 }
@@ -335,22 +336,28 @@ class TAESDPreviewer:
         cls, pipe, source=None, *, local_files_only: bool = False, **options
     ) -> TAESDPreviewer:
         """The TAESD decoder for ``pipe``'s family (`TAESD_MODELS`), or from ``source`` (a hub
-        id or a local folder in diffusers layout), on the pipeline's device and dtype.
+        id or a local folder in diffusers layout; for Flux.2 and Qwen-Image, whose decoders
+        ``AutoencoderTiny`` cannot load, what `seqwidgets.tiny_decoders` reads: a hub id,
+        folder, address or ``.safetensors`` file), on the pipeline's device and dtype.
 
         Raises:
             OSError: it cannot be downloaded (offline) or read.
             ValueError: its latent channels do not match the pipeline's.
         """
-        from diffusers import AutoencoderTiny
-
         family = detect_family(pipe)
         if source is None and family.taesd is None:
             raise ValueError(f"no TAESD decoder is known for {family.label}; pass source=")
         source = source if source is not None else family.taesd
         network = family.denoiser_network(pipe)
-        decoder = AutoencoderTiny.from_pretrained(
-            str(source), local_files_only=local_files_only, use_safetensors=True
-        ).to(device=network.device, dtype=network.dtype)
+        if family.taesd_loader is not None:
+            decoder = family.taesd_loader(source, local_files_only=local_files_only)
+        else:
+            from diffusers import AutoencoderTiny
+
+            decoder = AutoencoderTiny.from_pretrained(
+                str(source), local_files_only=local_files_only, use_safetensors=True
+            )
+        decoder = decoder.to(device=network.device, dtype=network.dtype)
         channels = family.latent_channels(pipe)
         if decoder.config.latent_channels != channels:
             raise ValueError(

@@ -32,19 +32,22 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
 
 from .schedules import AnyModelSampling, FlowModelSampling, ModelSampling
+from .tiny_decoders import TAEF2_HUB_ID, TAEW21_URL, load_taef2, load_taew21
 
 __all__ = [
     "FAMILIES",
     "Family",
     "LatentFormat",
     "NetworkInputs",
+    "TokenLimit",
     "detect_family",
     "latent_format",
     "model_sampling_for",
@@ -272,6 +275,143 @@ class NetworkInputs:
     guidance: torch.Tensor | None = None
 
 
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    """How many leading items ``a`` and ``b`` share."""
+    count = 0
+    for x, y in zip(a, b, strict=False):  # up to the shorter one
+        if x != y:
+            break
+        count += 1
+    return count
+
+
+def plain_tokens(pipe: Any, tokenizer: Any, prompt: str, max_length: int | None) -> list[int]:
+    """The prompt's token ids as a pipeline tokenizes it for CLIP, T5, Gemma or Llama: the text
+    alone with the tokenizer's start / end tokens, cut to ``max_length`` when given."""
+    if max_length is None:
+        return list(tokenizer(prompt).input_ids)
+    return list(tokenizer(prompt, max_length=max_length, truncation=True).input_ids)
+
+
+def chat_tokens(
+    pipe: Any, tokenizer: Any, prompt: str, max_length: int | None, *, thinking: bool
+) -> list[int]:
+    """Z-Image's and Flux.2 klein's tokens: the prompt as a user turn of the tokenizer's chat
+    template, with the assistant's turn opened (``enable_thinking`` as each pipeline sets it)."""
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}],
+        tokenize=False,
+        add_generation_prompt=True,
+        enable_thinking=thinking,
+    )
+    return plain_tokens(pipe, tokenizer, text, max_length)
+
+
+def qwen_image_tokens(pipe: Any, tokenizer: Any, prompt: str, max_length: int | None) -> list[int]:
+    """Qwen-Image's tokens: the prompt in the pipeline's template, whose system part (the first
+    ``prompt_template_encode_start_idx`` tokens) is dropped from the encoding; the pipeline
+    cuts at ``max_sequence_length`` tokens after it, and its tokenizer at
+    ``tokenizer_max_length`` (1024)."""
+    drop = int(pipe.prompt_template_encode_start_idx)
+    text = pipe.prompt_template_encode.format(prompt)
+    if max_length is None:
+        return plain_tokens(pipe, tokenizer, text, None)[drop:]
+    ids = plain_tokens(pipe, tokenizer, text, int(pipe.tokenizer_max_length) + drop)
+    return ids[drop:][:max_length]  # the encoding's tokens, cut after the text encoder
+
+
+def mistral_chat_tokens(
+    pipe: Any, tokenizer: Any, prompt: str, max_length: int | None
+) -> list[int]:
+    """Flux.2 dev's tokens: the pipeline's system message and the prompt as a user turn,
+    through the processor's chat template, as ``Flux2Pipeline`` tokenizes them."""
+    from diffusers.pipelines.flux2.pipeline_flux2 import format_input
+
+    cut = {} if max_length is None else dict(truncation=True, max_length=max_length)
+    ids = tokenizer.apply_chat_template(
+        format_input(prompts=[prompt], system_message=pipe.system_message),
+        add_generation_prompt=False,
+        tokenize=True,
+        return_dict=True,
+        **cut,
+    )["input_ids"]
+    return list(ids[0])
+
+
+@dataclass(frozen=True)
+class TokenLimit:
+    """Where a pipeline cuts a prompt: a text encoder whose tokens the network reads, and the
+    number of tokens its tokenization keeps (start, end and template tokens included).
+
+    Attributes:
+        encoder: the encoder's name for people (``"T5"``, ``"Qwen2.5-VL"``).
+        tokenizer: the pipeline attribute holding its tokenizer.
+        by: what sets the limit: ``"max_sequence_length"`` (the pipeline's argument; T5, Gemma,
+            Qwen, Mistral), ``"tokenizer"`` (the tokenizer's ``model_max_length``: CLIP's 77)
+            or ``"both"`` (the smaller of the two: HiDream's T5 and Llama).
+        tokenize: ``tokenize(pipe, tokenizer, prompt, max_length)``: the prompt's token ids
+            as the pipeline tokenizes them, cut to ``max_length`` when it is not ``None``.
+        unless: the limit does not count when the pipeline has this component (SD3's CLIP,
+            whose 77 tokens do not cut a prompt its T5 reads whole).
+        only_with: the limit counts only when the pipeline has this attribute (the text side
+            is the pipeline's: Flux.2 dev's Mistral 3 reads its ``system_message``, klein's
+            Qwen3 none, whichever transformer the pipeline holds).
+
+    Example:
+        >>> from seqwidgets.testing import tiny_pipeline
+        >>> clip = TokenLimit("CLIP", by="tokenizer")
+        >>> clip.cut(tiny_pipeline(), "a " * 80, 256)
+        (82, 77, 'a a a a a')
+    """
+
+    encoder: str
+    tokenizer: str = "tokenizer"
+    by: str = "max_sequence_length"
+    tokenize: Callable[[Any, Any, str, int | None], list[int]] = plain_tokens
+    unless: str | None = None
+    only_with: str | None = None
+
+    def limit(self, pipe: Any, max_sequence_length: int) -> int | None:
+        """Tokens this encoder reads in ``pipe`` (``None`` when it does not apply there)."""
+        tokenizer = getattr(pipe, self.tokenizer, None)
+        if tokenizer is None or (self.unless and getattr(pipe, self.unless, None) is not None):
+            return None
+        if self.only_with and getattr(pipe, self.only_with, None) is None:
+            return None
+        own = int(getattr(tokenizer, "tokenizer", tokenizer).model_max_length)
+        if self.by == "tokenizer":
+            return own
+        if self.by == "both":
+            return min(own, int(max_sequence_length))
+        return int(max_sequence_length)
+
+    def cut(self, pipe: Any, prompt: str, max_sequence_length: int) -> tuple[int, int, str] | None:
+        """``(tokens, limit, dropped text)`` when this encoder cuts the prompt, else ``None``:
+        the tokens it would read uncut (start, end and template tokens included), the limit,
+        and the words of the prompt it does not see. A template's tail cut off after the whole
+        prompt is not a cut prompt."""
+        limit = self.limit(pipe, max_sequence_length)
+        if limit is None:
+            return None
+        tokenizer = getattr(pipe, self.tokenizer)
+        full = self.tokenize(pipe, tokenizer, prompt, None)
+        if len(full) <= limit:
+            return None
+        # The prompt's own tokens: what the empty prompt's tokenization does not share with it
+        empty = self.tokenize(pipe, tokenizer, "", None)
+        start = _common_prefix(full, empty)
+        end = len(full) - _common_prefix(full[start:][::-1], empty[start:][::-1])
+        kept = _common_prefix(full, self.tokenize(pipe, tokenizer, prompt, limit)) - start
+        if kept >= end - start:
+            return None
+        text = getattr(tokenizer, "tokenizer", tokenizer)
+        return len(full), limit, text.decode(full[start + max(kept, 0) : end])
+
+
+#: CLIP's 77 tokens (its tokenizer's ``model_max_length``): SD 1.x/2.x, SDXL.
+CLIP_LIMIT = TokenLimit("CLIP", by="tokenizer")
+
+
 @dataclass(frozen=True)
 class Family:
     """What one model family needs from the engine; one subclass per family, as ComfyUI's
@@ -291,9 +431,15 @@ class Family:
         shift, multiplier: the flow table's settings (see `FlowModelSampling`).
         flow_kind: ``"discrete"`` or ``"flux"`` (the flow table).
         latent_rgb: ComfyUI's preview ``(factors, bias)``; bias ``None`` where ComfyUI has none.
-        taesd: the hub id of the family's tiny autoencoder (``AutoencoderTiny``), if one exists.
+        taesd: where the family's tiny preview decoder is published, if one exists: the hub
+            id of an ``AutoencoderTiny`` (TAESD, TAEF1), or what ``taesd_loader`` reads.
+        taesd_loader: ``loader(source, local_files_only=...)`` for a tiny decoder
+            ``AutoencoderTiny`` cannot load (`seqwidgets.tiny_decoders`: TAEF2, TAEW2.1);
+            ``None``: ``AutoencoderTiny.from_pretrained``.
         max_sequence_length: text tokens the pipeline's ``encode_prompt`` pads or cuts to by
             default (T5, Gemma, Qwen); unused by CLIP-only families.
+        token_limits: where the pipeline cuts a prompt (`TokenLimit`): the encoders whose
+            tokens the network reads; a prompt is cut when one of them cuts it.
     """
 
     name: str
@@ -308,7 +454,9 @@ class Family:
     flow_kind: str = "discrete"
     latent_rgb: tuple[Any, Any] | None = None
     taesd: str | None = None
+    taesd_loader: Callable[..., Any] | None = None
     max_sequence_length: int = 256
+    token_limits: tuple[TokenLimit, ...] = (CLIP_LIMIT,)
 
     def model_sampling(self, pipe: Any) -> AnyModelSampling:
         """This family's model sampling: ComfyUI's fixed settings, or the SD scheduler's betas."""
@@ -721,6 +869,33 @@ def sdxl_time_ids(height: int, width: int) -> torch.Tensor:
 FLUX_LATENTS = dict(
     latent_rgb=(FLUX_LATENT_RGB_FACTORS, FLUX_LATENT_RGB_BIAS), taesd="madebyollin/taef1"
 )
+#: Where each family's pipeline cuts a prompt (its ``encode_prompt``, diffusers 0.42): the
+#: encoder whose tokens the network reads. SD3's and Flux's CLIPs cut at 77 tokens too, but the
+#: T5 beside them reads the whole prompt (SD3's CLIP limit counts only without its T5); Chroma,
+#: Lumina 2 (Gemma 2, the prompt alone as the node sends it) and HiDream's T5 and Llama 3.1 read
+#: the prompt with their tokenizers' start / end tokens; Z-Image, Flux.2 klein (Qwen3), Flux.2
+#: dev (Mistral 3, with the pipeline's system message) and Qwen-Image (Qwen2.5-VL, after its
+#: template's system part) read it inside a chat template, which counts towards the limit.
+T5_LIMIT = TokenLimit("T5", "tokenizer_2")
+SD3_LIMITS = (
+    TokenLimit("T5", "tokenizer_3"),
+    TokenLimit("CLIP", by="tokenizer", unless="tokenizer_3"),
+)
+CHROMA_LIMITS = (TokenLimit("T5"),)
+LUMINA2_LIMITS = (TokenLimit("Gemma 2"),)
+ZIMAGE_LIMITS = (TokenLimit("Qwen3", tokenize=partial(chat_tokens, thinking=True)),)
+FLUX2_LIMITS = (
+    TokenLimit("Mistral 3", tokenize=mistral_chat_tokens, only_with="system_message"),
+    TokenLimit("Qwen3", tokenize=partial(chat_tokens, thinking=False), unless="system_message"),
+)
+QWEN_IMAGE_LIMITS = (TokenLimit("Qwen2.5-VL", tokenize=qwen_image_tokens),)
+HIDREAM_LIMITS = (
+    TokenLimit("T5", "tokenizer_3", by="both"),
+    TokenLimit("Llama 3.1", "tokenizer_4", by="both"),
+)
+#: Flux.2's tiny decoder (dev and klein share the VAE): madebyollin's TAEF2, which later
+#: ComfyUI names ``taef2_decoder`` (Qwen-Image's Wan 2.1 latent: TAEW2.1, ``taew2_1``).
+TAEF2 = dict(taesd=TAEF2_HUB_ID, taesd_loader=load_taef2)
 #: ComfyUI's ``ModelSamplingFlux`` at its default shift (``timestep = sigma``).
 MODEL_SAMPLING_FLUX = dict(flow=True, shift=1.15, multiplier=1.0, flow_kind="flux")
 
@@ -759,6 +934,7 @@ FAMILIES: dict[str, Family] = {
             multiplier=1000.0,
             latent_rgb=(SD3_LATENT_RGB_FACTORS, SD3_LATENT_RGB_BIAS),
             taesd="madebyollin/taesd3",
+            token_limits=SD3_LIMITS,
         ),
         Flux(
             "flux-dev",
@@ -770,6 +946,7 @@ FAMILIES: dict[str, Family] = {
             **MODEL_SAMPLING_FLUX,
             **FLUX_LATENTS,
             max_sequence_length=512,
+            token_limits=(T5_LIMIT,),
         ),
         Flux(
             "flux-schnell",
@@ -781,6 +958,7 @@ FAMILIES: dict[str, Family] = {
             shift=1.0,
             multiplier=1.0,
             **FLUX_LATENTS,
+            token_limits=(T5_LIMIT,),
         ),
         Chroma(
             "chroma",
@@ -790,6 +968,7 @@ FAMILIES: dict[str, Family] = {
             **MODEL_SAMPLING_FLUX,
             **FLUX_LATENTS,
             max_sequence_length=512,
+            token_limits=CHROMA_LIMITS,
         ),
         Flux2(
             "flux2",
@@ -799,7 +978,9 @@ FAMILIES: dict[str, Family] = {
             guidance_embeds=True,
             **{**MODEL_SAMPLING_FLUX, "shift": 2.02},
             latent_rgb=(FLUX2_LATENT_RGB_FACTORS, FLUX2_LATENT_RGB_BIAS),
+            **TAEF2,
             max_sequence_length=512,
+            token_limits=FLUX2_LIMITS,
         ),
         Flux2(
             "flux2-klein",
@@ -808,7 +989,9 @@ FAMILIES: dict[str, Family] = {
             packed=True,
             **{**MODEL_SAMPLING_FLUX, "shift": 2.02},
             latent_rgb=(FLUX2_LATENT_RGB_FACTORS, FLUX2_LATENT_RGB_BIAS),
+            **TAEF2,
             max_sequence_length=512,
+            token_limits=FLUX2_LIMITS,
         ),
         QwenImage(
             "qwen-image",
@@ -817,7 +1000,10 @@ FAMILIES: dict[str, Family] = {
             packed=True,
             **MODEL_SAMPLING_FLUX,
             latent_rgb=(WAN21_LATENT_RGB_FACTORS, WAN21_LATENT_RGB_BIAS),
+            taesd=TAEW21_URL,
+            taesd_loader=load_taew21,
             max_sequence_length=512,
+            token_limits=QWEN_IMAGE_LIMITS,
         ),
         HiDream(
             "hidream",
@@ -829,6 +1015,7 @@ FAMILIES: dict[str, Family] = {
             multiplier=1000.0,
             **FLUX_LATENTS,
             max_sequence_length=128,
+            token_limits=HIDREAM_LIMITS,
         ),
         Lumina2(
             "lumina2",
@@ -838,6 +1025,7 @@ FAMILIES: dict[str, Family] = {
             shift=6.0,
             multiplier=1.0,
             **FLUX_LATENTS,
+            token_limits=LUMINA2_LIMITS,
         ),
         ZImage(
             "z-image",
@@ -848,6 +1036,7 @@ FAMILIES: dict[str, Family] = {
             multiplier=1.0,
             **FLUX_LATENTS,
             max_sequence_length=512,
+            token_limits=ZIMAGE_LIMITS,
         ),
     )
 }

@@ -4,13 +4,13 @@ The weights are random, so the pictures are noise, but every component is a real
 class wired exactly as in Stable Diffusion 1.x (``kind="sd"``), SDXL (``"sdxl"``), SD3
 (``"sd3"``: three text encoders, a 16-channel VAE with a shift), Flux (``"flux"`` with
 guidance embeddings, ``"flux-schnell"`` without), Chroma (``"chroma"``), Lumina 2
-(``"lumina2"``), Z-Image (``"zimage"``), Qwen-Image (``"qwen-image"``), HiDream (``"hidream"``)
-or Flux.2 klein (``"flux2"``): the sampler runs the same code path as it does on a full-size
-model, in milliseconds.
+(``"lumina2"``), Z-Image (``"zimage"``), Qwen-Image (``"qwen-image"``), HiDream (``"hidream"``),
+Flux.2 klein (``"flux2"``) or Flux.2 dev (``"flux2-dev"``): the sampler runs the same code path
+as it does on a full-size model, in milliseconds.
 
 Nothing is downloaded: the CLIP tokenizer's vocabulary (one token per byte, with and without the
 end-of-word marker, and no merges) is written to a temporary folder and loaded from there. The
-T5, Gemma 2, Qwen3, Qwen2.5-VL and Llama text encoders are tiny configurations of their
+T5, Gemma 2, Qwen3, Qwen2.5-VL, Llama and Mistral 3 text encoders are tiny configurations of their
 architectures over the same byte vocabulary (with a chat template where the pipeline asks for
 one).
 
@@ -181,6 +181,7 @@ TINY_KINDS = (
     "qwen-image",
     "hidream",
     "flux2",
+    "flux2-dev",
 )
 
 
@@ -215,7 +216,7 @@ def tiny_pipeline(kind: str = "sd", seed: int = 0):
             ``"flux"`` / ``"flux-schnell"`` for a ``FluxPipeline`` with / without guidance
             embeddings (CLIP pooled + T5, packed 2x2 latents). See `tiny_flow_pipeline`.
             ``"chroma"``, ``"lumina2"``, ``"zimage"``, ``"qwen-image"``, ``"hidream"``,
-            ``"flux2"``: the 2026 families (`FAMILY_BUILDERS`).
+            ``"flux2"`` (klein), ``"flux2-dev"``: the 2026 families (`FAMILY_BUILDERS`).
         seed (`int`, defaults to 0): seeds the random weights; the same seed gives the same
             pipeline, bit for bit.
 
@@ -747,6 +748,71 @@ def tiny_flux2_pipeline():
     return pipe
 
 
+#: Flux.2 dev's chat template for the byte tokenizer: the system message, then the user's
+#: turn, each message's content a list of ``{"type": "text", "text": ...}`` parts (Mistral 3's
+#: shape, without its special tokens, which the byte vocabulary does not have).
+MISTRAL_CHAT_TEMPLATE = (
+    "{% for m in messages %}{% if m['role'] == 'system' %}[SYSTEM_PROMPT]"
+    "{% for part in m['content'] %}{{ part['text'] }}{% endfor %}[/SYSTEM_PROMPT]"
+    "{% else %}[INST]{% for part in m['content'] %}{{ part['text'] }}{% endfor %}[/INST]"
+    "{% endif %}{% endfor %}"
+)
+
+
+def tiny_flux2_dev_pipeline():
+    """A ``Flux2Pipeline`` (Flux.2 dev): a ``Mistral3ForConditionalGeneration`` with a 30-layer
+    32-wide Mistral over the byte vocabulary (the pipeline stacks hidden layers 10, 20 and 30)
+    and a one-layer Pixtral vision tower it never uses, the pipeline's system message in a chat
+    template, a ``Flux2Transformer2DModel`` with one double and one single block and a guidance
+    embedding, and the tiny ``AutoencoderKLFlux2`` of `tiny_flux2_pipeline`; 64x64 images.
+
+    Example:
+        >>> pipe = tiny_flux2_dev_pipeline()
+        >>> type(pipe).__name__, pipe.transformer.config.guidance_embeds
+        ('Flux2Pipeline', True)
+    """
+    from ._loading import quiet_loading
+
+    with quiet_loading():
+        from diffusers import Flux2Pipeline, Flux2Transformer2DModel
+        from transformers import Mistral3Config, Mistral3ForConditionalGeneration
+
+    klein = tiny_flux2_pipeline()  # the VAE and scheduler are Flux.2's, dev and klein alike
+    transformer = Flux2Transformer2DModel.from_config(
+        dict(klein.transformer.config, guidance_embeds=True)
+    ).eval()
+    config = Mistral3Config(
+        text_config=dict(
+            TINY_DECODER_SIZES,
+            model_type="mistral",
+            num_hidden_layers=30,
+            head_dim=16,
+            max_position_embeddings=1024,
+        ),
+        vision_config=dict(
+            model_type="pixtral",
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            head_dim=8,
+            patch_size=2,
+            image_size=16,
+        ),
+    )
+    tokenizer = tiny_tokenizer(512)
+    tokenizer.chat_template = MISTRAL_CHAT_TEMPLATE
+    pipe = Flux2Pipeline(
+        scheduler=klein.scheduler,
+        vae=klein.vae,
+        text_encoder=Mistral3ForConditionalGeneration(config).eval(),
+        tokenizer=tokenizer,
+        transformer=transformer,
+    )
+    pipe.default_sample_size = 8  # 64x64 images (Flux2Pipeline's own default is 1024)
+    return pipe
+
+
 #: `tiny_pipeline` kinds of the families added with their own builder.
 FAMILY_BUILDERS = {
     "chroma": tiny_chroma_pipeline,
@@ -755,6 +821,7 @@ FAMILY_BUILDERS = {
     "qwen-image": tiny_qwen_image_pipeline,
     "hidream": tiny_hidream_pipeline,
     "flux2": tiny_flux2_pipeline,
+    "flux2-dev": tiny_flux2_dev_pipeline,
 }
 
 

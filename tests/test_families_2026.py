@@ -106,6 +106,13 @@ CASES = {
         ("flux", 2.02, 1.0),
         lambda s: s,
     ),
+    "flux2-dev": (
+        "flux2",
+        "tiny-random-flux2-dev",
+        "Flux.2 (dev)",
+        ("flux", 2.02, 1.0),
+        lambda s: s,
+    ),
 }
 KINDS = list(CASES)
 
@@ -389,8 +396,17 @@ def _flux2_one_step(pipe, noise):
     return _normalised(pipe.vae, raw)[0]
 
 
+def _flux2_dev_one_step(pipe, noise):
+    # Flux2Pipeline encodes the prompt itself (Mistral 3, its system message in the chat
+    # template), embeds the guidance (flux_guidance, 3.5 by default) and returns its latent as
+    # it samples it: packed tokens, still normalised.
+    tokens = _pipeline_step(pipe, _patches(noise), prompt="a red circle", guidance_scale=3.5)
+    return unpack_latents(tokens, 32, 8, 8)[0]
+
+
 DIFFUSERS_ONE_STEP = {
     "flux2": _flux2_one_step,
+    "flux2-dev": _flux2_dev_one_step,
     "hidream": _hidream_one_step,
     "qwen-image": _qwen_image_one_step,
     "chroma": _chroma_one_step,
@@ -407,7 +423,7 @@ def test_a_batch_of_prompts_of_two_lengths_equals_each_prompt_alone(pipes, kind)
     encoder = PromptEncoder(pipe)
     short, long = encoder.encode("a"), encoder.encode("a red circle on grass")
     # HiDream and Flux.2 pad every prompt to 128 / 512 tokens, as diffusers does
-    padded = kind in ("hidream", "flux2")
+    padded = kind in ("hidream", "flux2", "flux2-dev")
     assert padded or short.embeds.shape[1] < long.embeds.shape[1]
     x, t = (
         torch.randn(2, channels_of(pipe), 8, 8, generator=torch.Generator().manual_seed(0)),
@@ -528,3 +544,19 @@ def test_flux2_latents_are_normalised_by_the_vae_batch_norm(pipes):
     with torch.no_grad():  # Flux2KleinPipeline._encode_vae_image's normalisation, by hand
         mode = pipe.vae.encode(x * 2 - 1).latent_dist.mode()
     torch.testing.assert_close(encoded, _normalised(pipe.vae, mode), rtol=1e-4, atol=1e-5)
+
+
+def test_the_flux2_dev_stand_in_reads_flux_guidance_as_flux2pipelines_guidance_scale(pipes):
+    # flux_guidance is Flux2Pipeline's guidance_scale (the embedded guidance; no true CFG):
+    # one step at flux_guidance 2.0 equals the pipeline at guidance_scale 2.0, not at 3.5.
+    pipe = tiny_pipeline("flux2-dev")
+    one = params(steps=1, cfg=1.0, flux_guidance=2.0, sequence_loop_count=1, positive_seq="0: a")
+    frame = next(sw.SequenceSampler(pipe).frames(one))
+    noise = noise_of(frame)
+
+    def diffusers_at(guidance: float) -> torch.Tensor:
+        tokens = _pipeline_step(pipe, _patches(noise), prompt="a", guidance_scale=guidance)
+        return unpack_latents(tokens, 32, 8, 8)[0]
+
+    torch.testing.assert_close(frame.latent, diffusers_at(2.0), rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(frame.latent, diffusers_at(3.5), rtol=1e-3, atol=1e-4)

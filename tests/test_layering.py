@@ -26,7 +26,19 @@ PACKAGE = ROOT / "seqwidgets"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundations", ("_version", "_lazy", "_loading", "_io", "errors", "choices", "device")),
     ("settings", ("keyframes", "params", "comfy", "presets")),
-    ("numerics", ("interp", "schedules", "samplers", "uni_pc", "dpm_solver", "families", "plan")),
+    (
+        "numerics",
+        (
+            "interp",
+            "schedules",
+            "samplers",
+            "uni_pc",
+            "dpm_solver",
+            "tiny_decoders",
+            "families",
+            "plan",
+        ),
+    ),
     ("model", ("frames", "conditioning", "denoiser", "decode", "metrics", "coherence", "engine")),
     ("pipelines", ("testing", "models", "models.*")),
     ("session", ("export", "session", "session_io", "plots")),

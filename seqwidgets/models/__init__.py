@@ -28,6 +28,7 @@ TINY_RANDOM_ZIMAGE = "tiny-random-zimage"
 TINY_RANDOM_QWEN_IMAGE = "tiny-random-qwen-image"
 TINY_RANDOM_HIDREAM = "tiny-random-hidream"
 TINY_RANDOM_FLUX2 = "tiny-random-flux2"
+TINY_RANDOM_FLUX2_DEV = "tiny-random-flux2-dev"
 #: ``load_pipeline`` names of the tiny random pipelines -> `seqwidgets.testing.tiny_pipeline` kind.
 TINY_MODELS = {
     TINY_RANDOM: "sd",
@@ -41,6 +42,7 @@ TINY_MODELS = {
     TINY_RANDOM_QWEN_IMAGE: "qwen-image",
     TINY_RANDOM_HIDREAM: "hidream",
     TINY_RANDOM_FLUX2: "flux2",
+    TINY_RANDOM_FLUX2_DEV: "flux2-dev",
 }
 RANDOM_SD15 = "random-sd15"
 RANDOM_SD3 = "random-sd3"
