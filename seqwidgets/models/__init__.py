@@ -14,8 +14,19 @@ from pathlib import Path
 import torch
 
 from .._loading import quiet_loading
-from ..choices import HUB_ID
-from ..families import detect_family
+from ..choices import BUILT_IN_MODELS, HUB_ID
+from ..families import _KNOWN, detect_family
+from ..offload import check_offload, enable_offload
+from ..offload import free_text_encoders as free_text_encoders_of
+from ..quantize import (
+    check_quantize,
+    check_transformer_file,
+    family_from_index,
+    load_transformer_file,
+    quantization_config,
+    quantize_components,
+    require_backend,
+)
 
 TINY_RANDOM = "tiny-random"
 TINY_RANDOM_XL = "tiny-random-xl"
@@ -68,6 +79,10 @@ def load_pipeline(
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
     lora=(),
+    offload: str | None = None,
+    quantize: str | None = None,
+    transformer_file: str | os.PathLike | None = None,
+    free_text_encoders: bool = False,
 ):
     """Load an SD 1.x/2.x, SDXL, SD3/SD3.5 or Flux pipeline ready for :class:`SequenceSampler`.
 
@@ -87,8 +102,22 @@ def load_pipeline(
         lora: LoRA weights to apply, ``[(path_or_hub_id, scale), ...]``: each is loaded with
             diffusers' ``pipe.load_lora_weights`` as adapter ``lora_0``, ``lora_1``, ... and
             all are activated with ``pipe.set_adapters`` at their scales (needs ``peft``).
+        offload: ``"model"`` or ``"sequential"``: diffusers' CPU offload hooks
+            (``enable_model_cpu_offload`` / ``enable_sequential_cpu_offload``), for a pipeline
+            larger than the accelerator's memory; needs an accelerator (`seqwidgets.offload`).
+        quantize: ``"4bit"`` or ``"8bit"``: the network and the large text encoders quantized
+            as they load from a hub id or folder (bitsandbytes on CUDA; on the CPU only
+            ``"8bit"``, torchao's int8 weight-only); see `seqwidgets.quantize`.
+        transformer_file: a single-file transformer (a ``.gguf`` such as city96's, or a
+            ``.safetensors`` in the original layout) used instead of the pipeline's own; the
+            rest loads from ``model``, a hub id or folder of the same model.
+        free_text_encoders: keep the text encoders off the accelerator except while new
+            prompts are encoded (a no-op on the CPU).
 
-    Weights load from safetensors only and no remote code is ever run.
+    ``quantize``, ``transformer_file`` and ``offload`` need ``pip install "seqwidgets[quant]"``.
+    `seqwidgets.device.weight_memory` estimates what each setting needs.
+
+    Weights load from safetensors (or GGUF) only and no remote code is ever run.
 
     Example:
         >>> import seqwidgets as sw
@@ -99,6 +128,12 @@ def load_pipeline(
     from ..device import default_cpu_threads, default_device
 
     device = torch.device(device) if device is not None else default_device()
+    if free_text_encoders and offload is not None:
+        raise ValueError(
+            f"free_text_encoders: offload {offload!r} already moves the text encoders off the "
+            "accelerator after use; pass one or the other"
+        )
+    file = _check_big_model_options(model, device, offload, quantize, transformer_file)
     if device.type == "cpu":
         default_cpu_threads()  # torch's one-thread-per-core crawls on a busy machine
     dtype = dtype or default_dtype(device)
@@ -121,7 +156,14 @@ def load_pipeline(
     elif isinstance(model, (str, os.PathLike)):
         path = Path(model).expanduser()
         with quiet_loading():
-            pipe = _from_pretrained(path if path.exists() else str(model), dtype, path.exists())
+            pipe = _from_pretrained(
+                path if path.exists() else str(model),
+                dtype,
+                path.exists(),
+                quantize=quantize,
+                device=device,
+                transformer_file=file,
+            )
     elif (hasattr(model, "unet") or hasattr(model, "transformer")) and hasattr(model, "vae"):
         pipe = model
     else:
@@ -130,13 +172,39 @@ def load_pipeline(
             f"hub id, a local folder or a diffusers pipeline; got {type(model).__name__}"
         )
     network = detect_family(pipe).denoiser_network(pipe)
-    pipe = pipe.to(device)
-    if network.dtype != dtype:  # (diffusers warns about a cast to the dtype it already has)
+    quantized = quantize is not None or file is not None  # loaded in their dtype already
+    if offload is None:
+        pipe = pipe.to(device)
+    if network.dtype != dtype and not quantized:  # (diffusers warns about a no-op cast)
         pipe = pipe.to(dtype=dtype)
     pipe.set_progress_bar_config(disable=True)
     _attach_preview_factors(pipe, model)
     _load_loras(pipe, lora)
+    if offload is not None:  # last: the hooks own where each model is from here on
+        enable_offload(pipe, offload, device)
+    if free_text_encoders:
+        free_text_encoders_of(pipe, device)
     return pipe
+
+
+def _check_big_model_options(model, device, offload, quantize, transformer_file):
+    """Check ``offload``, ``quantize`` and ``transformer_file`` before anything loads; return
+    the transformer file as a `Path` (or ``None``)."""
+    check_offload(offload, device)
+    check_quantize(quantize, device)
+    file = check_transformer_file(transformer_file)
+    loads_weights = isinstance(model, (str, os.PathLike)) and model not in BUILT_IN_MODELS
+    for name, value in (("quantize", quantize), ("transformer_file", transformer_file)):
+        if value is not None and not loads_weights:
+            shown = "None (the toy model)" if model is None else repr(model)
+            if not isinstance(model, (str, os.PathLike, type(None))):
+                shown = f"a ready {type(model).__name__}"
+            raise ValueError(
+                f"{name}: applies as weights load from a hub id or folder, and model is {shown}"
+            )
+    if quantize is not None:
+        require_backend(quantize, device)
+    return file
 
 
 def _load_loras(pipe, lora) -> None:
@@ -320,7 +388,15 @@ def lora_adapters(pipe) -> list[tuple[str, str, float]]:
     return list(getattr(pipe, "seqwidgets_lora", []))
 
 
-def _from_pretrained(source, dtype: torch.dtype, local_only: bool):
+def _from_pretrained(
+    source,
+    dtype: torch.dtype,
+    local_only: bool,
+    *,
+    quantize: str | None = None,
+    device: torch.device | None = None,
+    transformer_file: Path | None = None,
+):
     from diffusers import DiffusionPipeline
 
     # low_cpu_mem_usage=False: the same weights either way, and no notice when accelerate is
@@ -331,6 +407,10 @@ def _from_pretrained(source, dtype: torch.dtype, local_only: bool):
         local_files_only=local_only,
         low_cpu_mem_usage=False,
     )
+    if quantize is not None or transformer_file is not None:
+        kwargs.update(
+            _big_model_kwargs(source, dtype, local_only, quantize, device, transformer_file)
+        )
     try:
         pipe = DiffusionPipeline.from_pretrained(
             source, safety_checker=None, requires_safety_checker=False, **kwargs
@@ -349,6 +429,31 @@ def _from_pretrained(source, dtype: torch.dtype, local_only: bool):
             "needs a complete SD 1.x/2.x, SDXL, SD3/SD3.5 or Flux pipeline"
         )
     return pipe
+
+
+def _big_model_kwargs(source, dtype, local_only, quantize, device, transformer_file) -> dict:
+    """``from_pretrained``'s arguments for a quantized pipeline or a single-file transformer:
+    the family (from ``model_index.json``, before any weights load) says what to quantize."""
+    from diffusers import DiffusionPipeline
+
+    try:
+        index = DiffusionPipeline.load_config(str(source), local_files_only=local_only)
+    except OSError as error:
+        raise _loading_error(source, local_only, error) from error
+    try:
+        family = family_from_index(index)
+    except ValueError as error:
+        raise ValueError(f"{str(source)!r}: {error}; seqwidgets runs {_KNOWN}") from error
+    kwargs: dict = {"low_cpu_mem_usage": True}  # quantizers load through accelerate
+    components = quantize_components(family)
+    if transformer_file is not None:
+        kwargs["transformer"] = load_transformer_file(
+            transformer_file, source, index, dtype, local_only
+        )
+        components = tuple(name for name in components if name != "transformer")
+    if quantize is not None and components:
+        kwargs["quantization_config"] = quantization_config(components, quantize, device, dtype)
+    return kwargs
 
 
 def _loading_error(source, local: bool, error: OSError) -> OSError:
