@@ -48,8 +48,9 @@ OFFLOAD_MODES = ("model", "sequential")
 _PARKING = "seqwidgets_text_encoder_parking"
 
 
-def check_offload(offload: str | None, device: torch.device) -> None:
-    """Refuse an ``offload`` that cannot work here, in one line, before any weights load.
+def check_offload(offload: str | None, device: torch.device, name: str = "offload") -> None:
+    """Refuse an ``offload`` that cannot work here, in one line naming ``name`` (the argument,
+    or the CLI's flag), before any weights load.
 
     Example:
         >>> check_offload(None, torch.device("cpu"))  # no offload: nothing to check
@@ -62,7 +63,7 @@ def check_offload(offload: str | None, device: torch.device) -> None:
         return
     if offload not in OFFLOAD_MODES:
         allowed = ", ".join(["None", *map(repr, OFFLOAD_MODES)])
-        raise ValueError(f"offload: {offload!r} is not one of {allowed}")
+        raise ValueError(f"{name}: {offload!r} is not one of {allowed}")
     if device.type == "cpu":
         from .device import available_devices
 
@@ -73,8 +74,8 @@ def check_offload(offload: str | None, device: torch.device) -> None:
             else f"the device chosen is the CPU (this machine also has {', '.join(others)})"
         )
         raise ValueError(
-            f"offload {offload!r}: moves weights between the CPU and an accelerator (CUDA, "
-            f"MPS), and {here}; leave offload unset to run on the CPU"
+            f"{name} {offload!r}: moves weights between the CPU and an accelerator (CUDA, "
+            f"MPS), and {here}; leave {name} unset to run on the CPU"
         )
 
 

@@ -80,14 +80,14 @@ def require(package: str, what: str) -> Any:
         ) from error
 
 
-def check_quantize(quantize: str | None, device: torch.device) -> None:
-    """Refuse a ``quantize`` that cannot work on ``device``, in one line, before any weights
-    load (the packages themselves are checked when they are needed, by `require`)."""
+def check_quantize(quantize: str | None, device: torch.device, name: str = "quantize") -> None:
+    """Refuse a ``quantize`` that cannot work on ``device``, in one line naming ``name``, before
+    any weights load (the packages themselves are checked when they are needed, by `require`)."""
     if quantize is None:
         return
     if quantize not in QUANTIZE_MODES:
         allowed = ", ".join(["None", *map(repr, QUANTIZE_MODES)])
-        raise ValueError(f"quantize: {quantize!r} is not one of {allowed}")
+        raise ValueError(f"{name}: {quantize!r} is not one of {allowed}")
     if device.type == "cuda":
         return
     if device.type == "cpu" and quantize == "8bit":
@@ -95,21 +95,23 @@ def check_quantize(quantize: str | None, device: torch.device) -> None:
     there = "the CPU" if device.type == "cpu" else device.type.upper()
     offer = " (on the CPU: '8bit', torchao's int8 weight-only)" if device.type == "cpu" else ""
     raise ValueError(
-        f"quantize {quantize!r}: needs a CUDA GPU (bitsandbytes), and the device is {there}{offer}"
+        f"{name} {quantize!r}: needs a CUDA GPU (bitsandbytes), and the device is {there}{offer}"
     )
 
 
-def check_transformer_file(path: str | os.PathLike | None) -> Path | None:
+def check_transformer_file(
+    path: str | os.PathLike | None, name: str = "transformer_file"
+) -> Path | None:
     """The ``transformer_file`` as a `Path`, or a one-line error: `FileNotFoundError` for a
     file that is not there, `ValueError` for one that is no GGUF or safetensors file."""
     if path is None:
         return None
     file = Path(path).expanduser()
     if not file.is_file():
-        raise FileNotFoundError(f"transformer_file {str(path)!r}: no such file")
+        raise FileNotFoundError(f"{name} {str(path)!r}: no such file")
     if file.suffix.lower() not in TRANSFORMER_FILE_SUFFIXES:
         raise ValueError(
-            f"transformer_file {str(path)!r}: expected a .gguf or .safetensors file (a "
+            f"{name} {str(path)!r}: expected a .gguf or .safetensors file (a "
             "transformer in one file, as ComfyUI's models/unet or models/diffusion_models hold)"
         )
     return file

@@ -25,6 +25,7 @@ from ..quantize import (
     load_transformer_file,
     quantization_config,
     quantize_components,
+    require,
     require_backend,
 )
 
@@ -128,12 +129,9 @@ def load_pipeline(
     from ..device import default_cpu_threads, default_device
 
     device = torch.device(device) if device is not None else default_device()
-    if free_text_encoders and offload is not None:
-        raise ValueError(
-            f"free_text_encoders: offload {offload!r} already moves the text encoders off the "
-            "accelerator after use; pass one or the other"
-        )
-    file = _check_big_model_options(model, device, offload, quantize, transformer_file)
+    file = check_load_options(
+        model, device, offload, quantize, transformer_file, free_text_encoders
+    )
     if device.type == "cpu":
         default_cpu_threads()  # torch's one-thread-per-core crawls on a busy machine
     dtype = dtype or default_dtype(device)
@@ -187,23 +185,57 @@ def load_pipeline(
     return pipe
 
 
-def _check_big_model_options(model, device, offload, quantize, transformer_file):
-    """Check ``offload``, ``quantize`` and ``transformer_file`` before anything loads; return
-    the transformer file as a `Path` (or ``None``)."""
-    check_offload(offload, device)
-    check_quantize(quantize, device)
-    file = check_transformer_file(transformer_file)
+def check_load_options(
+    model,
+    device: torch.device,
+    offload: str | None = None,
+    quantize: str | None = None,
+    transformer_file: str | os.PathLike | None = None,
+    free_text_encoders: bool = False,
+    *,
+    flags: bool = False,
+) -> Path | None:
+    """Check `load_pipeline`'s big-model options before anything loads, each mistake one line
+    naming the argument (with ``flags``: the CLI's ``--offload``, ``--quantize``...); return the
+    transformer file as a `Path` (or ``None``). The optional packages a setting needs are
+    imported here, so a missing one is said before minutes of downloading.
+
+    Example:
+        >>> check_load_options("tiny-random", torch.device("cpu"), quantize="8bit")
+        Traceback (most recent call last):
+        ...
+        ValueError: quantize: applies as weights load from a hub id or folder, and model is 'tiny-random'
+    """
+
+    def name(argument: str) -> str:
+        return "--" + argument.replace("_", "-") if flags else argument
+
+    if free_text_encoders and offload is not None:
+        raise ValueError(
+            f"{name('free_text_encoders')}: {name('offload')} {offload!r} already moves the text "
+            "encoders off the accelerator after use; pass one or the other"
+        )
+    check_offload(offload, device, name("offload"))
+    check_quantize(quantize, device, name("quantize"))
+    file = check_transformer_file(transformer_file, name("transformer_file"))
     loads_weights = isinstance(model, (str, os.PathLike)) and model not in BUILT_IN_MODELS
-    for name, value in (("quantize", quantize), ("transformer_file", transformer_file)):
+    for argument, value in (("quantize", quantize), ("transformer_file", transformer_file)):
         if value is not None and not loads_weights:
-            shown = "None (the toy model)" if model is None else repr(model)
+            shown = repr(model)
+            if model is None:
+                shown = "not given (the toy model)" if flags else "None (the toy model)"
             if not isinstance(model, (str, os.PathLike, type(None))):
                 shown = f"a ready {type(model).__name__}"
             raise ValueError(
-                f"{name}: applies as weights load from a hub id or folder, and model is {shown}"
+                f"{name(argument)}: applies as weights load from a hub id or folder, and "
+                f"{name('model')} is {shown}"
             )
     if quantize is not None:
         require_backend(quantize, device)
+    if file is not None and file.suffix.lower() == ".gguf":
+        require("gguf", f"{name('transformer_file')} {file.name}")
+    if offload is not None:
+        require("accelerate", f"{name('offload')} {offload!r}")
     return file
 
 
