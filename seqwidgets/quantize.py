@@ -217,7 +217,7 @@ def load_transformer_file(
             local_files_only=local_only,
             **kwargs,
         )
-    except (KeyError, RuntimeError, ValueError) as error:  # keys or shapes of another model
+    except (KeyError, IndexError, RuntimeError, ValueError) as error:  # another model's keys
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ValueError(
             f"{where}: does not fit {source}'s {entry[1]} (a file for another model?): {first}"

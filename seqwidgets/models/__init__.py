@@ -15,7 +15,7 @@ import torch
 
 from .._loading import quiet_loading
 from ..choices import BUILT_IN_MODELS, HUB_ID
-from ..families import _KNOWN, detect_family
+from ..families import detect_family
 from ..offload import check_offload, enable_offload
 from ..offload import free_text_encoders as free_text_encoders_of
 from ..quantize import (
@@ -475,6 +475,8 @@ def _big_model_kwargs(source, dtype, local_only, quantize, device, transformer_f
     try:
         family = family_from_index(index)
     except ValueError as error:
+        from ..families import _KNOWN
+
         raise ValueError(f"{str(source)!r}: {error}; seqwidgets runs {_KNOWN}") from error
     kwargs: dict = {"low_cpu_mem_usage": True}  # quantizers load through accelerate
     components = quantize_components(family)

@@ -37,8 +37,8 @@ def studio_notebook(model: str | None = None, load_options: dict | None = None) 
 
     Example:
         >>> cell = studio_notebook("owner/model", {"quantize": "4bit"})["cells"][1]["source"]
-        >>> [line for line in cell if "load_pipeline" in line]
-        ["pipe = sw.load_pipeline('owner/model', quantize='4bit')\n"]
+        >>> [line.strip() for line in cell if "load_pipeline" in line]
+        ["pipe = sw.load_pipeline('owner/model', quantize='4bit')"]
     """
     arguments = "".join(f", {key}={value!r}" for key, value in (load_options or {}).items())
     intro = (
