@@ -315,8 +315,10 @@ def check_run_memory(pipe, width: int, height: int, batch: int = 1) -> None:
         >>> from seqwidgets.testing import tiny_pipeline
         >>> check_run_memory(tiny_pipeline(), 64, 64)  # fits: nothing to say
     """
+    from .offload import module_device
+
     network = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
-    device = network.device if network is not None else pipe.vae.device
+    device = module_device(network if network is not None else pipe.vae)  # offload: the GPU
     available = available_memory(device)
     if available is None:
         return

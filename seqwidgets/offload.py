@@ -39,6 +39,7 @@ __all__ = [
     "enable_offload",
     "execution_device",
     "free_text_encoders",
+    "module_device",
 ]
 
 #: ``load_pipeline``'s ``offload`` values: diffusers' model-level and layer-level CPU offload.
@@ -92,11 +93,26 @@ def enable_offload(pipe: Any, offload: str, device: torch.device) -> None:
         pipe.enable_sequential_cpu_offload(device=device)
 
 
+def module_device(module: torch.nn.Module) -> torch.device:
+    """The device ``module`` computes on: where its weights are, or, under offload hooks
+    (which keep them on the CPU, or layer by layer nowhere: ``meta``), the accelerator the
+    hooks move them to. Inputs for the module belong there.
+
+    Example:
+        >>> module_device(torch.nn.Linear(2, 2))
+        device(type='cpu')
+    """
+    for part in module.modules():
+        device = getattr(getattr(part, "_hf_hook", None), "execution_device", None)
+        if device is not None:
+            return torch.device(device if not isinstance(device, int) else f"cuda:{device}")
+    parameter = next(module.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
 def execution_device(pipe: Any) -> torch.device:
-    """The device the pipeline's networks compute on: the denoising network's device, or, once
-    offload hooks hold the weights on the CPU (or, layer by layer, nowhere), the accelerator
-    the hooks move them to (diffusers' ``_execution_device``). Latents and prompt encodings
-    belong there.
+    """The device the pipeline's denoising network computes on (`module_device`): where the
+    latents and prompt encodings belong, with or without offload hooks.
 
     Example:
         >>> from seqwidgets.testing import tiny_pipeline
@@ -105,10 +121,7 @@ def execution_device(pipe: Any) -> torch.device:
     """
     from .families import detect_family
 
-    network = detect_family(pipe).denoiser_network(pipe)
-    if hasattr(network, "_hf_hook") and hasattr(pipe, "_execution_device"):
-        return torch.device(pipe._execution_device)
-    return network.device
+    return module_device(detect_family(pipe).denoiser_network(pipe))
 
 
 def _text_encoder_names(pipe: Any) -> list[str]:

@@ -25,7 +25,12 @@ from seqwidgets.device import (
     weight_memory_table,
 )
 from seqwidgets.families import FAMILIES, detect_family
-from seqwidgets.offload import TextEncoderParking, execution_device, free_text_encoders
+from seqwidgets.offload import (
+    TextEncoderParking,
+    execution_device,
+    free_text_encoders,
+    module_device,
+)
 from seqwidgets.quantize import (
     QUANT_EXTRA,
     family_from_index,
@@ -341,8 +346,11 @@ def test_execution_device_follows_the_offload_hooks():
     pytest.importorskip("accelerate")
     pipe = tiny_pipeline("flux")
     pipe.enable_model_cpu_offload(device="cpu")  # the hooks, with the CPU as the "accelerator"
-    assert execution_device(pipe) == torch.device("cpu", 0)
+    assert execution_device(pipe) == torch.device("cpu", 0)  # the hooks' device, not the weights'
+    assert module_device(pipe.vae) == torch.device("cpu", 0)
     assert execution_device(tiny_pipeline("flux")) == CPU
+    # A run goes through diffusers' hooks: the same frame as without them.
+    assert torch.equal(_one_loop(pipe), _one_loop(tiny_pipeline("flux")))
 
 
 # -- memory estimates ----------------------------------------------------------------------------
