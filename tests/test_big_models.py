@@ -221,6 +221,17 @@ def test_a_gguf_transformer_runs_close_to_fp32(tmp_path, zimage_folder):
     assert 0 < _relative(ours, fp32) < 0.02  # quantized (not the same), and close
 
 
+def test_a_safetensors_transformer_in_comfyui_layout_is_the_same_model(tmp_path, zimage_folder):
+    from safetensors.torch import save_file
+
+    reference = sw.load_pipeline(zimage_folder, device="cpu")
+    state = _comfy_zimage_state_dict(reference.transformer)
+    path = tmp_path / "z_image_turbo_bf16.safetensors"
+    save_file({"model.diffusion_model." + k: v.contiguous() for k, v in state.items()}, path)
+    pipe = sw.load_pipeline(zimage_folder, device="cpu", transformer_file=path)
+    assert torch.equal(_one_loop(pipe), _one_loop(reference))
+
+
 # -- torchao int8 weight-only on the CPU -----------------------------------------------------------
 
 
