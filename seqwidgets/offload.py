@@ -102,7 +102,9 @@ def module_device(module: torch.nn.Module) -> torch.device:
         >>> module_device(torch.nn.Linear(2, 2))
         device(type='cpu')
     """
-    for part in module.modules():
+    # Offload hooks sit on the module itself too: without one, no part of it is offloaded (and
+    # a large network's thousands of parts are not walked).
+    for part in module.modules() if hasattr(module, "_hf_hook") else ():
         device = getattr(getattr(part, "_hf_hook", None), "execution_device", None)
         if device is not None:
             return torch.device(device if not isinstance(device, int) else f"cuda:{device}")
@@ -207,6 +209,9 @@ def free_text_encoders(pipe: Any, device: torch.device | str | None = None):
     """Keep ``pipe``'s text encoders off the accelerator except while new prompts are encoded;
     return the `TextEncoderParking`, or ``None`` when the pipeline runs on the CPU (nothing to
     free: the call changes nothing and costs nothing).
+
+    For seqwidgets' runs, which encode through `PromptEncoder`: calling the diffusers pipeline
+    itself afterwards finds its text encoders on the CPU; ``parking.remove()`` undoes this.
 
     Args:
         pipe: a pipeline already on its device (``load_pipeline(..., free_text_encoders=True)``

@@ -320,7 +320,7 @@ def test_text_encoders_leave_after_encoding_and_come_back_for_a_new_prompt(monke
     calls = []
     pipe.text_encoder_2.register_forward_hook(lambda *_: calls.append(1))
     parking = TextEncoderParking(pipe, torch.device("cuda"))
-    monkeypatch.setattr(pipe, "seqwidgets_text_encoder_parking", parking, raising=False)
+    pipe.seqwidgets_text_encoder_parking = parking  # as free_text_encoders does on a GPU
     assert parking.names == ["text_encoder", "text_encoder_2"]
     assert moves.log == ["cpu", "cpu"] and not parking.resident  # parked from the start
 
@@ -343,6 +343,11 @@ def test_text_encoders_leave_after_encoding_and_come_back_for_a_new_prompt(monke
     list(sampler.frames(params))
     assert (parking.moves_in, parking.moves_out) == (3, 4) and len(calls) == 4
     assert moves.log[-4:] == ["cuda", "cuda", "cpu", "cpu"]
+
+    parking.remove()  # back for good: the network no longer parks them
+    assert parking.resident and not hasattr(pipe, "seqwidgets_text_encoder_parking")
+    list(sampler.frames(sw.SequenceParams(positive_seq="0: a grey cube", **PARAMS)))
+    assert (parking.moves_in, parking.moves_out) == (4, 4) and parking.resident
 
 
 def test_free_text_encoders_changes_nothing_on_the_cpu():
