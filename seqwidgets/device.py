@@ -178,6 +178,28 @@ def default_device() -> torch.device:
     return torch.device("cpu")
 
 
+def module_device(module: torch.nn.Module) -> torch.device:
+    """The device ``module`` computes on: where its weights are, or, under offload hooks
+    (which keep them on the CPU, or layer by layer nowhere: ``meta``), the accelerator the
+    hooks move them to. Inputs for the module belong there.
+
+    Example:
+        >>> import torch
+        >>> module_device(torch.nn.Linear(2, 2))
+        device(type='cpu')
+    """
+    import torch
+
+    # Offload hooks sit on the module itself too: without one, no part of it is offloaded (and
+    # a large network's thousands of parts are not walked).
+    for part in module.modules() if hasattr(module, "_hf_hook") else ():
+        device = getattr(getattr(part, "_hf_hook", None), "execution_device", None)
+        if device is not None:
+            return torch.device(device if not isinstance(device, int) else f"cuda:{device}")
+    parameter = next(module.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
 # -- memory ------------------------------------------------------------------------------------
 
 #: Live activation tensors of the denoising network, per channel of its finest level and per
@@ -315,8 +337,6 @@ def check_run_memory(pipe, width: int, height: int, batch: int = 1) -> None:
         >>> from seqwidgets.testing import tiny_pipeline
         >>> check_run_memory(tiny_pipeline(), 64, 64)  # fits: nothing to say
     """
-    from .offload import module_device
-
     network = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
     device = module_device(network if network is not None else pipe.vae)  # offload: the GPU
     available = available_memory(device)
@@ -381,6 +401,16 @@ class ModelSize:
     family: str
     components: dict[str, tuple[float, int]]
     source: str
+
+    def quantized(self) -> tuple[str, ...]:
+        """The components ``quantize`` applies to: the network and the text encoders of 1B
+        parameters or more (`Family.large_text_encoders`; the CLIPs are all under 1B)."""
+        return tuple(
+            name
+            for name, (billions, _) in self.components.items()
+            if name in ("unet", "transformer")
+            or (name.startswith("text_encoder") and billions >= 1)
+        )
 
 
 # Counts as the model cards and papers give them (rounded as they round them); the CLIPs and
@@ -531,19 +561,16 @@ def weight_memory(
         >>> weight_memory("FLUX.1 dev", quantize="4bit", offload="model") < 8e9
         True
     """
-    from .families import FAMILIES
-    from .quantize import QUANTIZE_MODES, quantize_components
-
     size = model if isinstance(model, ModelSize) else MODEL_SIZES.get(model)
     if size is None:
         raise ValueError(f"model: {model!r} is not one of {', '.join(map(repr, MODEL_SIZES))}")
-    if dtype not in BYTES_PER_WEIGHT or dtype in QUANTIZE_MODES:
+    if dtype not in ("bf16", "fp16", "fp32"):
         raise ValueError(f"dtype: {dtype!r} is not one of 'bf16', 'fp16', 'fp32'")
-    if quantize is not None and quantize not in QUANTIZE_MODES:
+    if quantize not in (None, "8bit", "4bit"):
         raise ValueError(f"quantize: {quantize!r} is not one of None, '4bit', '8bit'")
     if offload not in (None, "model", "sequential"):
         raise ValueError(f"offload: {offload!r} is not one of None, 'model', 'sequential'")
-    quantized = quantize_components(FAMILIES[size.family]) if quantize else ()
+    quantized = size.quantized() if quantize else ()
     parts = []
     for name, (billions, blocks) in size.components.items():
         setting = quantize if name in quantized else dtype

@@ -31,6 +31,8 @@ from typing import Any
 
 import torch
 
+from .device import module_device
+
 __all__ = [
     "OFFLOAD_MODES",
     "TextEncoderParking",
@@ -39,7 +41,6 @@ __all__ = [
     "enable_offload",
     "execution_device",
     "free_text_encoders",
-    "module_device",
 ]
 
 #: ``load_pipeline``'s ``offload`` values: diffusers' model-level and layer-level CPU offload.
@@ -82,38 +83,18 @@ def check_offload(offload: str | None, device: torch.device, name: str = "offloa
 
 def enable_offload(pipe: Any, offload: str, device: torch.device) -> None:
     """Install diffusers' CPU offload hooks on ``pipe`` for ``device`` (``offload`` "model" or
-    "sequential", checked by `check_offload`). The pipeline must not have been moved to the
-    accelerator before: the hooks move each model there when it runs."""
-    from .quantize import require
-
-    require("accelerate", f"offload {offload!r}")
+    "sequential", checked by `check_offload`; accelerate installed, as
+    ``seqwidgets.models.check_load_options`` makes sure). The pipeline must not have been moved
+    to the accelerator before: the hooks move each model there when it runs."""
     if offload == "model":
         pipe.enable_model_cpu_offload(device=device)
     else:
         pipe.enable_sequential_cpu_offload(device=device)
 
 
-def module_device(module: torch.nn.Module) -> torch.device:
-    """The device ``module`` computes on: where its weights are, or, under offload hooks
-    (which keep them on the CPU, or layer by layer nowhere: ``meta``), the accelerator the
-    hooks move them to. Inputs for the module belong there.
-
-    Example:
-        >>> module_device(torch.nn.Linear(2, 2))
-        device(type='cpu')
-    """
-    # Offload hooks sit on the module itself too: without one, no part of it is offloaded (and
-    # a large network's thousands of parts are not walked).
-    for part in module.modules() if hasattr(module, "_hf_hook") else ():
-        device = getattr(getattr(part, "_hf_hook", None), "execution_device", None)
-        if device is not None:
-            return torch.device(device if not isinstance(device, int) else f"cuda:{device}")
-    parameter = next(module.parameters(), None)
-    return parameter.device if parameter is not None else torch.device("cpu")
-
-
 def execution_device(pipe: Any) -> torch.device:
-    """The device the pipeline's denoising network computes on (`module_device`): where the
+    """The device the pipeline's denoising network computes on (`seqwidgets.device.module_device`:
+    the accelerator offload hooks move it to, not the CPU or ``meta`` its weights wait on): where the
     latents and prompt encodings belong, with or without offload hooks.
 
     Example:

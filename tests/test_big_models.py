@@ -21,16 +21,12 @@ from seqwidgets.device import (
     MODEL_SIZES,
     RUN_HEADROOM,
     fitting_settings,
+    module_device,
     weight_memory,
     weight_memory_table,
 )
 from seqwidgets.families import FAMILIES, detect_family
-from seqwidgets.offload import (
-    TextEncoderParking,
-    execution_device,
-    free_text_encoders,
-    module_device,
-)
+from seqwidgets.offload import TextEncoderParking, execution_device, free_text_encoders
 from seqwidgets.quantize import (
     QUANT_EXTRA,
     family_from_index,
@@ -406,6 +402,12 @@ def test_weight_memory_orders_the_settings(model):
         model_offload = weight_memory(model, quantize=quantize, offload="model")
         sequential = weight_memory(model, quantize=quantize, offload="sequential")
         assert sequential < model_offload < plain
+
+
+@pytest.mark.parametrize("model", sorted(MODEL_SIZES))
+def test_the_estimate_quantizes_what_load_pipeline_quantizes(model):
+    size = MODEL_SIZES[model]
+    assert size.quantized() == quantize_components(FAMILIES[size.family])
 
 
 def test_fitting_settings_follow_the_card_size():
