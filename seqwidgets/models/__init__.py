@@ -135,6 +135,21 @@ def load_pipeline(
     if device.type == "cpu":
         default_cpu_threads()  # torch's one-thread-per-core crawls on a busy machine
     dtype = dtype or default_dtype(device)
+    pipe = _pipeline_from(model, device, dtype, quantize, file)
+    quantized = quantize is not None or file is not None  # loaded in their dtype already
+    pipe = _placed(pipe, device, None if quantized else dtype, offload)
+    _attach_preview_factors(pipe, model)
+    _load_loras(pipe, lora)
+    if offload is not None:  # last: the hooks own where each model is from here on
+        enable_offload(pipe, offload, device)
+    if free_text_encoders:
+        free_text_encoders_of(pipe, device)
+    return pipe
+
+
+def _pipeline_from(model, device: torch.device, dtype: torch.dtype, quantize, file):
+    """The pipeline ``model`` names (see `load_pipeline`), loaded on the CPU (the random
+    full-size ones directly on ``device``), or ``model`` itself when it is one."""
     if model is None:
         with quiet_loading():
             pipe = _from_pretrained(_toy_model_path(), dtype, local_only=True)
@@ -169,19 +184,18 @@ def load_pipeline(
             f"model must be None (the toy model), one of {', '.join(map(repr, TINY_MODELS))}, a "
             f"hub id, a local folder or a diffusers pipeline; got {type(model).__name__}"
         )
+    return pipe
+
+
+def _placed(pipe, device: torch.device, dtype: torch.dtype | None, offload: str | None):
+    """``pipe`` on ``device`` (left on the CPU for the offload hooks) in ``dtype`` (``None``:
+    as loaded), its progress bars off."""
     network = detect_family(pipe).denoiser_network(pipe)
-    quantized = quantize is not None or file is not None  # loaded in their dtype already
     if offload is None:
         pipe = pipe.to(device)
-    if network.dtype != dtype and not quantized:  # (diffusers warns about a no-op cast)
+    if dtype is not None and network.dtype != dtype:  # (diffusers warns about a no-op cast)
         pipe = pipe.to(dtype=dtype)
     pipe.set_progress_bar_config(disable=True)
-    _attach_preview_factors(pipe, model)
-    _load_loras(pipe, lora)
-    if offload is not None:  # last: the hooks own where each model is from here on
-        enable_offload(pipe, offload, device)
-    if free_text_encoders:
-        free_text_encoders_of(pipe, device)
     return pipe
 
 
