@@ -150,11 +150,9 @@ def quantization_config(
     that neither library has to guess the other's arguments.
 
     Example:
-        >>> config = quantization_config(
-        ...     ("transformer", "text_encoder_2"), "4bit", torch.device("cuda"), torch.bfloat16
-        ... )
-        >>> sorted(config.quant_mapping)
-        ['text_encoder_2', 'transformer']
+        >>> config = quantization_config(("transformer",), "8bit", torch.device("cpu"), torch.float32)
+        >>> type(config.quant_mapping["transformer"]).__name__
+        'TorchAoConfig'
     """
     import diffusers
     import transformers
@@ -164,6 +162,7 @@ def quantization_config(
     for name in components:
         library = transformers if name.startswith("text_encoder") else diffusers
         if device.type == "cuda":
+            require("bitsandbytes", f"quantize {quantize!r}")  # its configs read its version
             if quantize == "4bit":
                 mapping[name] = library.BitsAndBytesConfig(
                     load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype

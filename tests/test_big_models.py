@@ -130,6 +130,13 @@ def test_a_missing_package_names_the_extra(monkeypatch, tmp_path, zimage_folder,
     assert f"'{package}'" in text and text.endswith(QUANT_EXTRA)
 
 
+def test_bitsandbytes_missing_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)
+    with pytest.raises(ImportError) as error:
+        quantization_config(("transformer",), "4bit", torch.device("cuda"), torch.bfloat16)
+    assert _one_line(error).endswith(QUANT_EXTRA) and "'bitsandbytes'" in str(error.value)
+
+
 def test_the_cli_says_a_missing_package_in_one_line(monkeypatch, tmp_path, flux_folder, capsys):
     monkeypatch.setitem(sys.modules, "torchao", None)
     code = cli.main(
