@@ -5,7 +5,9 @@
 * ``sampler_costs``: docs/performance.md's per-sampler table, from benchmarks/results/samplers.json;
 * ``toy_few_steps``: docs/toy_model.md's steps x cfg table, from seqwidgets/models/toy/few_steps.json;
 * ``inputs``: docs/reference.md's table of the node's inputs, from ``seqwidgets.PARAM_SPECS``;
-* ``samplers``, ``schedulers``: docs/reference.md's menus, from ``seqwidgets.choices``.
+* ``samplers``, ``schedulers``: docs/reference.md's menus, from ``seqwidgets.choices``;
+* ``big_models``: docs/big_models.md's family x card table, from ``seqwidgets.device``'s
+  parameter counts (estimates, not measurements).
 
 Each table sits between ``<!-- table NAME: ... -->`` and ``<!-- /table NAME -->`` markers.
 
@@ -336,6 +338,13 @@ def schedulers_table() -> str:
     return ", ".join(f"`{name}`" for name in SCHEDULERS)
 
 
+def big_models_table() -> str:
+    """Released models x card sizes: the settings whose estimated weights fit."""
+    from seqwidgets.device import weight_memory_table
+
+    return weight_memory_table()
+
+
 #: Which file holds which table, and what writes it.
 TABLES: dict[str, tuple[str, Callable[[], str]]] = {
     "performance": ("docs/performance.md", performance_table),
@@ -345,6 +354,7 @@ TABLES: dict[str, tuple[str, Callable[[], str]]] = {
     "inputs": ("docs/reference.md", inputs_table),
     "samplers": ("docs/reference.md", samplers_table),
     "schedulers": ("docs/reference.md", schedulers_table),
+    "big_models": ("docs/big_models.md", big_models_table),
 }
 
 

@@ -10,8 +10,33 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import warnings
 from contextlib import contextmanager
+
+#: Loggers of the optional quantization packages that report, as warnings, each GPU-only kernel
+#: a CPU build cannot load (torchao, bitsandbytes) and torch's notices about their types.
+QUIET_LOGGERS = ("torchao", "bitsandbytes", "torch.utils._pytree")
+
+
+@contextmanager
+def quiet_loggers(names=QUIET_LOGGERS):
+    """Raise the given loggers to ERROR for the duration (their levels restored afterwards).
+
+    Example:
+        >>> with quiet_loggers(("torchao",)):
+        ...     logging.getLogger("torchao").isEnabledFor(logging.WARNING)
+        False
+    """
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 @contextmanager
@@ -32,7 +57,7 @@ def quiet_loading():
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), quiet_loggers():
             warnings.filterwarnings("ignore", message=".*torch_dtype.* is deprecated")
             yield
     finally:

@@ -133,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=4.0,
         help="GIF frames per second (0.01 to 100; a GIF plays at most 50, so faster is written as 50, with a warning)",
     )
+    _add_big_model_flags(render)
     render.add_argument("--overwrite", action="store_true", help="replace existing output files")
     render.add_argument("--quiet", action="store_true", help="no progress bar")
     group = render.add_argument_group("settings (the node's inputs)")
@@ -149,12 +150,72 @@ def build_parser() -> argparse.ArgumentParser:
     )
     studio.add_argument("folder", nargs="?", type=Path, default=Path("."))
     studio.add_argument("--model", default=None, help="as for render (default: the toy model)")
+    _add_big_model_flags(studio)
     studio.add_argument("--voila", action="store_true", help="open with Voila instead")
     studio.add_argument("--port", type=int, default=None)
     studio.add_argument(
         "--print-command", action="store_true", help="write the notebook, print the command"
     )
     return parser
+
+
+def _add_big_model_flags(command: argparse.ArgumentParser) -> None:
+    """``load_pipeline``'s options for pipelines larger than the accelerator's memory."""
+    group = command.add_argument_group(
+        'big models (see docs/big_models.md; need pip install "seqwidgets[quant]")'
+    )
+    group.add_argument(
+        "--offload",
+        choices=("model", "sequential"),
+        default=None,
+        help="diffusers' CPU offload: 'model' moves each whole model to the GPU when it runs, "
+        "'sequential' one layer at a time (least memory, much slower); needs a GPU",
+    )
+    group.add_argument(
+        "--quantize",
+        choices=("4bit", "8bit"),
+        default=None,
+        help="quantize the transformer (or UNet) and the large text encoders as they load: "
+        "bitsandbytes on CUDA; on the CPU only 8bit (torchao int8 weight-only)",
+    )
+    group.add_argument(
+        "--transformer-file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="a single-file transformer (.gguf, e.g. city96's, or .safetensors) used instead "
+        "of the pipeline's own; the rest loads from --model (the same model's hub id or folder)",
+    )
+    group.add_argument(
+        "--free-text-encoders",
+        action="store_true",
+        help="keep the text encoders on the CPU except while new prompts are encoded",
+    )
+
+
+def _load_options(args: argparse.Namespace) -> dict:
+    """The big-model options given, as `load_pipeline` takes them."""
+    options = {
+        "offload": args.offload,
+        "quantize": args.quantize,
+        "transformer_file": args.transformer_file,
+        "free_text_encoders": args.free_text_encoders,
+    }
+    return {key: value for key, value in options.items() if value not in (None, False)}
+
+
+def _check_load_options(args: argparse.Namespace, device) -> None:
+    """The big-model flags checked before a model loads (they need torch to see the devices)."""
+    options = _load_options(args)
+    if not options:
+        return
+    import torch
+
+    from .device import default_device
+    from .models import check_load_options
+
+    device = torch.device(device) if device is not None else default_device()
+    check_load_options(args.model, device, **options, flags=True)
 
 
 def params_from_args(args: argparse.Namespace) -> SequenceParams:
@@ -238,9 +299,10 @@ def render(args: argparse.Namespace) -> int:
     _check_outputs(outputs, out, args.overwrite)
     init_image = None if args.init_image is None else read_image(args.init_image, "--init-image")
     _check_color_reference(params)
+    _check_load_options(args, device)
 
     # 2. Load the model and sample, writing each loop's PNG as soon as it is done.
-    pipe = load_pipeline(args.model, device=device)
+    pipe = load_pipeline(args.model, device=device, **_load_options(args))
     sampler = SequenceSampler(pipe)
     # Memory for the run and for the contact sheet at its end, before the out folder is made.
     check_run_memory(pipe, *sampler.image_size(params))
@@ -357,9 +419,18 @@ def studio(args: argparse.Namespace) -> int:
     if model is not None and Path(model).expanduser().is_dir():
         # The notebook's kernel starts in the notebook's folder: a relative path must not move.
         model = str(Path(model).expanduser().resolve())
+    _check_load_options(args, None)
+    options = _load_options(args)
+    if "transformer_file" in options:  # the kernel starts in the notebook's folder
+        options["transformer_file"] = str(options["transformer_file"].expanduser().resolve())
     try:
         command = launch(
-            args.folder, model, voila=args.voila, port=args.port, dry_run=args.print_command
+            args.folder,
+            model,
+            voila=args.voila,
+            port=args.port,
+            dry_run=args.print_command,
+            load_options=options,
         )
     except RuntimeError as error:  # JupyterLab or Voila missing: say what to install
         raise FileNotFoundError(str(error)) from error
@@ -456,7 +527,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             return render(args)
         if args.command == "studio":
             return studio(args)
-    except (ValueError, FileExistsError, FileNotFoundError, OSError) as error:
+    except (ValueError, FileExistsError, FileNotFoundError, OSError, ImportError) as error:
         print(f"seqwidgets {args.command}: error: {error}", file=sys.stderr)
         return 2
     parser.error(f"unknown command {args.command!r}")

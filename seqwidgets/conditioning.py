@@ -22,6 +22,7 @@ import torch
 
 from .families import detect_family
 from .interp import slerp
+from .offload import bring_back_text_encoders
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,7 @@ class PromptEncoder:
         if cached is not None:
             return cached
         self._warn_if_truncated(prompt)
+        bring_back_text_encoders(self.pipe)  # parked on the CPU between prompts (offload.py)
         embeds, pooled, mask = self.family.encode_prompt(
             self.pipe, prompt, self.device, self.max_sequence_length
         )

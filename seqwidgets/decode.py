@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .device import module_device
 from .families import (
     FAMILIES,
     FLUX_LATENT_RGB_BIAS,
@@ -128,7 +129,7 @@ def decode_latents(vae, latents: torch.Tensor, *, batch_size: int = 8) -> list[I
     for start in range(0, latents.shape[0], batch_size):
         chunk = latents[start : start + batch_size]
         with torch.no_grad(), _vae_for_use(vae) as dtype:
-            chunk = _unscale(vae, chunk.to(device=vae.device, dtype=dtype))
+            chunk = _unscale(vae, chunk.to(device=module_device(vae), dtype=dtype))
             decoded = fmt.from_vae(vae.decode(fmt.to_vae(chunk)).sample)
             pixels = _to_uint8_hwc(decoded)
         images.extend(Image.fromarray(p) for p in pixels)
@@ -213,7 +214,7 @@ def encode_image(vae, image, *, size: tuple[int, int] | None = None) -> torch.Te
         )
     with torch.no_grad(), _vae_for_use(vae) as dtype:
         fmt = latent_format(vae)
-        output = vae.encode(fmt.to_vae((x * 2 - 1).to(device=vae.device, dtype=dtype)))
+        output = vae.encode(fmt.to_vae((x * 2 - 1).to(device=module_device(vae), dtype=dtype)))
         # AutoencoderKL returns a distribution; AutoencoderTiny returns the latents directly.
         dist = getattr(output, "latent_dist", None)
         latents = dist.mode() if dist is not None else output.latents
@@ -357,7 +358,7 @@ class TAESDPreviewer:
             decoder = AutoencoderTiny.from_pretrained(
                 str(source), local_files_only=local_files_only, use_safetensors=True
             )
-        decoder = decoder.to(device=network.device, dtype=network.dtype)
+        decoder = decoder.to(device=module_device(network), dtype=network.dtype)
         channels = family.latent_channels(pipe)
         if decoder.config.latent_channels != channels:
             raise ValueError(
@@ -419,7 +420,7 @@ def make_previewer(
     own = getattr(pipe, "seqwidgets_preview_decoder", None)
     if preview == "auto" and own is not None:
         try:
-            decoder = own().to(device=pipe.vae.device)
+            decoder = own().to(device=module_device(pipe.vae))
             return TAESDPreviewer(decoder), "preview decoder"
         except (OSError, ValueError, ImportError) as error:
             fallback = f"preview decoder unavailable ({error}); "

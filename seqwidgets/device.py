@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -177,6 +178,28 @@ def default_device() -> torch.device:
     return torch.device("cpu")
 
 
+def module_device(module: torch.nn.Module) -> torch.device:
+    """The device ``module`` computes on: where its weights are, or, under offload hooks
+    (which keep them on the CPU, or layer by layer nowhere: ``meta``), the accelerator the
+    hooks move them to. Inputs for the module belong there.
+
+    Example:
+        >>> import torch
+        >>> module_device(torch.nn.Linear(2, 2))
+        device(type='cpu')
+    """
+    import torch
+
+    # Offload hooks sit on the module itself too: without one, no part of it is offloaded (and
+    # a large network's thousands of parts are not walked).
+    for part in module.modules() if hasattr(module, "_hf_hook") else ():
+        device = getattr(getattr(part, "_hf_hook", None), "execution_device", None)
+        if device is not None:
+            return torch.device(device if not isinstance(device, int) else f"cuda:{device}")
+    parameter = next(module.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
 # -- memory ------------------------------------------------------------------------------------
 
 #: Live activation tensors of the denoising network, per channel of its finest level and per
@@ -315,7 +338,7 @@ def check_run_memory(pipe, width: int, height: int, batch: int = 1) -> None:
         >>> check_run_memory(tiny_pipeline(), 64, 64)  # fits: nothing to say
     """
     network = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
-    device = network.device if network is not None else pipe.vae.device
+    device = module_device(network if network is not None else pipe.vae)  # offload: the GPU
     available = available_memory(device)
     if available is None:
         return
@@ -355,3 +378,242 @@ def check_image_memory(width: int, height: int, what: str, lower: str) -> None:
             f"{what}: {width}x{height} pixels need about {_gib(need)} of memory and "
             f"{_gib(available)} is free; lower {lower}"
         )
+
+
+# -- weights of the large models ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    """A released model's parameter counts, by pipeline component, in billions.
+
+    Attributes:
+        label: the model's name (``"FLUX.1 dev"``).
+        hub_id: where it is on the Hugging Face hub.
+        family: its `seqwidgets.families` name.
+        components: ``{component: (billions of parameters, blocks)}``: the blocks (transformer
+            blocks, text-model layers) bound what layer-by-layer offload holds at once.
+        source: where the counts come from.
+    """
+
+    label: str
+    hub_id: str
+    family: str
+    components: dict[str, tuple[float, int]]
+    source: str
+
+    def quantized(self) -> tuple[str, ...]:
+        """The components ``quantize`` applies to: the network and the text encoders of 1B
+        parameters or more (`Family.large_text_encoders`; the CLIPs are all under 1B)."""
+        return tuple(
+            name
+            for name, (billions, _) in self.components.items()
+            if name in ("unet", "transformer")
+            or (name.startswith("text_encoder") and billions >= 1)
+        )
+
+
+# Counts as the model cards and papers give them (rounded as they round them); the CLIPs and
+# VAEs from their diffusers configs: CLIP-L 123M, OpenCLIP bigG 695M, the Flux/SD VAE 84M.
+_CLIP_L, _CLIP_G, _T5 = (0.123, 12), (0.695, 32), (4.76, 24)
+_VAE = (0.084, 4)
+#: The models the memory table covers.
+MODEL_SIZES: dict[str, ModelSize] = {
+    size.label: size
+    for size in (
+        ModelSize(
+            "SD 1.5",
+            "stable-diffusion-v1-5/stable-diffusion-v1-5",
+            "sd",
+            {"unet": (0.86, 16), "text_encoder": _CLIP_L, "vae": _VAE},
+            "SD model card (UNet 860M)",
+        ),
+        ModelSize(
+            "SDXL",
+            "stabilityai/stable-diffusion-xl-base-1.0",
+            "sdxl",
+            {"unet": (2.57, 16), "text_encoder": _CLIP_L, "text_encoder_2": _CLIP_G, "vae": _VAE},
+            "SDXL paper (UNet 2.6B)",
+        ),
+        ModelSize(
+            "SD 3.5 large",
+            "stabilityai/stable-diffusion-3.5-large",
+            "sd3",
+            {
+                "transformer": (8.1, 38),
+                "text_encoder": _CLIP_L,
+                "text_encoder_2": _CLIP_G,
+                "text_encoder_3": _T5,
+                "vae": _VAE,
+            },
+            "model card (MMDiT 8.1B); T5-XXL encoder 4.76B",
+        ),
+        ModelSize(
+            "FLUX.1 dev",
+            "black-forest-labs/FLUX.1-dev",
+            "flux-dev",
+            {
+                "transformer": (11.9, 57),
+                "text_encoder": _CLIP_L,
+                "text_encoder_2": _T5,
+                "vae": _VAE,
+            },
+            "model card (12B); FIELD-NOTES: ~34 GB in bf16",
+        ),
+        ModelSize(
+            "Chroma",
+            "lodestones/Chroma1-HD",
+            "chroma",
+            {"transformer": (8.9, 57), "text_encoder": _T5, "vae": _VAE},
+            "model card (8.9B)",
+        ),
+        ModelSize(
+            "FLUX.2 dev",
+            "black-forest-labs/FLUX.2-dev",
+            "flux2",
+            {"transformer": (32.0, 56), "text_encoder": (24.0, 40), "vae": _VAE},
+            "model card (32B; Mistral Small 3.1 24B text encoder)",
+        ),
+        ModelSize(
+            "FLUX.2 klein 4B",
+            "black-forest-labs/FLUX.2-klein-4B",
+            "flux2-klein",
+            {"transformer": (4.0, 25), "text_encoder": (4.0, 36), "vae": _VAE},
+            "model card (4B; Qwen3-4B text encoder)",
+        ),
+        ModelSize(
+            "Qwen-Image",
+            "Qwen/Qwen-Image",
+            "qwen-image",
+            {"transformer": (20.4, 60), "text_encoder": (8.3, 28), "vae": (0.127, 4)},
+            "model card (20B MMDiT; Qwen2.5-VL 7B with its vision tower 8.3B)",
+        ),
+        ModelSize(
+            "HiDream-I1",
+            "HiDream-ai/HiDream-I1-Full",
+            "hidream",
+            {
+                "transformer": (17.0, 48),
+                "text_encoder": _CLIP_L,
+                "text_encoder_2": _CLIP_G,
+                "text_encoder_3": _T5,
+                "text_encoder_4": (8.0, 32),
+                "vae": _VAE,
+            },
+            "model card (17B; Llama 3.1 8B)",
+        ),
+        ModelSize(
+            "Lumina 2",
+            "Alpha-VLLM/Lumina-Image-2.0",
+            "lumina2",
+            {"transformer": (2.6, 26), "text_encoder": (2.6, 26), "vae": _VAE},
+            "model card (2.6B; Gemma 2 2B)",
+        ),
+        ModelSize(
+            "Z-Image Turbo",
+            "Tongyi-MAI/Z-Image-Turbo",
+            "z-image",
+            {"transformer": (6.15, 34), "text_encoder": (4.0, 36), "vae": _VAE},
+            "model card (6B); Qwen3-4B text encoder",
+        ),
+    )
+}
+
+#: Bytes a weight takes in each setting: bf16/fp16, bitsandbytes LLM.int8 (one byte; its
+#: per-row scales are negligible), NF4 (half a byte plus one fp32 scale per 64 weights).
+BYTES_PER_WEIGHT = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "8bit": 1.0, "4bit": 0.5 + 4 / 64}
+#: What a run needs beside the weights, in the table's estimate: the CUDA context, the
+#: activations and the VAE decode of a 1024 x 1024 image (`run_memory` gives a pipeline's own).
+RUN_HEADROOM = int(2.5e9)
+#: The cards the table covers (GB); the last stands for 40 GB and more.
+CARD_SIZES = (12, 16, 24, 40)
+#: Settings the table tries, best first: full precision, then quantized, then offloaded.
+WEIGHT_SETTINGS = (
+    ("bf16", None),
+    ("8bit", None),
+    ("4bit", None),
+    ("bf16", "model"),
+    ("8bit", "model"),
+    ("4bit", "model"),
+    ("bf16", "sequential"),
+)
+
+
+def weight_memory(
+    model: str | ModelSize,
+    *,
+    dtype: str = "bf16",
+    quantize: str | None = None,
+    offload: str | None = None,
+) -> int:
+    """An estimate (bytes) of the weights a released model keeps on the accelerator while it
+    samples, from its parameter counts (`MODEL_SIZES`): an estimate, not a measurement.
+
+    ``quantize`` ("8bit", "4bit") applies to the network and the family's large text encoders
+    (as ``load_pipeline`` quantizes them); the rest stays in ``dtype``. ``offload="model"``
+    holds one whole component at a time (the largest counts), ``"sequential"`` one block.
+
+    Example:
+        >>> round(weight_memory("FLUX.1 dev") / 1e9, 1)  # FIELD-NOTES: ~34 GB in bf16
+        33.7
+        >>> round(weight_memory("FLUX.1 dev", quantize="4bit") / 1e9, 1)
+        9.8
+        >>> weight_memory("FLUX.1 dev", quantize="4bit", offload="model") < 8e9
+        True
+    """
+    size = model if isinstance(model, ModelSize) else MODEL_SIZES.get(model)
+    if size is None:
+        raise ValueError(f"model: {model!r} is not one of {', '.join(map(repr, MODEL_SIZES))}")
+    if dtype not in ("bf16", "fp16", "fp32"):
+        raise ValueError(f"dtype: {dtype!r} is not one of 'bf16', 'fp16', 'fp32'")
+    if quantize not in (None, "8bit", "4bit"):
+        raise ValueError(f"quantize: {quantize!r} is not one of None, '4bit', '8bit'")
+    if offload not in (None, "model", "sequential"):
+        raise ValueError(f"offload: {offload!r} is not one of None, 'model', 'sequential'")
+    quantized = size.quantized() if quantize else ()
+    parts = []
+    for name, (billions, blocks) in size.components.items():
+        setting = quantize if name in quantized else dtype
+        weights = billions * 1e9 * BYTES_PER_WEIGHT[setting]
+        parts.append(weights / blocks if offload == "sequential" else weights)
+    return int(max(parts) if offload else sum(parts))
+
+
+def fitting_settings(model: str | ModelSize, card_gb: float) -> list[str]:
+    """The `WEIGHT_SETTINGS` whose `weight_memory` plus `RUN_HEADROOM` fits a card of
+    ``card_gb`` GB, best first, named as ``load_pipeline`` takes them.
+
+    Example:
+        >>> fitting_settings("FLUX.1 dev", 24)[:2]
+        ['8bit', '4bit']
+    """
+    fits = []
+    for dtype, offload in WEIGHT_SETTINGS:
+        quantize = dtype if dtype in ("8bit", "4bit") else None
+        need = weight_memory(model, quantize=quantize, offload=offload) + RUN_HEADROOM
+        if need <= card_gb * 1e9:
+            fits.append(dtype if offload is None else f"{dtype} + {offload} offload")
+    return fits
+
+
+def weight_memory_table(cards: tuple[int, ...] = CARD_SIZES) -> str:
+    """The Markdown table of `MODEL_SIZES` x cards: the weights in bf16 / 8bit / 4bit, and per
+    card the settings that fit without offload (or, when none does, the best one with it).
+
+    Example:
+        >>> weight_memory_table().splitlines()[0].startswith("| model | family | bf16 |")
+        True
+    """
+    header = ["model", "family", "bf16", "8bit", "4bit"]
+    header += [f"{gb}+ GB" if gb == cards[-1] else f"{gb} GB" for gb in cards]
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for size in MODEL_SIZES.values():
+        cells = [f"{size.label} (`{size.hub_id}`)", f"`{size.family}`"]
+        for quantize in (None, "8bit", "4bit"):
+            cells.append(_gib(weight_memory(size, quantize=quantize)))
+        for gb in cards:
+            fits = fitting_settings(size, gb)
+            plain = [setting for setting in fits if "offload" not in setting]
+            cells.append(", ".join(plain) if plain else (fits[0] if fits else "does not fit"))
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)

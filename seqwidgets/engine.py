@@ -36,7 +36,7 @@ from .choices import SAMPLER_SPECS_BY_NAME
 from .coherence import ColorCoherence
 from .conditioning import PromptEncoder
 from .denoiser import CFGDenoiser
-from .device import check_run_memory
+from .device import check_run_memory, module_device
 from .families import detect_family
 from .frames import Frame
 from .interp import LATENT_INTERPOLATIONS
@@ -186,7 +186,7 @@ class SequenceSampler:
                 )
         self.pipe = pipe
         self.network = self.family.denoiser_network(pipe)
-        self.device = self.network.device
+        self.device = module_device(self.network)  # offload hooks: the accelerator
         self.dtype = self.network.dtype  # frames are stored in the pipeline's dtype
         # The schedule is planned on the CPU; the denoiser reads a copy on the network's device
         # so that looking up a timestep never waits for the GPU.

@@ -35,7 +35,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -440,7 +440,12 @@ class Family:
             default (T5, Gemma, Qwen); unused by CLIP-only families.
         token_limits: where the pipeline cuts a prompt (`TokenLimit`): the encoders whose
             tokens the network reads; a prompt is cut when one of them cuts it.
+        large_text_encoders: (class attribute) the pipeline components holding the family's
+            large text models (T5, Llama, Qwen, Gemma, Mistral), which ``load_pipeline(...,
+            quantize=...)`` quantizes with the network; the CLIPs are small and stay as they are.
     """
+
+    large_text_encoders: ClassVar[tuple[str, ...]] = ()
 
     name: str
     label: str
@@ -543,6 +548,8 @@ class SD3(Family):
     """SD3 / SD3.5: two CLIPs and T5, a transformer on 2x2 patches it makes itself, t = sigma x
     1000."""
 
+    large_text_encoders = ("text_encoder_3",)  # T5-XXL
+
     def encode_prompt(self, pipe, prompt, device, max_sequence_length):
         embeds, _, pooled, _ = pipe.encode_prompt(
             prompt=prompt,
@@ -568,6 +575,8 @@ class SD3(Family):
 class Flux(Family):
     """Flux (dev and schnell): CLIP pooled + T5, packed 2x2 latents with position ids, t = sigma
     (the diffusers transformer multiplies by 1000 itself), guidance where it is embedded."""
+
+    large_text_encoders = ("text_encoder_2",)  # T5-XXL
 
     def default_image_size(self, pipe):
         # FluxPipeline keeps its default on the pipeline (128 latent pixels)
@@ -612,6 +621,8 @@ class Chroma(Flux):
     (diffusers' ``ChromaPipeline`` passes its mask as floats, which attention adds as a bias
     instead of masking: diffusers issue #12116.)"""
 
+    large_text_encoders = ("text_encoder",)  # T5-XXL
+
     def encode_prompt(self, pipe, prompt, device, max_sequence_length):
         embeds, _, mask, *_ = pipe.encode_prompt(
             prompt=prompt,
@@ -637,6 +648,8 @@ class Flux2(Flux):
     pipeline's ``encode_prompt``), no pooled text, the 32-channel VAE's latents packed 2x2 into
     128-channel tokens with 4-D position ids ``(t, h, w, l)``; the guidance embedding where the
     transformer has one (Flux.2 dev: ``flux_guidance``)."""
+
+    large_text_encoders = ("text_encoder",)  # Mistral Small 3.1 or Qwen3
 
     def encode_prompt(self, pipe, prompt, device, max_sequence_length):
         embeds, _ = pipe.encode_prompt(
@@ -672,6 +685,8 @@ class QwenImage(Flux):
     pooled text, no guidance; latents packed 2x2 as Flux's with the image's shape in
     ``img_shapes``; the Wan 2.1 VAE's per-channel normalisation (`latent_format`)."""
 
+    large_text_encoders = ("text_encoder",)  # Qwen2.5-VL 7B
+
     def encode_prompt(self, pipe, prompt, device, max_sequence_length):
         embeds, mask = pipe.encode_prompt(
             prompt, device=device, num_images_per_prompt=1, max_sequence_length=max_sequence_length
@@ -700,6 +715,8 @@ class HiDream(Family):
     (``[1, tokens, t5 + layers x llama]``), so that caching, batching and slerp treat them like
     any family's embeddings; `forward` splits them by the transformer's ``caption_channels``.
     """
+
+    large_text_encoders = ("text_encoder_3", "text_encoder_4")  # T5-XXL, Llama 3.1 8B
 
     def default_image_size(self, pipe):
         return int(pipe.default_sample_size) * int(pipe.vae_scale_factor)
@@ -738,6 +755,8 @@ class Lumina2(Family):
     """Lumina 2: Gemma 2 text (its second-to-last layer), unpacked latents (the transformer
     makes its own 2x2 patches). diffusers' transformer counts time from the image, ``t = 1 -
     sigma``, and predicts the opposite of ComfyUI's velocity; every text token is read."""
+
+    large_text_encoders = ("text_encoder",)  # Gemma 2 2B (Z-Image: Qwen3 4B)
 
     def size_multiple(self, pipe):
         return int(pipe.vae_scale_factor) * 2  # 2x2 latent patches per token

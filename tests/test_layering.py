@@ -39,8 +39,11 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "plan",
         ),
     ),
-    ("model", ("frames", "conditioning", "denoiser", "decode", "metrics", "coherence", "engine")),
-    ("pipelines", ("testing", "models", "models.*")),
+    (
+        "model",
+        ("frames", "conditioning", "denoiser", "decode", "metrics", "coherence", "offload", "engine"),
+    ),
+    ("pipelines", ("testing", "quantize", "models", "models.*")),
     ("session", ("export", "session", "session_io", "plots")),
     ("widgets", ("widgets", "widgets.*")),
     ("entry points", ("cli",)),

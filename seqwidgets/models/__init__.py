@@ -14,8 +14,20 @@ from pathlib import Path
 import torch
 
 from .._loading import quiet_loading
-from ..choices import HUB_ID
+from ..choices import BUILT_IN_MODELS, HUB_ID
 from ..families import detect_family
+from ..offload import check_offload, enable_offload
+from ..offload import free_text_encoders as free_text_encoders_of
+from ..quantize import (
+    check_quantize,
+    check_transformer_file,
+    family_from_index,
+    load_transformer_file,
+    quantization_config,
+    quantize_components,
+    require,
+    require_backend,
+)
 
 TINY_RANDOM = "tiny-random"
 TINY_RANDOM_XL = "tiny-random-xl"
@@ -70,6 +82,10 @@ def load_pipeline(
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
     lora=(),
+    offload: str | None = None,
+    quantize: str | None = None,
+    transformer_file: str | os.PathLike | None = None,
+    free_text_encoders: bool = False,
 ):
     """Load an SD 1.x/2.x, SDXL, SD3/SD3.5 or Flux pipeline ready for :class:`SequenceSampler`.
 
@@ -89,8 +105,22 @@ def load_pipeline(
         lora: LoRA weights to apply, ``[(path_or_hub_id, scale), ...]``: each is loaded with
             diffusers' ``pipe.load_lora_weights`` as adapter ``lora_0``, ``lora_1``, ... and
             all are activated with ``pipe.set_adapters`` at their scales (needs ``peft``).
+        offload: ``"model"`` or ``"sequential"``: diffusers' CPU offload hooks
+            (``enable_model_cpu_offload`` / ``enable_sequential_cpu_offload``), for a pipeline
+            larger than the accelerator's memory; needs an accelerator (`seqwidgets.offload`).
+        quantize: ``"4bit"`` or ``"8bit"``: the network and the large text encoders quantized
+            as they load from a hub id or folder (bitsandbytes on CUDA; on the CPU only
+            ``"8bit"``, torchao's int8 weight-only); see `seqwidgets.quantize`.
+        transformer_file: a single-file transformer (a ``.gguf`` such as city96's, or a
+            ``.safetensors`` in the original layout) used instead of the pipeline's own; the
+            rest loads from ``model``, a hub id or folder of the same model.
+        free_text_encoders: keep the text encoders off the accelerator except while new
+            prompts are encoded (a no-op on the CPU).
 
-    Weights load from safetensors only and no remote code is ever run.
+    ``quantize``, ``transformer_file`` and ``offload`` need ``pip install "seqwidgets[quant]"``.
+    `seqwidgets.device.weight_memory` estimates what each setting needs.
+
+    Weights load from safetensors (or GGUF) only and no remote code is ever run.
 
     Example:
         >>> import seqwidgets as sw
@@ -101,9 +131,27 @@ def load_pipeline(
     from ..device import default_cpu_threads, default_device
 
     device = torch.device(device) if device is not None else default_device()
+    file = check_load_options(
+        model, device, offload, quantize, transformer_file, free_text_encoders
+    )
     if device.type == "cpu":
         default_cpu_threads()  # torch's one-thread-per-core crawls on a busy machine
     dtype = dtype or default_dtype(device)
+    pipe = _pipeline_from(model, device, dtype, quantize, file)
+    quantized = quantize is not None or file is not None  # loaded in their dtype already
+    pipe = _placed(pipe, device, None if quantized else dtype, offload)
+    _attach_preview_factors(pipe, model)
+    _load_loras(pipe, lora)
+    if offload is not None:  # last: the hooks own where each model is from here on
+        enable_offload(pipe, offload, device)
+    if free_text_encoders:
+        free_text_encoders_of(pipe, device)
+    return pipe
+
+
+def _pipeline_from(model, device: torch.device, dtype: torch.dtype, quantize, file):
+    """The pipeline ``model`` names (see `load_pipeline`), loaded on the CPU (the random
+    full-size ones directly on ``device``), or ``model`` itself when it is one."""
     if model is None:
         with quiet_loading():
             pipe = _from_pretrained(_toy_model_path(), dtype, local_only=True)
@@ -123,7 +171,14 @@ def load_pipeline(
     elif isinstance(model, (str, os.PathLike)):
         path = Path(model).expanduser()
         with quiet_loading():
-            pipe = _from_pretrained(path if path.exists() else str(model), dtype, path.exists())
+            pipe = _from_pretrained(
+                path if path.exists() else str(model),
+                dtype,
+                path.exists(),
+                quantize=quantize,
+                device=device,
+                transformer_file=file,
+            )
     elif (hasattr(model, "unet") or hasattr(model, "transformer")) and hasattr(model, "vae"):
         pipe = model
     else:
@@ -131,14 +186,73 @@ def load_pipeline(
             f"model must be None (the toy model), one of {', '.join(map(repr, TINY_MODELS))}, a "
             f"hub id, a local folder or a diffusers pipeline; got {type(model).__name__}"
         )
+    return pipe
+
+
+def _placed(pipe, device: torch.device, dtype: torch.dtype | None, offload: str | None):
+    """``pipe`` on ``device`` (left on the CPU for the offload hooks) in ``dtype`` (``None``:
+    as loaded), its progress bars off."""
     network = detect_family(pipe).denoiser_network(pipe)
-    pipe = pipe.to(device)
-    if network.dtype != dtype:  # (diffusers warns about a cast to the dtype it already has)
+    if offload is None:
+        pipe = pipe.to(device)
+    if dtype is not None and network.dtype != dtype:  # (diffusers warns about a no-op cast)
         pipe = pipe.to(dtype=dtype)
     pipe.set_progress_bar_config(disable=True)
-    _attach_preview_factors(pipe, model)
-    _load_loras(pipe, lora)
     return pipe
+
+
+def check_load_options(
+    model,
+    device: torch.device,
+    offload: str | None = None,
+    quantize: str | None = None,
+    transformer_file: str | os.PathLike | None = None,
+    free_text_encoders: bool = False,
+    *,
+    flags: bool = False,
+) -> Path | None:
+    """Check `load_pipeline`'s big-model options before anything loads, each mistake one line
+    naming the argument (with ``flags``: the CLI's ``--offload``, ``--quantize``...); return the
+    transformer file as a `Path` (or ``None``). The optional packages a setting needs are
+    imported here, so a missing one is said before minutes of downloading.
+
+    Example:
+        >>> check_load_options("tiny-random", torch.device("cpu"), quantize="8bit")
+        Traceback (most recent call last):
+        ...
+        ValueError: quantize: applies as weights load from a hub id or folder, and model is 'tiny-random'
+    """
+
+    def name(argument: str) -> str:
+        return "--" + argument.replace("_", "-") if flags else argument
+
+    if free_text_encoders and offload is not None:
+        raise ValueError(
+            f"{name('free_text_encoders')}: {name('offload')} {offload!r} already moves the text "
+            "encoders off the accelerator after use; pass one or the other"
+        )
+    check_offload(offload, device, name("offload"))
+    check_quantize(quantize, device, name("quantize"))
+    file = check_transformer_file(transformer_file, name("transformer_file"))
+    loads_weights = isinstance(model, (str, os.PathLike)) and model not in BUILT_IN_MODELS
+    for argument, value in (("quantize", quantize), ("transformer_file", transformer_file)):
+        if value is not None and not loads_weights:
+            shown = repr(model)
+            if model is None:
+                shown = "not given (the toy model)" if flags else "None (the toy model)"
+            if not isinstance(model, (str, os.PathLike, type(None))):
+                shown = f"a ready {type(model).__name__}"
+            raise ValueError(
+                f"{name(argument)}: applies as weights load from a hub id or folder, and "
+                f"{name('model')} is {shown}"
+            )
+    if quantize is not None:
+        require_backend(quantize, device)
+    if file is not None and file.suffix.lower() == ".gguf":
+        require("gguf", f"{name('transformer_file')} {file.name}")
+    if offload is not None:
+        require("accelerate", f"{name('offload')} {offload!r}")
+    return file
 
 
 def _load_loras(pipe, lora) -> None:
@@ -322,7 +436,15 @@ def lora_adapters(pipe) -> list[tuple[str, str, float]]:
     return list(getattr(pipe, "seqwidgets_lora", []))
 
 
-def _from_pretrained(source, dtype: torch.dtype, local_only: bool):
+def _from_pretrained(
+    source,
+    dtype: torch.dtype,
+    local_only: bool,
+    *,
+    quantize: str | None = None,
+    device: torch.device | None = None,
+    transformer_file: Path | None = None,
+):
     from diffusers import DiffusionPipeline
 
     # low_cpu_mem_usage=False: the same weights either way, and no notice when accelerate is
@@ -333,6 +455,10 @@ def _from_pretrained(source, dtype: torch.dtype, local_only: bool):
         local_files_only=local_only,
         low_cpu_mem_usage=False,
     )
+    if quantize is not None or transformer_file is not None:
+        kwargs.update(
+            _big_model_kwargs(source, dtype, local_only, quantize, device, transformer_file)
+        )
     try:
         pipe = DiffusionPipeline.from_pretrained(
             source, safety_checker=None, requires_safety_checker=False, **kwargs
@@ -351,6 +477,33 @@ def _from_pretrained(source, dtype: torch.dtype, local_only: bool):
             "needs a complete SD 1.x/2.x, SDXL, SD3/SD3.5 or Flux pipeline"
         )
     return pipe
+
+
+def _big_model_kwargs(source, dtype, local_only, quantize, device, transformer_file) -> dict:
+    """``from_pretrained``'s arguments for a quantized pipeline or a single-file transformer:
+    the family (from ``model_index.json``, before any weights load) says what to quantize."""
+    from diffusers import DiffusionPipeline
+
+    try:
+        index = DiffusionPipeline.load_config(str(source), local_files_only=local_only)
+    except OSError as error:
+        raise _loading_error(source, local_only, error) from error
+    try:
+        family = family_from_index(index)
+    except ValueError as error:
+        from ..families import _KNOWN
+
+        raise ValueError(f"{str(source)!r}: {error}; seqwidgets runs {_KNOWN}") from error
+    kwargs: dict = {"low_cpu_mem_usage": True}  # quantizers load through accelerate
+    components = quantize_components(family)
+    if transformer_file is not None:
+        kwargs["transformer"] = load_transformer_file(
+            transformer_file, source, index, dtype, local_only
+        )
+        components = tuple(name for name in components if name != "transformer")
+    if quantize is not None and components:
+        kwargs["quantization_config"] = quantization_config(components, quantize, device, dtype)
+    return kwargs
 
 
 def _loading_error(source, local: bool, error: OSError) -> OSError:

@@ -27,12 +27,20 @@ def _lines(text: str) -> list[str]:
     return [line + "\n" for line in lines[:-1]] + [lines[-1]]
 
 
-def studio_notebook(model: str | None = None) -> dict:
+def studio_notebook(model: str | None = None, load_options: dict | None = None) -> dict:
     """The notebook (nbformat 4, as a dict): a title cell and one cell that shows the studio.
 
     Args:
         model: passed to ``seqwidgets.load_pipeline`` (``None``: the shipped toy model).
+        load_options: more ``load_pipeline`` arguments, written into the cell as given:
+            ``offload``, ``quantize``, ``transformer_file``, ``free_text_encoders``.
+
+    Example:
+        >>> cell = studio_notebook("owner/model", {"quantize": "4bit"})["cells"][1]["source"]
+        >>> [line.strip() for line in cell if "load_pipeline" in line]
+        ["pipe = sw.load_pipeline('owner/model', quantize='4bit')"]
     """
+    arguments = "".join(f", {key}={value!r}" for key, value in (load_options or {}).items())
     intro = (
         "# KSampler Sequence studio\n\n"
         "Write keyframe prompts (`loop: prompt`, one per line) and press **Run**: each loop's "
@@ -43,7 +51,7 @@ def studio_notebook(model: str | None = None) -> dict:
     code = (
         "import seqwidgets as sw\n"
         "from seqwidgets.widgets import Studio\n\n"
-        f"pipe = sw.load_pipeline({model!r})\n"
+        f"pipe = sw.load_pipeline({model!r}{arguments})\n"
         "studio = Studio(pipe, params=sw.SequenceParams(\n"
         '    positive_seq="0: a red circle\\n6: a blue square\\n12: a green triangle",\n'
         "    sequence_loop_count=14, steps=8, denoise_seq=0.6,\n"
@@ -71,12 +79,14 @@ def studio_notebook(model: str | None = None) -> dict:
     }
 
 
-def write_notebook(folder: str | Path = ".", model: str | None = None) -> Path:
+def write_notebook(
+    folder: str | Path = ".", model: str | None = None, load_options: dict | None = None
+) -> Path:
     """Write ``seqwidgets-studio.ipynb`` into ``folder`` unless it exists; return its path."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / NOTEBOOK_NAME
-    text = json.dumps(studio_notebook(model), indent=1) + "\n"
+    text = json.dumps(studio_notebook(model, load_options), indent=1) + "\n"
     with contextlib.suppress(FileExistsError):  # a user's notebook is kept as it is
         _io.write_bytes(path, text.encode("utf-8"))
     return path
@@ -89,6 +99,7 @@ def launch(
     voila: bool = False,
     port: int | None = None,
     dry_run: bool = False,
+    load_options: dict | None = None,
 ) -> list[str]:
     """Write the studio notebook and open it in JupyterLab (or Voilà); return the command.
 
@@ -98,13 +109,14 @@ def launch(
         voila: serve the notebook as an app with Voilà (``pip install voila``) instead.
         port: the server's port (default: the server's own choice).
         dry_run: only write the notebook and return the command (nothing is checked or run).
+        load_options: more ``load_pipeline`` arguments for the notebook (`studio_notebook`).
 
     Raises:
         `RuntimeError`: JupyterLab (or Voilà) is not installed.
         `subprocess.CalledProcessError`: the server exited with a non-zero status (it refused to
             start, e.g. as root without ``--allow-root``; it printed why).
     """
-    path = write_notebook(folder, model)
+    path = write_notebook(folder, model, load_options)
     tool = "voila" if voila else "jupyterlab"
     if not dry_run and importlib.util.find_spec(tool) is None:
         raise RuntimeError(f"the studio needs {tool}: pip install {tool}")

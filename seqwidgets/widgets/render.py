@@ -13,6 +13,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
+from seqwidgets.device import module_device
 from seqwidgets.frames import chain_blend
 from seqwidgets.params import PARAM_SPECS
 
@@ -152,7 +153,7 @@ def model_description(pipe) -> str:
         network = family.denoiser_network(pipe)
         side = family.default_image_size(pipe)
         dtype = str(network.dtype).removeprefix("torch.")
-        text = f"{family.label} · {side}×{side} · {network.device.type} · {dtype}"
+        text = f"{family.label} · {side}×{side} · {module_device(network).type} · {dtype}"
     except Exception:  # an unknown pipeline, or a stand-in: its class name says enough
         text = type(pipe).__name__
     lora = lora_text(lora_adapters(pipe))

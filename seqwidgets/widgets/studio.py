@@ -17,6 +17,7 @@ from typing import Any
 import ipywidgets as W
 import traitlets
 
+from seqwidgets.offload import execution_device
 from seqwidgets.params import SequenceParams
 from seqwidgets.session import DRAFT_ID as DRAFT_ROW
 
@@ -451,7 +452,7 @@ class Studio(W.VBox):
         # synchronisation): a worker thread lets the sampling go on. On a CPU the decode is CPU
         # work wherever it runs and a thread only adds contention (bench_interaction: no gain).
         if self.display.threaded is None:
-            self.display.threaded = session.pipe.device.type != "cpu"
+            self.display.threaded = execution_device(session.pipe).type != "cpu"
         self.display.submit(
             self.jobs.guarded(lambda: self._draw_frame(job, branch, frame)),
             # Beside the sampling: the decode (torch work, which leaves Python's lock free).
