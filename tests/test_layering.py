@@ -41,7 +41,16 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),
     (
         "model",
-        ("frames", "conditioning", "denoiser", "decode", "metrics", "coherence", "offload", "engine"),
+        (
+            "frames",
+            "conditioning",
+            "denoiser",
+            "decode",
+            "metrics",
+            "coherence",
+            "offload",
+            "engine",
+        ),
     ),
     ("pipelines", ("testing", "quantize", "models", "models.*")),
     ("session", ("export", "session", "session_io", "plots")),
