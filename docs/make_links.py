@@ -37,14 +37,15 @@ INSTALL_CELL = """\
 import sys
 
 REPO_URL = "{url}"
+# "[quant]" adds 4-bit / 8-bit quantization and GGUF transformers, for the big models of
+# notebook 06 on a T4 (15 GB) or L4 (24 GB); see docs/big_models.md.
+EXTRAS = ""
 
 if "google.colab" in sys.modules:
     import subprocess
 
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", f"seqwidgets @ git+{{REPO_URL}}"],
-        check=True,
-    )
+    package = f"seqwidgets{{EXTRAS}} @ git+{{REPO_URL}}"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", package], check=True)
     from google.colab import output
 
     output.enable_custom_widget_manager()"""

@@ -80,12 +80,17 @@ def test_the_install_cell_runs_only_on_colab_and_keeps_what_colab_has():
     assert "pip" in cell and "enable_custom_widget_manager()" in cell
     # pip's default strategy keeps installed requirements (Colab's torch): no upgrade flags,
     # and nothing but seqwidgets named on the command line.
+    command = next(line for line in lines if '"pip", "install"' in line)
+    package = next(line for line in lines if line.strip().startswith("package = "))
+    assert command.endswith('"--quiet", package], check=True)')
+    assert package.strip() == 'package = f"seqwidgets{EXTRAS} @ git+{REPO_URL}"'
     for flag in ("--upgrade", "-U", "--force-reinstall", "torch"):
-        assert flag not in cell.split("seqwidgets @")[0].split("pip")[-1]
+        assert flag not in command
     # Outside Colab the cell only sets REPO_URL.
     namespace: dict = {}
     exec(compile(cell, "install-cell", "exec"), namespace)
     assert namespace["REPO_URL"] == "https://github.com/someone/seqwidgets"
+    assert namespace["EXTRAS"] == ""  # the big-model extras only when asked for
 
 
 def test_gpu_and_hub_cells_are_tagged():
