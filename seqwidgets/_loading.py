@@ -59,6 +59,8 @@ def quiet_loading():
     try:
         with warnings.catch_warnings(), quiet_loggers():
             warnings.filterwarnings("ignore", message=".*torch_dtype.* is deprecated")
+            # diffusers still passes this to huggingface_hub, which ignores it
+            warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.* is deprecated")
             yield
     finally:
         diffusers_logging.set_verbosity(levels[0])

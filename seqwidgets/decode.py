@@ -12,12 +12,14 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ._loading import quiet_loading
 from .device import module_device
 from .families import (
     FAMILIES,
@@ -350,14 +352,10 @@ class TAESDPreviewer:
             raise ValueError(f"no TAESD decoder is known for {family.label}; pass source=")
         source = source if source is not None else family.taesd
         network = family.denoiser_network(pipe)
-        if family.taesd_loader is not None:
-            decoder = family.taesd_loader(source, local_files_only=local_files_only)
-        else:
-            from diffusers import AutoencoderTiny
-
-            decoder = AutoencoderTiny.from_pretrained(
-                str(source), local_files_only=local_files_only, use_safetensors=True
-            )
+        if not local_files_only and not Path(str(source)).exists():
+            local_files_only = _cached_only(family, source)
+        with quiet_loading():
+            decoder = _load_tiny_decoder(family, source, local_files_only=local_files_only)
         decoder = decoder.to(device=module_device(network), dtype=network.dtype)
         channels = family.latent_channels(pipe)
         if decoder.config.latent_channels != channels:
@@ -440,6 +438,77 @@ def make_previewer(
         return Image.fromarray(latent_to_rgb(latent, factors, bias))
 
     return latent_rgb, fallback + "latent-to-RGB preview"
+
+
+def _load_tiny_decoder(family, source, *, local_files_only: bool):
+    if family.taesd_loader is not None:
+        return family.taesd_loader(source, local_files_only=local_files_only)
+    from diffusers import AutoencoderTiny
+
+    return AutoencoderTiny.from_pretrained(
+        str(source), local_files_only=local_files_only, use_safetensors=True
+    )
+
+
+def _cached_only(family, source) -> bool:
+    """Whether a tiny decoder must come from the local cache: it is there, or the network is not.
+
+    Without this check an offline machine waits through the hub client's retries (about 20 s)
+    before the preview falls back to latent-to-RGB.
+
+    Raises:
+        OSError: not cached, and its host does not answer within `HOST_TIMEOUT_S`.
+    """
+    try:
+        with quiet_loading():
+            _load_tiny_decoder(family, source, local_files_only=True)
+        return True
+    except (OSError, ValueError):
+        pass
+    address = download_address(source)
+    if not host_reachable(address):
+        host = address[0] or "the hub (HF_HUB_OFFLINE)"
+        raise OSError(f"offline: {host} cannot be reached and {source} is not cached")
+    return False
+
+
+#: How long a download host may take to accept a connection before a preview decoder gives up.
+HOST_TIMEOUT_S = 3.0
+
+
+def download_address(source) -> tuple[str, int]:
+    """The host and port a tiny decoder would be downloaded from: a URL's own, else the hub's.
+
+    Example:
+        >>> download_address("https://github.com/madebyollin/taehv/raw/main/x.safetensors")
+        ('github.com', 443)
+        >>> download_address("http://127.0.0.1:9/taew2_1.safetensors")
+        ('127.0.0.1', 9)
+    """
+    from urllib.parse import urlparse
+
+    text = str(source)
+    if "://" not in text:
+        from huggingface_hub import constants
+
+        if constants.HF_HUB_OFFLINE:
+            return "", 0  # the hub is off by the user's own setting
+        text = constants.ENDPOINT
+    url = urlparse(text)
+    return url.hostname or "", url.port or (80 if url.scheme == "http" else 443)
+
+
+def host_reachable(address: tuple[str, int], timeout: float = HOST_TIMEOUT_S) -> bool:
+    """Whether ``(host, port)`` accepts a TCP connection within ``timeout`` seconds."""
+    import socket
+
+    if not address[0]:
+        return False
+    try:
+        with socket.create_connection(address, timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def thumbnail(image: Image.Image, size: int | tuple[int, int]) -> Image.Image:

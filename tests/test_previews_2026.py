@@ -167,8 +167,13 @@ def test_a_failed_download_falls_back_too(tmp_path, monkeypatch):
     pipe = tiny_pipeline("qwen-image")
     source = "http://127.0.0.1:9/taew2_1.safetensors"
     previewer, note = make_previewer(pipe, "taesd", source=source)
-    assert "cannot download" in note and note.endswith("latent-to-RGB preview")
+    assert "offline: 127.0.0.1 cannot be reached" in note
+    assert note.endswith("latent-to-RGB preview")
     assert previewer(torch.zeros(16, 8, 8)).size == (8, 8)
+    # A host that answers but a download that fails falls back the same way.
+    monkeypatch.setattr("seqwidgets.decode.host_reachable", lambda address: True)
+    previewer, note = make_previewer(pipe, "taesd", source=source)
+    assert "cannot download" in note and note.endswith("latent-to-RGB preview")
 
 
 def test_another_decoders_weights_are_refused_in_one_line(tmp_path):
@@ -178,3 +183,43 @@ def test_another_decoders_weights_are_refused_in_one_line(tmp_path):
         TAESDPreviewer.load(pipe, str(tmp_path / "taef2.safetensors"))
     previewer, note = make_previewer(pipe, "taesd", source=str(tmp_path / "taef2.safetensors"))
     assert note.startswith("TAESD preview unavailable (not TAEW2.1 decoder weights")
+
+
+# -- offline: no waiting on a network that is not there ----------------------------------------
+
+
+def test_an_unreachable_host_falls_back_without_trying_to_download(tmp_path, monkeypatch):
+    # Offline and nothing cached: one quick connection check, never the hub client's retries.
+    import seqwidgets.decode as decode
+    import seqwidgets.tiny_decoders as tiny_decoders
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    asked = []
+    monkeypatch.setattr(decode, "host_reachable", lambda address: asked.append(address) or False)
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("a download was attempted offline")
+
+    monkeypatch.setattr(tiny_decoders.torch.hub, "download_url_to_file", no_download)
+    previewer, note = make_previewer(tiny_pipeline("qwen-image"), "taesd")
+    assert asked == [("github.com", 443)]
+    assert "offline: github.com cannot be reached" in note
+    assert note.endswith("latent-to-RGB preview")
+    assert previewer(torch.zeros(16, 8, 8)).size == (8, 8)
+
+
+def test_a_cached_decoder_loads_without_asking_the_network(tmp_path, monkeypatch):
+    from seqwidgets import decode
+    from seqwidgets.tiny_decoders import TAEW21_URL
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    taew21_file(cache / TAEW21_URL.rsplit("/", 1)[1])
+
+    def no_network(address):
+        raise AssertionError(f"the network was asked for {address}")
+
+    monkeypatch.setattr(decode, "host_reachable", no_network)
+    previewer, note = make_previewer(tiny_pipeline("qwen-image"), "taesd")
+    assert note == "TAESD preview" and isinstance(previewer, TAESDPreviewer)
