@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .errors import check_one_of
+
 if TYPE_CHECKING:
     import torch
 
@@ -563,13 +565,10 @@ def weight_memory(
     """
     size = model if isinstance(model, ModelSize) else MODEL_SIZES.get(model)
     if size is None:
-        raise ValueError(f"model: {model!r} is not one of {', '.join(map(repr, MODEL_SIZES))}")
-    if dtype not in ("bf16", "fp16", "fp32"):
-        raise ValueError(f"dtype: {dtype!r} is not one of 'bf16', 'fp16', 'fp32'")
-    if quantize not in (None, "8bit", "4bit"):
-        raise ValueError(f"quantize: {quantize!r} is not one of None, '4bit', '8bit'")
-    if offload not in (None, "model", "sequential"):
-        raise ValueError(f"offload: {offload!r} is not one of None, 'model', 'sequential'")
+        check_one_of("model", model, tuple(MODEL_SIZES))
+    check_one_of("dtype", dtype, ("bf16", "fp16", "fp32"))
+    check_one_of("quantize", quantize, ("4bit", "8bit"), optional=True)
+    check_one_of("offload", offload, ("model", "sequential"), optional=True)
     quantized = size.quantized() if quantize else ()
     parts = []
     for name, (billions, blocks) in size.components.items():

@@ -50,3 +50,20 @@ def short_repr(value: Any) -> str:
         True
     """
     return _REPR.repr(value)
+
+
+def check_one_of(name: str, value: Any, choices, *, optional: bool = False) -> None:
+    """Refuse a ``value`` that is not one of ``choices`` (or ``None``, when ``optional``), in one
+    line naming the setting ``name`` and what is allowed.
+
+    Example:
+        >>> check_one_of("offload", "model", ("model", "sequential"), optional=True)
+        >>> check_one_of("quantize", "2bit", ("4bit", "8bit"), optional=True)
+        Traceback (most recent call last):
+        ...
+        ValueError: quantize: '2bit' is not one of None, '4bit', '8bit'
+    """
+    if (optional and value is None) or value in choices:
+        return
+    allowed = ", ".join([*(["None"] if optional else []), *map(repr, choices)])
+    raise ValueError(f"{name}: {value!r} is not one of {allowed}")

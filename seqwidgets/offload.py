@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from .device import module_device
+from .errors import check_one_of
 
 __all__ = [
     "OFFLOAD_MODES",
@@ -63,9 +64,7 @@ def check_offload(offload: str | None, device: torch.device, name: str = "offloa
     """
     if offload is None:
         return
-    if offload not in OFFLOAD_MODES:
-        allowed = ", ".join(["None", *map(repr, OFFLOAD_MODES)])
-        raise ValueError(f"{name}: {offload!r} is not one of {allowed}")
+    check_one_of(name, offload, OFFLOAD_MODES, optional=True)
     if device.type == "cpu":
         from .device import available_devices
 

@@ -37,6 +37,7 @@ from typing import Any
 import torch
 
 from ._loading import quiet_loggers
+from .errors import check_one_of
 from .families import _TRANSFORMER_FAMILIES, FAMILIES, Family
 
 __all__ = [
@@ -85,9 +86,7 @@ def check_quantize(quantize: str | None, device: torch.device, name: str = "quan
     any weights load (the packages themselves are checked when they are needed, by `require`)."""
     if quantize is None:
         return
-    if quantize not in QUANTIZE_MODES:
-        allowed = ", ".join(["None", *map(repr, QUANTIZE_MODES)])
-        raise ValueError(f"{name}: {quantize!r} is not one of {allowed}")
+    check_one_of(name, quantize, QUANTIZE_MODES, optional=True)
     if device.type == "cuda":
         return
     if device.type == "cpu" and quantize == "8bit":
