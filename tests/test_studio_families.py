@@ -104,6 +104,8 @@ def test_taesd_offline_falls_back_to_latent_rgb_with_a_note(monkeypatch):
         raise OSError("cannot reach the hub")
 
     monkeypatch.setattr(AutoencoderTiny, "from_pretrained", offline)
+    # the host answers; the download itself fails (an unreachable host is found sooner)
+    monkeypatch.setattr("seqwidgets.decode.host_reachable", lambda address: True)
     studio = make_studio(tiny_pipeline("sd3"), preview="taesd")
     title = studio.header.title.value
     assert "TAESD preview unavailable (cannot reach the hub)" in title
