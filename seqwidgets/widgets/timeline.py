@@ -142,12 +142,14 @@ class Row:
     done: set[int] = field(default_factory=set)
     branch: Any = field(default=None, repr=False, compare=False)
     draft: bool = False
+    #: The line under the label, when not the usual "from loop <fork>" (a draft's steps).
+    note: str = ""
 
     #: Characters of a label that fit in the gutter.
     LABEL = 15
 
     @classmethod
-    def of(cls, branch, draft: bool = False) -> Row:
+    def of(cls, branch, draft: bool = False, note: str = "") -> Row:
         """The row of a session's `Branch`: its name when that fits the gutter, else
         ``"branch <id>"`` (the fork's loop is on the line below).
 
@@ -169,6 +171,7 @@ class Row:
             keyframes=tuple(i for i, _ in branch.params.positive_keyframes),
             branch=branch,
             draft=draft,
+            note=note,
         )
 
 
@@ -420,7 +423,8 @@ class _Timeline(W.VBox):
         """Add the row of a session's `Branch`, or update it when its length changed."""
         row = self.row(branch.id)
         if row is None or row.length != branch.params.sequence_loop_count:
-            self.add_row(Row.of(branch, draft=row is not None and row.draft))
+            draft = row is not None and row.draft
+            self.add_row(Row.of(branch, draft=draft, note=row.note if draft else ""))
 
     def add_frame(self, branch, index: int, image: Image.Image) -> None:
         """Show a new frame of a session's `Branch`: its row, its thumbnail, and the next loop's
@@ -444,15 +448,15 @@ class _Timeline(W.VBox):
             if first is not None:
                 self.select(first.id, 0)
 
-    def show_draft(self, branch) -> None:
-        """Show ``branch`` as the live draft's row (marked "DRAFT"), emptied of the previous
-        draft's frames; the row keeps its place."""
+    def show_draft(self, branch, note: str = "") -> None:
+        """Show ``branch`` as the live draft's row (marked "DRAFT", with ``note`` under the
+        label when given), emptied of the previous draft's frames; the row keeps its place."""
         row = self.row(branch.id)
         if row is not None:
             for index in list(row.done):
                 self._forget(row.key, index)
             row.done.clear()
-        self.add_row(Row.of(branch, draft=True))
+        self.add_row(Row.of(branch, draft=True, note=note))
 
     def remove_row(self, key) -> None:
         i = self.row_index(key)
@@ -696,6 +700,7 @@ class _Timeline(W.VBox):
             label, color = ("◆ DRAFT", ACCENT) if row.draft else (row.name, LABEL_TEXT)
             p.text(label[: Row.LABEL], 10, y + t / 2 - 14, color, size=12, bold=True)
             sub = f"from loop {row.fork}" if row.parent is not None else f"{row.length} loops"
+            sub = row.note or sub
             p.text(sub, 10, y + t / 2 + 2, GRID_TEXT, size=10)
             for col in range(max(first, row.fork), min(last, row.length)):
                 self._paint_thumb(p, row, col, L.x(col, self.scroll), y)
