@@ -199,12 +199,24 @@ def _live_rows(r: dict) -> list[tuple[str, str, str]]:
         r["bursts"]["at once"],
     )
     s = r["settings"]
-    return [
+    rows = [
         (
             f"live draft on the {s['model']} model ({s['steps']} steps, {s['threads']} thread): a settings change to the first draft frame",
             f"**{first['median']:.0f} ms** median, {first['p95']:.0f} ms p95 ({ratio['median']:.2f}x / {ratio['p95']:.2f}x one loop of {r['one_loop_engine_ms']:.0f} ms)",
             f"<= {ratio['target']:g}x one loop",
         ),
+    ]
+    fewer = r.get("first_frame_ms_at_draft_steps")
+    if fewer is not None:
+        rows.append(
+            (
+                f"the same with draft steps {fewer['draft_steps']} (Keep renders the branch at {s['steps']})",
+                f"**{fewer['median']:.0f} ms** median, {fewer['p95']:.0f} ms p95 ({fewer['over_one_loop_median']:.2f}x one loop at {s['steps']} steps)",
+                "",
+            )
+        )
+    return [
+        *rows,
         (
             f"a burst of {burst['changes']} changes at once",
             f"{burst['drafts_started']} drafts started, {burst['drafts_finished']} finished, {burst['model_calls']} model calls (one draft: {burst['model_calls_of_one_draft']})",

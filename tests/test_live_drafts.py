@@ -202,6 +202,8 @@ def test_the_live_benchmark_runs_and_a_burst_finishes_at_most_two_drafts():
 
     result = bench_live.main(["--model", "tiny-random", "--loops", "4", "--changes", "6"])
     assert result["first_frame_ms"]["changes"] == 6
+    assert result["first_frame_ms_at_draft_steps"]["changes"] == 6
+    assert result["first_frame_ms_at_draft_steps"]["median"] > 0
     assert result["one_loop_engine_ms"] > 0 and result["first_frame_ms"]["median"] > 0
     for burst in result["bursts"].values():
         assert burst["drafts_finished"] <= 2 and burst["last_draft_is_last_change"]
