@@ -266,3 +266,42 @@ def test_every_thumbnail_and_frame_reaches_its_canvas_with_its_exact_pixels(monk
         frame = studio.session.image(run, index).convert("RGBA")
         source = studio.view.preview.sources[(run.id, index)]
         assert np.array_equal(received[id(source)], np.asarray(frame))
+
+
+def test_a_new_frame_moves_the_running_mark_and_repaints_the_selection_layer_twice_at_most():
+    studio = sw.Studio(sw.testing.tiny_pipeline(), threaded=False, renderer="canvas")
+    timeline, marks, paints = studio.timeline, [], []
+    paint, add_frame = timeline._paint_overlay, timeline.add_frame
+
+    def counted_paint():
+        paints.append(timeline.running)
+        paint()
+
+    def recorded_add_frame(branch, index, image):
+        before = len(paints)
+        add_frame(branch, index, image)
+        marks.append((index, timeline.running, len(paints) - before))
+
+    timeline._paint_overlay, timeline.add_frame = counted_paint, recorded_add_frame
+    run = studio.run(wait=True, **params().to_dict())
+    key = run.id
+    # After loop i the mark is on loop i + 1 (none after the last), painted with loop i's cell.
+    assert marks == [(0, (key, 1), 1), (1, (key, 2), 1), (2, (key, 3), 1), (3, None, 1)]
+    # Per loop: its cell (with the mark) and the selection following it; the first step of
+    # the next loop finds its mark there already.
+    assert len(paints) <= 2 * len(run.indices) + 2
+
+
+def test_a_frame_out_of_view_still_moves_the_running_mark():
+    from seqwidgets.widgets.timeline import CanvasTimeline
+
+    branch = sw.Branch(1, "run 1", params(sequence_loop_count=40))
+    timeline = CanvasTimeline(width=400)
+    timeline.follow_scroll = False  # the user scrolled away: new frames do not pull the view
+    paints = []
+    paint = timeline._paint_overlay
+    timeline._paint_overlay = lambda: paints.append(timeline.running) or paint()
+    from PIL import Image
+
+    timeline.add_frame(branch, 30, Image.new("RGB", (8, 8)))  # far right of the view
+    assert timeline.running == (1, 31) and paints[-1] == (1, 31)

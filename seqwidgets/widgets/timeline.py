@@ -430,9 +430,12 @@ class _Timeline(W.VBox):
         """Show a new frame of a session's `Branch`: its row, its thumbnail, and the next loop's
         cell marked as being computed (no mark after the last loop)."""
         self.show_branch(branch)
-        self.add_thumbnail(branch.id, index, image)
         following = index + 1 < branch.params.sequence_loop_count
-        self.set_running(branch.id, index + 1 if following else None)
+        # Marked before the cell is painted: the cell's repaint draws the mark with it.
+        self.running = (branch.id, index + 1) if following else None
+        self.add_thumbnail(branch.id, index, image)
+        if self._cell_xy(branch.id, index) is None:  # no cell painted, so no mark either
+            self._paint_overlay()
 
     def sync(self, branches, thumbnail: Callable) -> None:
         """A row for each of a session's ``branches`` and a thumbnail for each of their frames
@@ -486,8 +489,12 @@ class _Timeline(W.VBox):
         self._sync_slider()
 
     def set_running(self, key, index: int | None) -> None:
-        """Mark the cell being computed (``index=None`` clears the mark)."""
-        self.running = None if index is None else (key, index)
+        """Mark the cell being computed (``index=None`` clears the mark); a mark already
+        there is not painted again (each loop's first step asks, after its frame's cell did)."""
+        running = None if index is None else (key, index)
+        if running == self.running:
+            return
+        self.running = running
         self._paint_overlay()
 
     def owner(self, key, index: int):
