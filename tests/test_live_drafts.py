@@ -357,3 +357,64 @@ def test_with_draft_steps_discard_still_cancels_and_drops_the_draft(studio):
     assert session_state(studio.session) == before
     with pytest.raises(ValueError, match="no draft to keep"):
         studio.keep()
+
+
+# -- the kernel never waits for a draft's model step ---------------------------------------------
+
+
+@pytest.fixture
+def held_unet(studio):
+    """Each UNet call of the studio's pipeline waits (10 s at most) until ``release`` is set;
+    ``entered`` is set once a call waits."""
+    import threading
+
+    entered, release, timed_out = threading.Event(), threading.Event(), []
+
+    def hold(*_args):
+        entered.set()
+        if not release.wait(10):
+            timed_out.append(True)
+
+    handle = studio.session.pipe.unet.register_forward_pre_hook(hold)
+    yield entered, release, timed_out
+    release.set()
+    handle.remove()
+
+
+@pytest.mark.parametrize("how", ["button", "live off", "change undone"])
+def test_discarding_during_a_draft_returns_before_its_model_step_ends(studio, held_unet, how):
+    entered, release, timed_out = held_unet
+    before = session_state(studio.session)
+    original = studio.panel.params.denoise_seq
+    studio.live = True
+    studio.panel.set_values(denoise_seq=0.4)
+    assert entered.wait(10)  # the draft is inside a model call, held there
+
+    if how == "button":
+        studio.live_bar.discard_button.click()
+    elif how == "live off":
+        studio.live = False
+    else:
+        studio.panel.set_values(denoise_seq=original)
+    returned_while_held = not release.is_set()
+    release.set()
+
+    assert returned_while_held and not timed_out  # the click did not wait for the step
+    assert studio.wait_draft(60)
+    assert studio.draft is None and studio.timeline.row(0) is None
+    assert session_state(studio.session) == before
+    assert "draft" not in studio.live_bar.note.value  # no stale "drafting…" line
+
+
+def test_a_job_started_while_a_drop_waits_drops_the_draft_first(studio, held_unet):
+    import threading
+
+    entered, release, _ = held_unet
+    studio.live = True
+    studio.panel.set_values(denoise_seq=0.4)
+    assert entered.wait(10)
+    studio.discard(wait=False)  # the drop waits behind the held draft
+    threading.Timer(0.2, release.set).start()  # the step ends while Branch waits for it
+    branch = studio.branch(wait=True)  # the panel's settings: no new draft asked for
+    assert studio.draft is None and studio.timeline.row(0) is None
+    assert branch in studio.session.branches and branch.params.denoise_seq == 0.4

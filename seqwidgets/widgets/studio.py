@@ -38,6 +38,9 @@ _CSS = resources.files(__package__).joinpath("studio.css").read_text(encoding="u
 #: Seconds a typed edit waits for the next keystroke before its draft starts.
 TYPING_DELAY = 0.3
 
+#: The drafts' request that drops the draft: a click never waits for a model step to end.
+_DROP = "drop the draft"
+
 
 class Studio(W.VBox):
     """The KSampler Sequence studio: settings, a live timeline of every loop, scrub and branch.
@@ -158,6 +161,7 @@ class Studio(W.VBox):
         # draft computed last (what `keep` renders anew when it ran fewer steps).
         self._drafted: tuple | None = None
         self._draft_request: tuple | None = None
+        self._dropping = False  # a drop is asked for and not done yet (see `discard`)
         self.live_bar = t.live_bar
         traitlets.link((self, "live"), (self.live_bar.toggle, "value"))
         self.observe(self._on_live, "live")
@@ -167,7 +171,7 @@ class Studio(W.VBox):
         )
         self.panel.observe(lambda _: self._request_draft(), "params")
         on_click(self.live_bar.keep_button, self.keep, self._show_error)
-        on_click(self.live_bar.discard_button, self.discard, self._show_error)
+        on_click(self.live_bar.discard_button, lambda: self.discard(wait=False), self._show_error)
 
         self.children = studio_layout(
             _CSS, self.header, self.panel, self.tabs, t, self.error_area, self.timeline, self.strip
@@ -324,10 +328,24 @@ class Studio(W.VBox):
 
         return self._start("keep", params, wait, work)
 
-    def discard(self) -> None:
-        """Drop the draft (cancelling it if it is being computed); the session is as before."""
+    def discard(self, wait: bool = True) -> None:
+        """Drop the draft (cancelling it if it is being computed); the session is as before.
+
+        ``wait=False`` (the Discard button, live turned off, a change undone): a draft being
+        computed is cancelled and dropped on the drafts' thread when its model step ends, and
+        the call returns at once (`wait_draft` waits for it); with none, it is dropped at once.
+        """
+        if not wait and self.drafts.busy:
+            self._drafted, self._dropping = None, True
+            self.drafts.submit(_DROP)  # the newest request: it cancels the draft under way
+            return
         self.drafts.cancel()
         self.drafts.wait()
+        self._drop_draft()
+
+    def _drop_draft(self) -> None:
+        """Drop the draft now (none is being computed): its row, its note, the session's."""
+        self._dropping = False
         if self._session is not None:
             self._session.discard_draft()
         self._drafted = self._draft_request = None
@@ -414,6 +432,8 @@ class Studio(W.VBox):
             raise RuntimeError("a job is in progress; Stop it or wait() for it first")
         dropped = self.drafts.cancel()  # a job needs the session: the draft stops where it is
         self.drafts.wait()
+        if self._dropping:  # the drop asked for was waiting behind the draft: do it now
+            self._drop_draft()
         if dropped and self._drafted is not None:  # it never began: its note must not stay
             (owner, index), params, steps = self._drafted
             changes = fork_changes(owner.params, params)
@@ -532,7 +552,7 @@ class Studio(W.VBox):
             self.live_bar.say("<span class='sw-muted'>live on: change a setting</span>")
             self._request_draft()
         else:
-            self.discard()
+            self.discard(wait=False)
 
     @traitlets.validate("draft_steps")
     def _valid_draft_steps(self, proposal):
@@ -574,14 +594,14 @@ class Studio(W.VBox):
         changes = fork_changes(owner.params, params)
         if not changes:
             if self.draft is not None or self.drafts.busy:
-                self.discard()
+                self.discard(wait=False)
             return
         before = self._drafted[1] if self._drafted is not None else owner.params
         typed = any(
             isinstance(self.panel.controls.get(name), (W.Text, W.Textarea))
             for name in fork_changes(before, params)
         )
-        self._drafted = (origin, params, steps)
+        self._drafted, self._dropping = (origin, params, steps), False
         request = (owner, index, changes, steps)
         self.live_bar.say(self._draft_note("drafting…", request))
         self.drafts.submit(request, TYPING_DELAY if typed else 0.0)
@@ -601,7 +621,11 @@ class Studio(W.VBox):
         """Compute one draft (on the drafts' thread): each frame goes to the draft row and the
         preview as it lands; an error shows in the error area. Returns whether it is complete.
 
-        With draft steps (``request[3]``), the draft is the branch at those steps instead."""
+        With draft steps (``request[3]``), the draft is the branch at those steps instead.
+        The request `_DROP` drops the draft (`discard` without waiting)."""
+        if request == _DROP:
+            self._drop_draft()
+            return True
         owner, index, changes, steps = request
         session, shown = self.session, {"row": False, "error": False}
         drafted = changes if steps is None else {**changes, "steps": steps}
