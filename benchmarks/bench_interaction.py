@@ -15,7 +15,11 @@ On an accelerator the studio decodes each new frame on a worker thread beside th
 (`seqwidgets.widgets.display`), which saves the sampling thread the wait for the device; on a
 CPU it decodes in the sampling thread, since the decode is CPU work either way. The "worker"
 figures time the same studio with the worker thread on the CPU, in the same rounds. "cpu"
-figures are the process's CPU time, every thread: what the run costs on a single core.
+figures are the process's CPU time, every thread: what the run costs on a single core. On a
+shared machine the load of other processes moves these ratios by more than the studio's share,
+so the studio's own work is also measured where it happens: CPU time of the sampling thread
+inside the studio's callbacks (and the drawing left for the end of the run), and within it the
+VAE decodes, against the engine's CPU time.
 
 Targets: select < 2 ms, redraw < 50 ms, previews, decoding and the strip <= 5% of the run's
 time. Run:
