@@ -162,6 +162,8 @@ def main(argv=None) -> dict:
             times.append(first_frame[0] - start)
             change(values[-1])  # back, so that the next change is a change at either steps
             studio.wait_draft()
+    studio.draft_steps = None  # the bursts draft at the branch's steps
+    studio.wait_draft()
 
     bursts = {}
     for name, gap in (("at once", 0.0), ("50 ms apart", 0.05)):

@@ -290,9 +290,9 @@ class Studio(W.VBox):
         select its first frame; return it.
 
         A draft computed at `draft_steps` (fewer than the branch's) is not kept as it is: the
-        branch is rendered anew at its full steps, a job like `branch` (equal to it bit for
-        bit), and the draft is dropped. Then ``wait=False`` starts it in the background and
-        returns ``None``.
+        draft is dropped and the branch rendered anew at its full steps, a job like `branch`
+        (equal to it bit for bit; the selection follows its frames as they land). Then
+        ``wait=False`` starts it in the background and returns ``None``.
 
         Raises:
             `ValueError`: there is no draft.
