@@ -281,20 +281,25 @@ def test_a_draft_at_draft_steps_equals_a_branch_at_those_steps_bit_for_bit(studi
 
 
 @STEPS_4
-def test_keep_renders_a_draft_at_draft_steps_as_the_full_branch_bit_for_bit(studio, record):
+@pytest.mark.parametrize(
+    ("changes", "full"), [({"cfg": 3.0}, 4), ({"cfg": 3.0, "steps": 5}, 5)], ids=["cfg", "steps"]
+)
+def test_keep_renders_a_draft_at_draft_steps_as_the_full_branch_bit_for_bit(
+    studio, record, changes, full
+):
     studio.draft_steps = 1
     studio.live = True
-    studio.panel.set_values(cfg=3.0)
+    studio.panel.set_values(**changes)
     assert studio.wait_draft(60) and studio.draft.params.steps == 1
     unet = record(studio.session.pipe.unet)
 
     kept = studio.keep()
-    assert kept.params.steps == 4 and kept.params.cfg == 3.0 and kept.fork == 2
-    assert len(unet.calls) == 3 * 4  # loops 2-4 rendered anew at 4 steps
+    assert kept.params.steps == full and kept.params.cfg == 3.0 and kept.fork == 2
+    assert len(unet.calls) == 3 * full  # loops 2-4 rendered anew at the full steps
     assert studio.draft is None and studio.timeline.row(0) is None  # the draft is dropped
     assert kept in studio.session.branches and kept.name == "run 1 > from loop 2"
-    assert "rendered at 4 steps" in studio.live_bar.note.value
-    assert_same_latents(latents(kept), branch_of(studio, cfg=3.0))
+    assert f"rendered at {full} steps" in studio.live_bar.note.value
+    assert_same_latents(latents(kept), branch_of(studio, **changes))
 
 
 @STEPS_4

@@ -301,7 +301,7 @@ class Studio(W.VBox):
         if self.draft is None:
             raise ValueError("there is no draft to keep: turn live on and change a setting")
         request = self._draft_request
-        if request is not None and request[3] is not None:
+        if request is not None and request[3] is not None and self._drafted_by(request):
             return self._render_kept(request, name, wait)
         branch = self.session.keep_draft(name)
         self._drafted = self._draft_request = None
@@ -312,6 +312,14 @@ class Studio(W.VBox):
         self.live_bar.say(f"kept the draft as <b>{html.escape(branch.name)}</b>")
         self._update_buttons()
         return branch
+
+    def _drafted_by(self, request: tuple) -> bool:
+        """Whether the draft is the one ``request`` made (not an older one that a request
+        failing before it began left in place)."""
+        owner, index, changes, steps = request
+        draft = self.draft
+        drafted = owner.params.replace(**{**changes, "steps": steps})
+        return draft.fork == index + 1 and draft.params == drafted
 
     def _render_kept(self, request: tuple, name: str | None, wait: bool):
         """`keep` of a draft with fewer steps: the branch at its full settings, as a job."""
