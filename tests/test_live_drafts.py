@@ -423,3 +423,35 @@ def test_a_job_started_while_a_drop_waits_drops_the_draft_first(studio, held_une
     branch = studio.branch(wait=True)  # the panel's settings: no new draft asked for
     assert studio.draft is None and studio.timeline.row(0) is None
     assert branch in studio.session.branches and branch.params.denoise_seq == 0.4
+
+
+def test_keep_clicked_during_a_draft_stops_it_and_renders_the_branch_as_a_job(studio):
+    import threading
+
+    entered, release, draft_calls = threading.Event(), threading.Event(), []
+
+    def hold(*_args):  # the draft's first model call waits for the click
+        if threading.current_thread().name == "seqwidgets-draft":
+            draft_calls.append(1)
+            entered.set()
+            release.wait(10)
+
+    handle = studio.session.pipe.unet.register_forward_pre_hook(hold)
+    try:
+        studio.live = True
+        studio.panel.set_values(denoise_seq=0.4)
+        assert entered.wait(10)
+        click = threading.Thread(target=studio.live_bar.keep_button.click)
+        click.start()
+        threading.Timer(0.2, release.set).start()  # the held step ends; the click stops the rest
+        click.join(30)
+        assert not click.is_alive() and studio.wait(60)
+    finally:
+        release.set()
+        handle.remove()
+    # The draft (3 loops x 2 steps) stopped at the step after the click: Keep did not wait for it.
+    assert len(draft_calls) <= 2
+    kept = studio.session.branches[-1]
+    assert studio.draft is None and kept.params.denoise_seq == 0.4 and kept.is_complete
+    assert "kept the draft" in studio.live_bar.note.value
+    assert_same_latents(latents(kept), branch_of(studio, denoise_seq=0.4))

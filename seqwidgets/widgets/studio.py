@@ -170,7 +170,7 @@ class Studio(W.VBox):
             lambda change: setattr(self, "draft_steps", change["new"] or None), "value"
         )
         self.panel.observe(lambda _: self._request_draft(), "params")
-        on_click(self.live_bar.keep_button, self.keep, self._show_error)
+        on_click(self.live_bar.keep_button, lambda: self.keep(wait=False), self._show_error)
         on_click(self.live_bar.discard_button, lambda: self.discard(wait=False), self._show_error)
 
         self.children = studio_layout(
@@ -294,9 +294,17 @@ class Studio(W.VBox):
         (equal to it bit for bit; the selection follows its frames as they land). Then
         ``wait=False`` starts it in the background and returns ``None``.
 
+        ``wait=False`` (the Keep button) never waits for a draft being computed either: it is
+        stopped at its model step and the branch of the latest settings drafted is rendered
+        that way, as a job.
+
         Raises:
             `ValueError`: there is no draft.
         """
+        if not wait and self.drafts.busy and self._drafted is not None:
+            (owner, index), params, steps = self._drafted
+            request = (owner, index, fork_changes(owner.params, params), steps)
+            return self._render_kept(request, name, wait)
         self.drafts.wait()
         if self.draft is None:
             raise ValueError("there is no draft to keep: turn live on and change a setting")
@@ -322,14 +330,17 @@ class Studio(W.VBox):
         return draft.fork == index + 1 and draft.params == drafted
 
     def _render_kept(self, request: tuple, name: str | None, wait: bool):
-        """`keep` of a draft with fewer steps: the branch at its full settings, as a job."""
+        """`keep` of a draft with fewer steps (or one still being computed): the branch at its
+        full settings, as a job."""
         owner, index, changes, draft_steps = request
         params = owner.params.replace(**changes)
         self.discard()
-        self.live_bar.say(
-            f"keeping the draft: rendering it at {params.steps} steps "
-            f"<span class='sw-muted'>(drafted at {draft_steps})</span>…"
+        drafted = (
+            ""
+            if draft_steps is None
+            else f" <span class='sw-muted'>(drafted at {draft_steps})</span>"
         )
+        self.live_bar.say(f"keeping the draft: rendering it at {params.steps} steps{drafted}…")
 
         def work(callbacks):
             return self.session.branch((owner, index), name=name, **callbacks, **changes)
