@@ -42,6 +42,7 @@ __all__ = [
     "ImagePreview",
     "drawing",
     "ipycanvas_available",
+    "put_pixels",
 ]
 
 # Colours: a dark strip so thumbnails read as film, one accent for the selection.
