@@ -201,3 +201,107 @@ def test_without_a_thread_everything_runs_at_once_in_the_callers_thread():
 
     queue.submit(record, prepare=record)
     assert queue.draw_ready() == 1 and where == [threading.current_thread()] * 2
+
+
+# -- pixels reach the browser unchanged, packed cheaply ------------------------------------------
+
+
+class SentPixels:
+    """Records every ``putImageData`` the canvas manager sends: (canvas, args, decoded pixels)."""
+
+    def __init__(self, monkeypatch):
+        import io
+
+        import numpy as np
+        from ipycanvas.canvas import _CANVAS_MANAGER, COMMANDS
+        from PIL import Image
+
+        self.sent = []
+        send = _CANVAS_MANAGER.send_draw_command
+
+        def recorded(canvas, name, args=(), buffers=()):
+            if name == COMMANDS["putImageData"]:
+                with Image.open(io.BytesIO(buffers[0])) as image:
+                    self.sent.append((canvas, list(args), np.asarray(image.convert("RGBA"))))
+            return send(canvas, name, list(args), list(buffers))
+
+        monkeypatch.setattr(_CANVAS_MANAGER, "send_draw_command", recorded)
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    st.integers(1, 200),
+    st.integers(1, 200),
+    st.integers(0, 2**32 - 1),
+)
+def test_put_pixels_sends_what_ipycanvas_would_the_same_pixels(width, height, seed):
+    import numpy as np
+    from ipycanvas import Canvas
+
+    from seqwidgets.widgets.timeline import put_pixels
+
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 4), dtype=np.uint8)
+    canvas = Canvas(width=width, height=height)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        sent = SentPixels(monkeypatch)
+        canvas.put_image_data(pixels, 0, 0)  # ipycanvas's own way
+        put_pixels(canvas, pixels)
+    (_, args_own, own), (target, args, ours) = sent.sent
+    assert target is canvas and args == args_own == [0, 0]
+    assert np.array_equal(ours, pixels) and np.array_equal(own, pixels)
+    canvas.close()
+
+
+def test_every_thumbnail_and_frame_reaches_its_canvas_with_its_exact_pixels(monkeypatch):
+    import numpy as np
+
+    studio = sw.Studio(sw.testing.tiny_pipeline(), threaded=False, renderer="canvas")
+    sent = SentPixels(monkeypatch)
+    run = studio.run(wait=True, **params().to_dict())
+    received = {id(canvas): pixels for canvas, _, pixels in sent.sent}
+    for index in run.indices:
+        thumb = studio.session.thumbnail(run, index, studio.thumb_size).convert("RGBA")
+        source = studio.timeline.sources[(run.id, index)]
+        assert np.array_equal(received[id(source)], np.asarray(thumb))
+        frame = studio.session.image(run, index).convert("RGBA")
+        source = studio.view.preview.sources[(run.id, index)]
+        assert np.array_equal(received[id(source)], np.asarray(frame))
+
+
+def test_a_new_frame_moves_the_running_mark_and_repaints_the_selection_layer_twice_at_most():
+    studio = sw.Studio(sw.testing.tiny_pipeline(), threaded=False, renderer="canvas")
+    timeline, marks, paints = studio.timeline, [], []
+    paint, add_frame = timeline._paint_overlay, timeline.add_frame
+
+    def counted_paint():
+        paints.append(timeline.running)
+        paint()
+
+    def recorded_add_frame(branch, index, image):
+        before = len(paints)
+        add_frame(branch, index, image)
+        marks.append((index, timeline.running, len(paints) - before))
+
+    timeline._paint_overlay, timeline.add_frame = counted_paint, recorded_add_frame
+    run = studio.run(wait=True, **params().to_dict())
+    key = run.id
+    # After loop i the mark is on loop i + 1 (none after the last), painted with loop i's cell.
+    assert marks == [(0, (key, 1), 1), (1, (key, 2), 1), (2, (key, 3), 1), (3, None, 1)]
+    # Per loop: its cell (with the mark) and the selection following it; the first step of
+    # the next loop finds its mark there already.
+    assert len(paints) <= 2 * len(run.indices) + 2
+
+
+def test_a_frame_out_of_view_still_moves_the_running_mark():
+    from seqwidgets.widgets.timeline import CanvasTimeline
+
+    branch = sw.Branch(1, "run 1", params(sequence_loop_count=40))
+    timeline = CanvasTimeline(width=400)
+    timeline.follow_scroll = False  # the user scrolled away: new frames do not pull the view
+    paints = []
+    paint = timeline._paint_overlay
+    timeline._paint_overlay = lambda: paints.append(timeline.running) or paint()
+    from PIL import Image
+
+    timeline.add_frame(branch, 30, Image.new("RGB", (8, 8)))  # far right of the view
+    assert timeline.running == (1, 31) and paints[-1] == (1, 31)

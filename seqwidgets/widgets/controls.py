@@ -163,9 +163,14 @@ class LiveBar(W.HBox):
 
     Attributes:
         toggle (`ToggleButton`): live on or off.
+        draft_steps (`Dropdown`): the model steps a draft runs, ``0`` for the branch's own
+            (`Studio.draft_steps` says ``None``).
         keep_button, discard_button (`Button`): keep the draft as a branch, or drop it.
         note (`HTML`): the draft's state ("drafting…", its changes, an error).
     """
+
+    #: The draft steps offered (any other one `Studio.draft_steps` is given is added).
+    DRAFT_STEPS = (1, 2, 3, 4, 6, 8, 10, 12, 16, 20)
 
     def __init__(self):
         super().__init__()
@@ -178,9 +183,24 @@ class LiveBar(W.HBox):
         self.keep_button = _button(
             "✓ Keep draft", "Keep the draft as an ordinary branch", "110px", "success"
         )
+        self.draft_steps = W.Dropdown(
+            options=[("as the branch", 0)] + [(str(n), n) for n in self.DRAFT_STEPS],
+            value=0,
+            description="draft steps",
+            tooltip="Draft with fewer model steps, for speed; Keep then renders the branch "
+            "at its full steps",
+            layout=W.Layout(width="200px"),
+            style={"description_width": "72px"},
+        )
         self.discard_button = _button("✕ Discard", "Drop the draft", "92px")
         self.note = W.HTML("<span class='sw-muted'>live off</span>")
-        self.children = [self.toggle, self.keep_button, self.discard_button, self.note]
+        self.children = [
+            self.toggle,
+            self.draft_steps,
+            self.keep_button,
+            self.discard_button,
+            self.note,
+        ]
         self.layout = W.Layout(gap="6px", align_items="center", flex_flow="row wrap")
         self.add_class("sw-livebar")
         self.enable(draft=False)
@@ -191,6 +211,14 @@ class LiveBar(W.HBox):
 
     def say(self, html: str) -> None:
         self.note.value = html
+
+    def show_draft_steps(self, steps: int | None) -> None:
+        """Show ``steps`` (``None``: the branch's own) in the menu, adding it when missing."""
+        value = steps or 0
+        if value not in [v for _, v in self.draft_steps.options]:
+            offered = sorted({*self.DRAFT_STEPS, value})
+            self.draft_steps.options = [("as the branch", 0)] + [(str(n), n) for n in offered]
+        self.draft_steps.value = value
 
 
 class Header(W.HBox):

@@ -241,18 +241,39 @@ def finish_note(job, now: float, stopped: bool) -> tuple[str, str]:
     return "idle", f"done: {job.frames} frame(s) in {elapsed:.1f} s"
 
 
-def draft_note_html(state: str, changes: dict[str, tuple[Any, Any]], fork: int) -> str:
+def draft_steps_note(draft_steps: int, steps: int) -> str:
+    """What a draft with fewer steps than its branch says, on its row and in the live bar.
+
+    >>> draft_steps_note(2, 8), draft_steps_note(1, 4)
+    ('draft at 2 steps — Keep renders at 8', 'draft at 1 step — Keep renders at 4')
+    """
+    unit = "step" if draft_steps == 1 else "steps"
+    return f"draft at {draft_steps} {unit} — Keep renders at {steps}"
+
+
+def draft_note_html(
+    state: str,
+    changes: dict[str, tuple[Any, Any]],
+    fork: int,
+    steps: tuple[int, int] | None = None,
+) -> str:
     """The live bar's line: the draft's ``state`` ("drafting", "ready", "stopped", "failed"),
-    what it changes and the loop it starts at.
+    what it changes, the loop it starts at and, for a draft with fewer model steps than the
+    branch it would become, ``steps``: ``(draft steps, the branch's steps)``.
 
     >>> draft_note_html("ready", {"denoise_seq": (1.0, 0.3)}, 4)
     "<span class='sw-draft'>draft ready</span> <span class='sw-muted'>from loop 4: denoise_seq 1 → 0.3</span>"
+    >>> draft_note_html("ready", {"cfg": (8.0, 2.0)}, 2, steps=(2, 8)).split(" · ")[1]
+    "<span class='sw-draft-steps'>draft at 2 steps — Keep renders at 8</span>"
     """
     what = html.escape(describe_changes(changes))
-    return (
+    line = (
         f"<span class='sw-draft'>draft {html.escape(state)}</span> "
         f"<span class='sw-muted'>from loop {fork}: {what}</span>"
     )
+    if steps is not None:
+        line += f" · <span class='sw-draft-steps'>{html.escape(draft_steps_note(*steps))}</span>"
+    return line
 
 
 def chain_html(chain) -> str:

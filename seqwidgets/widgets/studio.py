@@ -39,6 +39,9 @@ _CSS = resources.files(__package__).joinpath("studio.css").read_text(encoding="u
 #: Seconds a typed edit waits for the next keystroke before its draft starts.
 TYPING_DELAY = 0.3
 
+#: The drafts' request that drops the draft: a click never waits for a model step to end.
+_DROP = "drop the draft"
+
 
 class Studio(W.VBox):
     """The KSampler Sequence studio: settings, a live timeline of every loop, scrub and branch.
@@ -82,10 +85,21 @@ class Studio(W.VBox):
         ('draft', [0, 1, 2, 3], 0.7, 2)
         >>> studio.keep().name, len(studio.session.branches)
         ('run 1 > from loop 2', 3)
+
+    With `draft_steps` a draft runs fewer model steps than the branch it would become, and
+    `keep` renders that branch at its full steps:
+        >>> studio.draft_steps = 1
+        >>> studio.panel.set_values(cfg=3.0); studio.wait_draft()
+        True
+        >>> studio.draft.params.steps, studio.keep().params.steps
+        (1, 2)
     """
 
     #: Re-render a draft from the selected frame on every settings change (the Live toggle).
     live = traitlets.Bool(False)
+    #: Model steps a live draft runs when fewer than the branch's own (the Live bar's "draft
+    #: steps"; ``None``: the branch's). `keep` then renders the branch at its full steps.
+    draft_steps = traitlets.Int(None, allow_none=True)
 
     def __init__(
         self,
@@ -144,13 +158,21 @@ class Studio(W.VBox):
 
         self.drafts = LatestOnly(self._draft_work, self.threaded)
         self._origin = None  # (branch, loop) the drafts start from: the last frame selected
-        self._drafted: tuple | None = None  # (origin, settings) of the last draft asked for
+        # (origin, settings, draft steps) of the last draft asked for, and the request of the
+        # draft computed last (what `keep` renders anew when it ran fewer steps).
+        self._drafted: tuple | None = None
+        self._draft_request: tuple | None = None
+        self._dropping = False  # a drop is asked for and not done yet (see `discard`)
         self.live_bar = t.live_bar
         traitlets.link((self, "live"), (self.live_bar.toggle, "value"))
         self.observe(self._on_live, "live")
+        self.observe(self._on_draft_steps, "draft_steps")
+        self.live_bar.draft_steps.observe(
+            lambda change: setattr(self, "draft_steps", change["new"] or None), "value"
+        )
         self.panel.observe(lambda _: self._request_draft(), "params")
-        on_click(self.live_bar.keep_button, self.keep, self._show_error)
-        on_click(self.live_bar.discard_button, self.discard, self._show_error)
+        on_click(self.live_bar.keep_button, lambda: self.keep(wait=False), self._show_error)
+        on_click(self.live_bar.discard_button, lambda: self.discard(wait=False), self._show_error)
 
         self.children = studio_layout(
             _CSS, self.header, self.panel, self.tabs, t, self.error_area, self.timeline, self.strip
@@ -264,18 +286,34 @@ class Studio(W.VBox):
         """The live draft (a `Branch` not listed in the session until `keep`), or ``None``."""
         return None if self._session is None else self._session.current_draft
 
-    def keep(self, name: str | None = None):
+    def keep(self, name: str | None = None, wait: bool = True):
         """Keep the draft as an ordinary branch (after the draft being computed ends) and
         select its first frame; return it.
+
+        A draft computed at `draft_steps` (fewer than the branch's) is not kept as it is: the
+        draft is dropped and the branch rendered anew at its full steps, a job like `branch`
+        (equal to it bit for bit; the selection follows its frames as they land). Then
+        ``wait=False`` starts it in the background and returns ``None``.
+
+        ``wait=False`` (the Keep button) never waits for a draft being computed either: it is
+        stopped at its model step and the branch of the latest settings drafted is rendered
+        that way, as a job.
 
         Raises:
             `ValueError`: there is no draft.
         """
+        if not wait and self.drafts.busy and self._drafted is not None:
+            (owner, index), params, steps = self._drafted
+            request = (owner, index, fork_changes(owner.params, params), steps)
+            return self._render_kept(request, name, wait)
         self.drafts.wait()
         if self.draft is None:
             raise ValueError("there is no draft to keep: turn live on and change a setting")
+        request = self._draft_request
+        if request is not None and request[3] is not None and self._drafted_by(request):
+            return self._render_kept(request, name, wait)
         branch = self.session.keep_draft(name)
-        self._drafted = None
+        self._drafted = self._draft_request = None
         self.timeline.remove_row(DRAFT_ROW)
         self._sync_rows()
         if branch.own_indices:
@@ -284,13 +322,53 @@ class Studio(W.VBox):
         self._update_buttons()
         return branch
 
-    def discard(self) -> None:
-        """Drop the draft (cancelling it if it is being computed); the session is as before."""
+    def _drafted_by(self, request: tuple) -> bool:
+        """Whether the draft is the one ``request`` made (not an older one that a request
+        failing before it began left in place)."""
+        owner, index, changes, steps = request
+        draft = self.draft
+        drafted = owner.params.replace(**{**changes, "steps": steps})
+        return draft.fork == index + 1 and draft.params == drafted
+
+    def _render_kept(self, request: tuple, name: str | None, wait: bool):
+        """`keep` of a draft with fewer steps (or one still being computed): the branch at its
+        full settings, as a job."""
+        owner, index, changes, draft_steps = request
+        params = owner.params.replace(**changes)
+        self.discard()
+        drafted = (
+            ""
+            if draft_steps is None
+            else f" <span class='sw-muted'>(drafted at {draft_steps})</span>"
+        )
+        self.live_bar.say(f"keeping the draft: rendering it at {params.steps} steps{drafted}…")
+
+        def work(callbacks):
+            return self.session.branch((owner, index), name=name, **callbacks, **changes)
+
+        return self._start("keep", params, wait, work)
+
+    def discard(self, wait: bool = True) -> None:
+        """Drop the draft (cancelling it if it is being computed); the session is as before.
+
+        ``wait=False`` (the Discard button, live turned off, a change undone): a draft being
+        computed is cancelled and dropped on the drafts' thread when its model step ends, and
+        the call returns at once (`wait_draft` waits for it); with none, it is dropped at once.
+        """
+        if not wait and self.drafts.busy:
+            self._drafted, self._dropping = None, True
+            self.drafts.submit(_DROP)  # the newest request: it cancels the draft under way
+            return
         self.drafts.cancel()
         self.drafts.wait()
+        self._drop_draft()
+
+    def _drop_draft(self) -> None:
+        """Drop the draft now (none is being computed): its row, its note, the session's."""
+        self._dropping = False
         if self._session is not None:
             self._session.discard_draft()
-        self._drafted = None
+        self._drafted = self._draft_request = None
         self.timeline.remove_row(DRAFT_ROW)
         self.live_bar.say("<span class='sw-muted'>live on</span>" if self.live else "live off")
         self._show_selected()
@@ -374,10 +452,12 @@ class Studio(W.VBox):
             raise RuntimeError("a job is in progress; Stop it or wait() for it first")
         dropped = self.drafts.cancel()  # a job needs the session: the draft stops where it is
         self.drafts.wait()
+        if self._dropping:  # the drop asked for was waiting behind the draft: do it now
+            self._drop_draft()
         if dropped and self._drafted is not None:  # it never began: its note must not stay
-            (owner, index), params = self._drafted
-            changes = self._described(owner, fork_changes(owner.params, params))
-            self.live_bar.say(render.draft_note_html("stopped", changes, index + 1))
+            (owner, index), params, steps = self._drafted
+            changes = fork_changes(owner.params, params)
+            self.live_bar.say(self._draft_note("stopped", (owner, index, changes, steps)))
         job = Job(kind, params, started=time.monotonic())
         self.clear_error()
         self.view.live.release()  # an estimate of an earlier job's loop is no longer current
@@ -411,6 +491,11 @@ class Studio(W.VBox):
             branch = job.result if job.kind != "export" else None
             if branch is not None and branch.indices and (job.follow or not self.timeline.selected):
                 self.timeline.select_auto(branch.id, branch.indices[-1])
+            if job.kind == "keep" and branch is not None:
+                self.live_bar.say(
+                    f"kept the draft as <b>{html.escape(branch.name)}</b>, rendered at "
+                    f"{branch.params.steps} steps" + (" (stopped)" if stopped else "")
+                )
             self.header.set_state(state)
             self.transport.show(job, note=note)
         except Exception as exc:  # keep the studio usable whatever happened
@@ -487,7 +572,23 @@ class Studio(W.VBox):
             self.live_bar.say("<span class='sw-muted'>live on: change a setting</span>")
             self._request_draft()
         else:
-            self.discard()
+            self.discard(wait=False)
+
+    @traitlets.validate("draft_steps")
+    def _valid_draft_steps(self, proposal):
+        steps = proposal["value"]
+        if steps is not None and steps < 1:
+            raise ValueError(f"draft_steps: {steps} is not allowed; use an int >= 1, or None")
+        return steps
+
+    def _on_draft_steps(self, change) -> None:
+        self.live_bar.show_draft_steps(change["new"])
+        self._request_draft()  # a draft showing is drafted again at the new steps
+
+    def _steps_of_draft(self, params: SequenceParams) -> int | None:
+        """The steps a draft of ``params`` runs when fewer than ``params.steps``, else None."""
+        steps = self.draft_steps
+        return steps if steps is not None and steps < params.steps else None
 
     def _draft_origin(self):
         """The frame drafts start from: the selected computed frame, unless it is one of the
@@ -506,39 +607,55 @@ class Studio(W.VBox):
         origin, params = self._draft_origin(), self.panel.params
         if origin is None or params is None:  # nothing selected, or invalid settings (shown)
             return
-        if self._drafted is not None and self._drafted == (origin, params):
+        steps = self._steps_of_draft(params)
+        if self._drafted is not None and self._drafted == (origin, params, steps):
             return  # e.g. a click on the draft's own row: the panel shows its settings
         owner, index = origin
         changes = fork_changes(owner.params, params)
         if not changes:
             if self.draft is not None or self.drafts.busy:
-                self.discard()
+                self.discard(wait=False)
             return
         before = self._drafted[1] if self._drafted is not None else owner.params
         typed = any(
             isinstance(self.panel.controls.get(name), (W.Text, W.Textarea))
             for name in fork_changes(before, params)
         )
-        self._drafted = (origin, params)
-        self.live_bar.say(
-            render.draft_note_html("drafting…", self._described(owner, changes), index + 1)
-        )
-        self.drafts.submit((owner, index, changes), TYPING_DELAY if typed else 0.0)
+        self._drafted, self._dropping = (origin, params, steps), False
+        request = (owner, index, changes, steps)
+        self.live_bar.say(self._draft_note("drafting…", request))
+        self.drafts.submit(request, TYPING_DELAY if typed else 0.0)
 
     @staticmethod
     def _described(owner, changes: dict) -> dict:
         return {name: (getattr(owner.params, name), value) for name, value in changes.items()}
 
+    def _draft_note(self, state: str, request: tuple) -> str:
+        """The live bar's line for the draft of ``request``, in ``state``."""
+        owner, index, changes, steps = request
+        full = owner.params.replace(**changes).steps
+        described = self._described(owner, changes)
+        return render.draft_note_html(state, described, index + 1, (steps, full) if steps else None)
+
     def _draft_work(self, request, cancel) -> bool:
         """Compute one draft (on the drafts' thread): each frame goes to the draft row and the
-        preview as it lands; an error shows in the error area. Returns whether it is complete."""
-        owner, index, changes = request
+        preview as it lands; an error shows in the error area. Returns whether it is complete.
+
+        With draft steps (``request[3]``), the draft is the branch at those steps instead.
+        The request `_DROP` drops the draft (`discard` without waiting)."""
+        if request == _DROP:
+            self._drop_draft()
+            return True
+        owner, index, changes, steps = request
         session, shown = self.session, {"row": False, "error": False}
+        drafted = changes if steps is None else {**changes, "steps": steps}
+        full = owner.params.replace(**changes).steps
+        row_note = "" if steps is None else f"{steps} of {full} steps"
 
         def on_frame(branch, frame) -> None:
             try:
                 if not shown["row"]:  # the previous draft's frames stay until now
-                    self.timeline.show_draft(branch)
+                    self.timeline.show_draft(branch, row_note)
                     shown["row"] = True
                 thumb = session.thumbnail(branch, frame.index, self.thumb_size)
                 self.timeline.add_frame(branch, frame.index, thumb)
@@ -548,10 +665,10 @@ class Studio(W.VBox):
                     shown["error"] = True
                     self._show_error(exc, traceback.format_exc())
 
-        described = self._described(owner, changes)
+        self._draft_request = request
         try:
             self.clear_error()
-            draft = session.draft((owner, index), cancel=cancel, on_frame=on_frame, **changes)
+            draft = session.draft((owner, index), cancel=cancel, on_frame=on_frame, **drafted)
             state = "ready" if draft.is_complete else "stopped"
         except Exception as exc:
             self._show_error(exc, traceback.format_exc())
@@ -560,7 +677,7 @@ class Studio(W.VBox):
         if session.current_draft is None:  # it failed before it began: no stale frames shown
             self.timeline.remove_row(DRAFT_ROW)
         if not self.drafts.pending:  # else a newer draft is on its way: its note stays
-            self.live_bar.say(render.draft_note_html(state, described, index + 1))
+            self.live_bar.say(self._draft_note(state, request))
         self._update_buttons()
         return state == "ready"
 

@@ -42,6 +42,7 @@ __all__ = [
     "ImagePreview",
     "drawing",
     "ipycanvas_available",
+    "put_pixels",
 ]
 
 # Colours: a dark strip so thumbnails read as film, one accent for the selection.
@@ -86,6 +87,29 @@ def drawing(on_error: Callable[[BaseException, str], None] | None = None):
                     on_error(exc, traceback.format_exc())
 
 
+def put_pixels(canvas, pixels: np.ndarray) -> None:
+    """``canvas.put_image_data(pixels, 0, 0)`` for uint8 RGBA ``[h, w, 4]`` pixels, packed faster.
+
+    ipycanvas sends the pixels as a PNG packed at zlib's level 6: for a thumbnail or a toy-model
+    frame that costs more than half a millisecond, several per new frame (bench_interaction).
+    Small pictures go stored instead (level 0: a few more kilobytes to a local browser), larger
+    ones at level 1; the pixels are the same. With an ipycanvas that has no canvas manager to
+    send through, its own `put_image_data` does it.
+    """
+    manager = getattr(canvas, "_canvas_manager", None)
+    try:
+        from ipycanvas.canvas import COMMANDS
+    except ImportError:
+        manager = None
+    if manager is None:
+        canvas.put_image_data(pixels, 0, 0)
+        return
+    buffer = io.BytesIO()
+    level = 0 if pixels.shape[0] * pixels.shape[1] <= 128 * 128 else 1
+    Image.fromarray(pixels).save(buffer, "PNG", compress_level=level)
+    manager.send_draw_command(canvas, COMMANDS["putImageData"], [0, 0], [buffer.getvalue()])
+
+
 def _forget_current_canvas() -> None:
     """Make the next command name its canvas again. The canvas manager skips the switch when
     the canvas is the one it drew on last, but a client that has just connected never saw it."""
@@ -119,12 +143,14 @@ class Row:
     done: set[int] = field(default_factory=set)
     branch: Any = field(default=None, repr=False, compare=False)
     draft: bool = False
+    #: The line under the label, when not the usual "from loop <fork>" (a draft's steps).
+    note: str = ""
 
     #: Characters of a label that fit in the gutter.
     LABEL = 15
 
     @classmethod
-    def of(cls, branch, draft: bool = False) -> Row:
+    def of(cls, branch, draft: bool = False, note: str = "") -> Row:
         """The row of a session's `Branch`: its name when that fits the gutter, else
         ``"branch <id>"`` (the fork's loop is on the line below).
 
@@ -146,6 +172,7 @@ class Row:
             keyframes=tuple(i for i, _ in branch.params.positive_keyframes),
             branch=branch,
             draft=draft,
+            note=note,
         )
 
 
@@ -397,15 +424,19 @@ class _Timeline(W.VBox):
         """Add the row of a session's `Branch`, or update it when its length changed."""
         row = self.row(branch.id)
         if row is None or row.length != branch.params.sequence_loop_count:
-            self.add_row(Row.of(branch, draft=row is not None and row.draft))
+            draft = row is not None and row.draft
+            self.add_row(Row.of(branch, draft=draft, note=row.note if draft else ""))
 
     def add_frame(self, branch, index: int, image: Image.Image) -> None:
         """Show a new frame of a session's `Branch`: its row, its thumbnail, and the next loop's
         cell marked as being computed (no mark after the last loop)."""
         self.show_branch(branch)
-        self.add_thumbnail(branch.id, index, image)
         following = index + 1 < branch.params.sequence_loop_count
-        self.set_running(branch.id, index + 1 if following else None)
+        # Marked before the cell is painted: the cell's repaint draws the mark with it.
+        self.running = (branch.id, index + 1) if following else None
+        self.add_thumbnail(branch.id, index, image)
+        if self._cell_xy(branch.id, index) is None:  # no cell painted, so no mark either
+            self._paint_overlay()
 
     def sync(self, branches, thumbnail: Callable) -> None:
         """A row for each of a session's ``branches`` and a thumbnail for each of their frames
@@ -421,15 +452,15 @@ class _Timeline(W.VBox):
             if first is not None:
                 self.select(first.id, 0)
 
-    def show_draft(self, branch) -> None:
-        """Show ``branch`` as the live draft's row (marked "DRAFT"), emptied of the previous
-        draft's frames; the row keeps its place."""
+    def show_draft(self, branch, note: str = "") -> None:
+        """Show ``branch`` as the live draft's row (marked "DRAFT", with ``note`` under the
+        label when given), emptied of the previous draft's frames; the row keeps its place."""
         row = self.row(branch.id)
         if row is not None:
             for index in list(row.done):
                 self._forget(row.key, index)
             row.done.clear()
-        self.add_row(Row.of(branch, draft=True))
+        self.add_row(Row.of(branch, draft=True, note=note))
 
     def remove_row(self, key) -> None:
         i = self.row_index(key)
@@ -459,8 +490,12 @@ class _Timeline(W.VBox):
         self._sync_slider()
 
     def set_running(self, key, index: int | None) -> None:
-        """Mark the cell being computed (``index=None`` clears the mark)."""
-        self.running = None if index is None else (key, index)
+        """Mark the cell being computed (``index=None`` clears the mark); a mark already
+        there is not painted again (each loop's first step asks, after its frame's cell did)."""
+        running = None if index is None else (key, index)
+        if running == self.running:
+            return
+        self.running = running
         self._paint_overlay()
 
     def owner(self, key, index: int):
@@ -673,6 +708,7 @@ class _Timeline(W.VBox):
             label, color = ("◆ DRAFT", ACCENT) if row.draft else (row.name, LABEL_TEXT)
             p.text(label[: Row.LABEL], 10, y + t / 2 - 14, color, size=12, bold=True)
             sub = f"from loop {row.fork}" if row.parent is not None else f"{row.length} loops"
+            sub = row.note or sub
             p.text(sub, 10, y + t / 2 + 2, GRID_TEXT, size=10)
             for col in range(max(first, row.fork), min(last, row.length)):
                 self._paint_thumb(p, row, col, L.x(col, self.scroll), y)
@@ -805,7 +841,7 @@ class CanvasTimeline(_Timeline):
         self.sources[(key, index)] = source
         pixels = np.asarray(image, dtype=np.uint8)
         with drawing(self._report):
-            source.put_image_data(pixels, 0, 0)
+            put_pixels(source, pixels)
         if old is not None:
             old.close()
 
@@ -856,7 +892,7 @@ class CanvasTimeline(_Timeline):
             for (key, index), source in list(self.sources.items()):
                 image = self.thumbs.get((key, index))
                 if image is not None:
-                    source.put_image_data(np.asarray(image, dtype=np.uint8), 0, 0)
+                    put_pixels(source, np.asarray(image, dtype=np.uint8))
         self.redraw()
 
     # -- events ----------------------------------------------------------------------------
@@ -1060,7 +1096,7 @@ class CanvasPreview(_Preview):
             source = self.sources.get(key)
             if source is None:
                 source = self._Canvas(width=image.width, height=image.height)
-                source.put_image_data(np.asarray(image.convert("RGBA"), dtype=np.uint8), 0, 0)
+                put_pixels(source, np.asarray(image.convert("RGBA"), dtype=np.uint8))
                 self.sources[key] = source
                 while len(self.sources) > self.keep:
                     self.sources.popitem(last=False)[1].close()
@@ -1089,7 +1125,7 @@ class CanvasPreview(_Preview):
                 if source is not None:
                     source.close()
                 source = self.live_source = self._Canvas(width=size[0], height=size[1])
-            source.put_image_data(pixels, 0, 0)
+            put_pixels(source, pixels)
             self.canvas.image_smoothing_enabled = True
             self.canvas.clear()
             self.canvas.draw_image(source, 0, 0, w, h)
