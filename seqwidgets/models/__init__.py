@@ -87,18 +87,20 @@ def load_pipeline(
     transformer_file: str | os.PathLike | None = None,
     free_text_encoders: bool = False,
 ):
-    """Load an SD 1.x/2.x, SDXL, SD3/SD3.5 or Flux pipeline ready for :class:`SequenceSampler`.
+    """Load a pipeline of any supported family ready for :class:`SequenceSampler`: SD 1.x/2.x,
+    SDXL, SD3/SD3.5, Flux, Flux.2, Chroma, Qwen-Image, HiDream, Lumina 2 or Z-Image.
 
     Args:
         model: ``None`` for the toy model shipped with seqwidgets (runs on any CPU);
             ``"tiny-random"``, ``"tiny-random-xl"``, ``"tiny-random-sd3"``, ``"tiny-random-flux"``,
             ``"tiny-random-flux-schnell"``, ``"tiny-random-chroma"``, ``"tiny-random-lumina2"``,
             ``"tiny-random-zimage"``, ``"tiny-random-qwen-image"``, ``"tiny-random-hidream"``
-            or ``"tiny-random-flux2"`` (Flux.2 klein) for random tiny pipelines of each family;
+            ``"tiny-random-flux2"`` (Flux.2 klein) or ``"tiny-random-flux2-dev"`` (Flux.2 dev)
+            for random tiny pipelines of each family;
             ``"random-sd15"`` / ``"random-sd3"`` for SD 1.5's / an SD3-medium-size pipeline with
             random weights (to measure a GPU offline);
             a hub id (``"stable-diffusion-v1-5/stable-diffusion-v1-5"``,
-            ``"stabilityai/stable-diffusion-3.5-medium"``, ``"black-forest-labs/FLUX.1-dev"``), a
+            ``"stabilityai/stable-diffusion-3.5-medium"``, ``"Tongyi-MAI/Z-Image-Turbo"``), a
             local folder in diffusers layout, or a ready diffusers pipeline (moved, not reloaded).
         device: default CUDA when available, else MPS, else CPU.
         dtype: default fp16 on CUDA, fp32 elsewhere (bf16 is the usual choice for Flux).
