@@ -70,14 +70,15 @@ def _vae_for_use(vae):
     fp32 for the call and back to fp16 afterwards.
     """
     with _VAE_LOCK:
-        if vae.dtype == torch.float16 and vae.config.get("force_upcast", False):
+        dtype = vae.dtype  # read once: diffusers walks the modules to answer it
+        if dtype == torch.float16 and vae.config.get("force_upcast", False):
             vae.to(dtype=torch.float32)
             try:
                 yield torch.float32
             finally:
                 vae.to(dtype=torch.float16)
         else:
-            yield vae.dtype
+            yield dtype
 
 
 def _unscale(vae, latents: torch.Tensor) -> torch.Tensor:
