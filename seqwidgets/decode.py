@@ -353,10 +353,10 @@ class TAESDPreviewer:
             raise ValueError(f"no TAESD decoder is known for {family.label}; pass source=")
         source = source if source is not None else family.taesd
         network = family.denoiser_network(pipe)
-        if not local_files_only and not Path(str(source)).exists():
-            local_files_only = _cached_only(family, source)
-        with quiet_loading():
+        if local_files_only or Path(str(source)).exists():
             decoder = _load_tiny_decoder(family, source, local_files_only=local_files_only)
+        else:
+            decoder = _cached_or_downloaded(family, source)
         decoder = decoder.to(device=module_device(network), dtype=network.dtype)
         channels = family.latent_channels(pipe)
         if decoder.config.latent_channels != channels:
@@ -442,35 +442,35 @@ def make_previewer(
 
 
 def _load_tiny_decoder(family, source, *, local_files_only: bool):
-    if family.taesd_loader is not None:
-        return family.taesd_loader(source, local_files_only=local_files_only)
-    from diffusers import AutoencoderTiny
+    with quiet_loading():
+        if family.taesd_loader is not None:
+            return family.taesd_loader(source, local_files_only=local_files_only)
+        from diffusers import AutoencoderTiny
 
-    return AutoencoderTiny.from_pretrained(
-        str(source), local_files_only=local_files_only, use_safetensors=True
-    )
+        return AutoencoderTiny.from_pretrained(
+            str(source), local_files_only=local_files_only, use_safetensors=True
+        )
 
 
-def _cached_only(family, source) -> bool:
-    """Whether a tiny decoder must come from the local cache: it is there, or the network is not.
+def _cached_or_downloaded(family, source):
+    """The tiny decoder from the local cache when it is there, else downloaded.
 
-    Without this check an offline machine waits through the hub client's retries (about 20 s)
-    before the preview falls back to latent-to-RGB.
+    Before a download, one quick connection check of its host: without it an offline machine
+    waits through the hub client's retries (about 20 s) before the preview falls back to
+    latent-to-RGB.
 
     Raises:
         OSError: not cached, and its host does not answer within `HOST_TIMEOUT_S`.
     """
     try:
-        with quiet_loading():
-            _load_tiny_decoder(family, source, local_files_only=True)
-        return True
-    except (OSError, ValueError):
+        return _load_tiny_decoder(family, source, local_files_only=True)
+    except OSError:
         pass
     address = download_address(source)
     if not host_reachable(address):
         host = address[0] or "the hub (HF_HUB_OFFLINE)"
         raise OSError(f"offline: {host} cannot be reached and {source} is not cached")
-    return False
+    return _load_tiny_decoder(family, source, local_files_only=False)
 
 
 #: How long a download host may take to accept a connection before a preview decoder gives up.

@@ -1072,7 +1072,8 @@ _TRANSFORMER_FAMILIES = {
 
 
 _KNOWN = (
-    "SD 1.x/2.x, SDXL, SD3/SD3.5, Flux, Chroma, Qwen-Image, HiDream, Lumina 2 and Z-Image pipelines"
+    "SD 1.x/2.x, SDXL, SD3/SD3.5, Flux, Flux.2, Chroma, Qwen-Image, HiDream, Lumina 2 and Z-Image"
+    " pipelines"
 )
 
 

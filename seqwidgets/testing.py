@@ -689,6 +689,38 @@ def tiny_hidream_pipeline():
     return pipe
 
 
+def _tiny_flux2_transformer(cls, *, guidance_embeds: bool):
+    """A ``Flux2Transformer2DModel`` with one double and one single block, reading three
+    stacked layers of a 32-wide text encoder (Qwen3 for klein, Mistral 3 for dev)."""
+    return cls(
+        patch_size=1,
+        in_channels=128,  # 32 latent channels x a 2x2 patch
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=96,  # three stacked layers of the 32-wide text encoder
+        timestep_guidance_channels=16,
+        axes_dims_rope=(4, 4, 4, 4),  # the heads' 16 channels over (t, h, w, l)
+        guidance_embeds=guidance_embeds,
+    ).eval()
+
+
+def _tiny_flux2_vae(cls):
+    """A tiny ``AutoencoderKLFlux2`` (32 latent channels) whose batch-norm statistics are random."""
+    vae = cls(
+        block_out_channels=(8, 8, 8, 8),
+        layers_per_block=1,
+        latent_channels=32,
+        norm_num_groups=4,
+        sample_size=64,
+    ).eval()
+    # A trained VAE's statistics, not the identity: so that tests see the normalisation.
+    vae.bn.running_mean.normal_(0, 0.5)
+    vae.bn.running_var.uniform_(0.5, 2.0)
+    return vae
+
+
 def tiny_flux2_pipeline():
     """A ``Flux2KleinPipeline``: a 27-layer Qwen3 over the byte vocabulary (the pipeline stacks
     hidden layers 9, 18 and 27), a ``Flux2Transformer2DModel`` with one double and one single
@@ -710,28 +742,8 @@ def tiny_flux2_pipeline():
         )
         from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    transformer = Flux2Transformer2DModel(
-        patch_size=1,
-        in_channels=128,  # 32 latent channels x a 2x2 patch
-        num_layers=1,
-        num_single_layers=1,
-        attention_head_dim=16,
-        num_attention_heads=2,
-        joint_attention_dim=96,  # three stacked layers of the 32-wide Qwen3
-        timestep_guidance_channels=16,
-        axes_dims_rope=(4, 4, 4, 4),  # the heads' 16 channels over (t, h, w, l)
-        guidance_embeds=False,
-    ).eval()
-    vae = AutoencoderKLFlux2(
-        block_out_channels=(8, 8, 8, 8),
-        layers_per_block=1,
-        latent_channels=32,
-        norm_num_groups=4,
-        sample_size=64,
-    ).eval()
-    # A trained VAE's statistics, not the identity: so that tests see the normalisation.
-    vae.bn.running_mean.normal_(0, 0.5)
-    vae.bn.running_var.uniform_(0.5, 2.0)
+    transformer = _tiny_flux2_transformer(Flux2Transformer2DModel, guidance_embeds=False)
+    vae = _tiny_flux2_vae(AutoencoderKLFlux2)
     text = dict(TINY_DECODER_SIZES, num_hidden_layers=27)
     tokenizer = tiny_tokenizer(512)
     tokenizer.chat_template = CHAT_TEMPLATE
@@ -774,13 +786,16 @@ def tiny_flux2_dev_pipeline():
     from ._loading import quiet_loading
 
     with quiet_loading():
-        from diffusers import Flux2Pipeline, Flux2Transformer2DModel
+        from diffusers import (
+            AutoencoderKLFlux2,
+            FlowMatchEulerDiscreteScheduler,
+            Flux2Pipeline,
+            Flux2Transformer2DModel,
+        )
         from transformers import Mistral3Config, Mistral3ForConditionalGeneration
 
-    klein = tiny_flux2_pipeline()  # the VAE and scheduler are Flux.2's, dev and klein alike
-    transformer = Flux2Transformer2DModel.from_config(
-        dict(klein.transformer.config, guidance_embeds=True)
-    ).eval()
+    transformer = _tiny_flux2_transformer(Flux2Transformer2DModel, guidance_embeds=True)
+    vae = _tiny_flux2_vae(AutoencoderKLFlux2)  # Flux.2's VAE, dev and klein alike
     config = Mistral3Config(
         text_config=dict(
             TINY_DECODER_SIZES,
@@ -803,8 +818,8 @@ def tiny_flux2_dev_pipeline():
     tokenizer = tiny_tokenizer(512)
     tokenizer.chat_template = MISTRAL_CHAT_TEMPLATE
     pipe = Flux2Pipeline(
-        scheduler=klein.scheduler,
-        vae=klein.vae,
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=vae,
         text_encoder=Mistral3ForConditionalGeneration(config).eval(),
         tokenizer=tokenizer,
         transformer=transformer,
