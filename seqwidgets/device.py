@@ -117,6 +117,45 @@ def _torch_default_threads() -> int:
         return os.cpu_count() or 1
 
 
+def usable_cores() -> int:
+    """The cores this process may keep busy: those it may run on, within a container's CPU
+    quota (cgroup v2 ``cpu.max``: a Binder or Kubernetes pod limited to one CPU sees every core
+    of its host in ``os.cpu_count()``).
+
+    Example:
+        >>> usable_cores() >= 1
+        True
+    """
+    cores = _torch_default_threads()
+    quota = _cgroup_cpus()
+    return max(1, min(cores, quota)) if quota is not None else cores
+
+
+def spare_cpu_cores() -> int:
+    """The usable cores left when torch's threads each hold one: where the studio can decode a
+    new frame beside the sampling instead of in its way (`seqwidgets.widgets.display`).
+
+    Example:
+        >>> import torch
+        >>> spare_cpu_cores() == max(0, usable_cores() - torch.get_num_threads())
+        True
+    """
+    import torch
+
+    return max(0, usable_cores() - torch.get_num_threads())
+
+
+def _cgroup_cpus() -> int | None:
+    """The CPUs a cgroup v2 quota allows (rounded up), ``None`` without a quota."""
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text(encoding="ascii").split()[:2]
+    except (OSError, ValueError):
+        return None
+    if quota == "max" or not quota.isdigit() or not period.isdigit() or int(period) == 0:
+        return None
+    return max(1, math.ceil(int(quota) / int(period)))
+
+
 def available_devices() -> list[str]:
     """The devices a pipeline can run on here: ``cpu``, then ``cuda:0``... and ``mps`` if any.
 

@@ -146,10 +146,8 @@ def rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
     """
     rgb = np.asarray(rgb, dtype=np.float64)
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    v = rgb.max(axis=-1)
-    c = v - rgb.min(axis=-1)
+    v, c, s = _value_chroma_saturation(rgb)
     safe_c = np.where(c > 0, c, 1.0)
-    s = np.where(v > 0, c / np.where(v > 0, v, 1.0), 0.0)
     h = np.where(
         v == r,
         ((g - b) / safe_c) % 6.0,
@@ -157,6 +155,14 @@ def rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
     )
     h = np.where(c > 0, h / 6.0, 0.0) % 1.0
     return np.stack([h, s, v], axis=-1)
+
+
+def _value_chroma_saturation(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """HSV's value, chroma and saturation of float RGB ``[..., 3]``: what the saturation
+    measure needs, without the hue (most of `rgb_to_hsv`'s work)."""
+    v = rgb.max(axis=-1)
+    c = v - rgb.min(axis=-1)
+    return v, c, np.where(v > 0, c / np.where(v > 0, v, 1.0), 0.0)
 
 
 def hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
@@ -225,7 +231,7 @@ def color_stats(image: Any) -> ColorStats:
         lab_mean=lab.mean(axis=0),
         lab_std=lab.std(axis=0),
         hist=hist,
-        saturation=float(rgb_to_hsv(rgb)[..., 1].mean()),
+        saturation=float(_value_chroma_saturation(rgb)[2].mean()),
     )
 
 

@@ -163,6 +163,9 @@ class Session:
     Attributes:
         sampler (`SequenceSampler`): the engine every run of this session uses.
         last_error (`BaseException` or `None`): what ended the last run, if it raised.
+        decoder (*optional*): ``decoder(latent) -> PIL image``, how a frame's image is made;
+            ``None``: `decode_latents` with the pipeline's VAE, here. It must give the same
+            pixels (the studio sets a `seqwidgets.decode_process.DecodeProcess`'s ``decode``).
     """
 
     def __init__(
@@ -171,6 +174,7 @@ class Session:
         self.pipe = pipe
         self.sampler = SequenceSampler(pipe)
         self.last_error: BaseException | None = None
+        self.decoder: Callable[[torch.Tensor], Image.Image] | None = None
         self._images = ImageCache(image_cache_items, image_cache_bytes)
         self._thumbnails = ImageCache(4 * image_cache_items, 16 * 2**20)
         # Per-frame measures, keyed (owner id, loop) and held with the frame they describe.
@@ -242,8 +246,12 @@ class Session:
     def image(self, branch: Branch, index: int) -> Image.Image:
         """Loop ``index`` decoded by the VAE (cached; decoded again after eviction)."""
         owner = self._owner(branch, index)
-        latent = owner.frames[index].latent
-        return self._images.get((owner.id, index), lambda: decode_latents(self.pipe.vae, latent)[0])
+        latent, decoder = owner.frames[index].latent, self.decoder
+        if decoder is None:
+            return self._images.get(
+                (owner.id, index), lambda: decode_latents(self.pipe.vae, latent)[0]
+            )
+        return self._images.get((owner.id, index), lambda: decoder(latent))
 
     def thumbnail(self, branch: Branch, index: int, size: int | tuple[int, int]) -> Image.Image:
         """Loop ``index`` decoded and fitted into ``size`` (see `seqwidgets.decode.thumbnail`)."""

@@ -5,29 +5,13 @@ import warnings
 
 import numpy as np
 import pytest
+from painting import PaintRecorder
 from PIL import Image
 
 import seqwidgets as sw
 from seqwidgets.widgets.compare import HEAT_SCALE, CompareView, heatmap
 from seqwidgets.widgets.metrics_strip import BRANCH_COLORS, MetricsStrip
 from seqwidgets.widgets.timeline import KEYFRAME, TimelineLayout
-
-
-class Recorder:
-    """A painter that records what it is asked to draw."""
-
-    def __init__(self):
-        self.calls = []
-
-    def __getattr__(self, name):
-        return lambda *args, **kwargs: self.calls.append((name, args, kwargs))
-
-    def markers(self, color):
-        return [
-            args
-            for name, args, kw in self.calls
-            if name == "rect" and kw.get("fill") == color and args[2:] == (4, 4)
-        ]
 
 
 def params(**kwargs):
@@ -52,13 +36,13 @@ def test_strip_draws_one_point_per_visible_loop_and_branch(session):
     assert layout.columns == 3
     strip.refresh()
     strip.scroll = 2
-    recorder = Recorder()
+    recorder = PaintRecorder()
     strip.paint(recorder)
     for branch in (run, child):
         markers = recorder.markers(BRANCH_COLORS[branch.id % len(BRANCH_COLORS)])
         assert len(markers) == 3  # loops 2, 3, 4
         # Each point sits under its thumbnail's column.
-        centres = [x + 2 for x, *_ in markers]
+        centres = [x for x, _ in markers]
         assert centres == [layout.x(loop, 2) + 28 for loop in (2, 3, 4)]
     keyframe_ticks = [c for c in recorder.calls if c[0] == "line" and c[1][1] == KEYFRAME]
     assert len(keyframe_ticks) == 2  # loop 3 starts a keyframe, in both branches
@@ -83,7 +67,7 @@ def test_strip_highlights_and_reads_out_the_selected_loop(session):
     strip.selected = (run.id, 4)
     value = session.metrics(run)[4]["drift_lab"]
     assert f"loop 4: <b>{value:.3g}</b>" in strip.readout.value
-    recorder = Recorder()
+    recorder = PaintRecorder()
     strip.paint(recorder)
     highlight = [c for c in recorder.calls if c[0] == "rect" and c[2].get("stroke") is not None]
     assert len(highlight) == 1

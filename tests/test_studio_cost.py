@@ -101,7 +101,12 @@ def test_frames_are_decoded_beside_the_sampling_drawn_in_the_jobs_thread_and_all
     assert studio.strip.value_at(run.id, 5) is not None
 
 
-def test_on_a_cpu_the_decode_stays_in_the_sampling_thread():
+@pytest.mark.parametrize(("spare", "where"), [(0, "seqwidgets-studio"), (1, "seqwidgets-display")])
+def test_on_a_cpu_the_decode_goes_beside_the_sampling_only_with_a_core_to_spare(
+    monkeypatch, spare, where
+):
+    # torch's threads (1 here) hold every core, or leave one idle.
+    monkeypatch.setattr("seqwidgets.widgets.studio.spare_cpu_cores", lambda: spare)
     pipe = sw.testing.tiny_pipeline()
     studio = sw.Studio(pipe, threaded=True)
     decoders = set()
@@ -113,8 +118,98 @@ def test_on_a_cpu_the_decode_stays_in_the_sampling_thread():
 
     pipe.vae.decode = recorded_decode
     run = studio.run(wait=True, **params().to_dict())
-    assert studio.display.threaded is False and decoders == {"seqwidgets-studio"}
+    assert studio.display.threaded is bool(spare) and decoders == {where}
     assert studio.timeline.row(run.id).done == {0, 1, 2, 3}
+    assert studio.decode_process is None  # a short run never starts the helper process
+
+
+def test_spare_cores_count_the_cores_torchs_threads_leave_within_a_cpu_quota(monkeypatch):
+    from seqwidgets import device
+
+    monkeypatch.setattr(device, "_torch_default_threads", lambda: 8)
+    monkeypatch.setattr(device, "_cgroup_cpus", lambda: None)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    assert device.usable_cores() == 8 and device.spare_cpu_cores() == 4
+    monkeypatch.setattr(device, "_cgroup_cpus", lambda: 1)  # a pod limited to one CPU
+    assert device.usable_cores() == 1 and device.spare_cpu_cores() == 0
+
+
+@pytest.mark.parametrize(("text", "cpus"), [("max 100000", None), ("150000 100000", 2), ("", None)])
+def test_a_cgroup_cpu_quota_is_read_in_whole_cpus(monkeypatch, tmp_path, text, cpus):
+    from seqwidgets import device
+
+    real_path = device.Path
+    (tmp_path / "cpu.max").write_text(text)
+    monkeypatch.setattr(
+        device,
+        "Path",
+        lambda p: tmp_path / "cpu.max" if p == "/sys/fs/cgroup/cpu.max" else real_path(p),
+    )
+    assert device._cgroup_cpus() == cpus
+
+
+# -- a helper process decodes beside a CPU sampler -----------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_helper_process_decodes_the_same_pixels_and_its_end_loses_nothing():
+    import numpy as np
+
+    from seqwidgets.decode import decode_latents
+    from seqwidgets.decode_process import DecodeProcess
+
+    vae = sw.testing.tiny_pipeline().vae
+    latents = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    helper = DecodeProcess(vae)
+    helper.start()
+    assert helper.wait_ready(120), helper.state
+    for latent in latents:
+        here = np.asarray(decode_latents(vae, latent)[0])
+        assert np.array_equal(np.asarray(helper.decode(latent)), here)
+    assert (helper.decoded_there, helper.decoded_here) == (3, 0)
+    helper._process.kill()  # it dies: the next decode is made here, equal, and says why
+    helper._process.wait()
+    image = helper.decode(latents[0])
+    assert np.array_equal(np.asarray(image), np.asarray(decode_latents(vae, latents[0])[0]))
+    assert helper.decoded_here == 1 and helper.state.startswith("failed: the decoding process")
+    helper.close()
+
+
+def test_a_vae_that_cannot_be_copied_is_decoded_here_and_says_why():
+    from seqwidgets.decode_process import DecodeProcess
+
+    vae = sw.testing.tiny_pipeline().vae
+    vae.unpicklable = lambda: None  # a lambda: pickle refuses it
+    helper = DecodeProcess(vae)
+    helper.start()
+    assert not helper.wait_ready(30)
+    assert helper.state.startswith("failed: ") and "pickle" in helper.state.lower()
+    assert helper.decode(torch.zeros(4, 8, 8)).size == (64, 64) and helper.decoded_here == 1
+    helper.close()
+
+
+@pytest.mark.slow
+def test_a_long_studio_run_on_a_cpu_decodes_its_frames_in_the_helper(monkeypatch):
+    import numpy as np
+
+    from seqwidgets.decode import decode_latents
+
+    monkeypatch.setattr("seqwidgets.widgets.studio.spare_cpu_cores", lambda: 1)
+    monkeypatch.setattr("seqwidgets.widgets.studio.DECODER_PROCESS_AFTER_S", 0.0)
+    pipe = sw.testing.tiny_pipeline()
+    studio = sw.Studio(pipe, threaded=True)
+    studio.run(wait=True, **params().to_dict())  # starts the helper
+    helper = studio.decode_process
+    assert helper is not None and helper.wait_ready(120), helper.state
+    run = studio.run(wait=True, **params(seed=7).to_dict())
+    assert helper.decoded_there == 4  # every frame of the second run
+    for index in run.indices:  # the same pixels as a decode here
+        latent = studio.session.frame(run, index).latent
+        expected = np.asarray(decode_latents(pipe.vae, latent)[0])
+        assert np.array_equal(np.asarray(studio.session.image(run, index)), expected)
+    process = helper._process
+    studio.close()
+    assert helper.state == "closed" and process.poll() is not None  # no process left behind
 
 
 def test_live_previews_still_arrive_while_the_run_goes_on():

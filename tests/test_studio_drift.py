@@ -7,6 +7,7 @@ import io
 
 import numpy as np
 import pytest
+from painting import PaintRecorder
 from PIL import Image
 
 from seqwidgets.params import SequenceParams
@@ -22,30 +23,12 @@ BASE = dict(
 )
 
 
-class Recorder:
-    """A painter that records what it is asked to draw."""
-
-    def __init__(self):
-        self.calls = []
-
-    def __getattr__(self, name):
-        return lambda *args, **kwargs: self.calls.append((name, args, kwargs))
-
-    def marker_xs(self, branch_id: int) -> list[float]:
-        """The centres of one branch's point markers (4x4 squares in its colour)."""
-        color = BRANCH_COLORS[branch_id % len(BRANCH_COLORS)]
-        return [
-            args[0] + 2
-            for name, args, kw in self.calls
-            if name == "rect" and kw.get("fill") == color and args[2:] == (4, 4)
-        ]
-
-
 def points(studio: Studio) -> dict[int, list[float]]:
     """What the strip draws now: marker x positions per branch id (empty lists left out)."""
-    recorder = Recorder()
+    recorder = PaintRecorder()
     studio.strip.paint(recorder)
-    drawn = {b.id: recorder.marker_xs(b.id) for b in studio.session.branches}
+    colors = {b.id: BRANCH_COLORS[b.id % len(BRANCH_COLORS)] for b in studio.session.branches}
+    drawn = {bid: [x for x, _ in recorder.markers(color)] for bid, color in colors.items()}
     return {bid: xs for bid, xs in drawn.items() if xs}
 
 
@@ -98,7 +81,7 @@ def test_selecting_a_frame_highlights_its_value_in_the_strip(studio):
     assert studio.strip.selected == (run.id, 5)
     value = studio.session.metrics(run)[5]["drift_lab"]
     assert f"loop 5: <b>{value:.3g}</b>" in studio.strip.readout.value
-    recorder = Recorder()
+    recorder = PaintRecorder()
     studio.strip.paint(recorder)
     rings = [c for c in recorder.calls if c[0] == "rect" and c[2].get("stroke") == ACCENT]
     assert len(rings) == 1

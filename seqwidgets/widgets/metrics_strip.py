@@ -276,8 +276,7 @@ class MetricsStrip(W.VBox):
             xy = [(self._x(loop), y(v)) for loop, v in points]
             if len(xy) > 1:
                 p.line(xy, color, 1.5)
-            for px, py in xy:  # one marker per loop: the point the thumbnail above shows
-                p.rect(px - 2, py - 2, 4, 4, fill=color)
+            p.squares(xy, 4, color)  # a marker per loop: the point the thumbnail above shows
 
     def paint_highlight(self, p) -> None:
         """The selected (or hovered) loop: a line down its column, a ring round each value."""

@@ -17,6 +17,8 @@ from typing import Any
 import ipywidgets as W
 import traitlets
 
+from seqwidgets.decode_process import DecodeProcess
+from seqwidgets.device import available_memory, spare_cpu_cores
 from seqwidgets.offload import execution_device
 from seqwidgets.params import SequenceParams
 from seqwidgets.session import DRAFT_ID as DRAFT_ROW
@@ -41,6 +43,22 @@ TYPING_DELAY = 0.3
 
 #: The drafts' request that drops the draft: a click never waits for a model step to end.
 _DROP = "drop the draft"
+
+#: On a CPU with cores to spare, frames are decoded in a helper process once a job has sampled
+#: this long: the helper takes seconds to start, which a short run would not win back.
+DECODER_PROCESS_AFTER_S = 2.0
+
+#: ... and only with this much memory free: the helper holds its own torch and a copy of the VAE
+#: (about 0.46 GB with the toy model).
+DECODER_PROCESS_MEMORY = 2 << 30
+
+
+def _cores_to_spare() -> bool:
+    """Whether torch's threads leave as many cores again idle: a decode beside the sampling
+    then runs with the same threads (so the same pixels) without slowing it."""
+    import torch
+
+    return spare_cpu_cores() >= torch.get_num_threads()
 
 
 class Studio(W.VBox):
@@ -130,6 +148,7 @@ class Studio(W.VBox):
         self.jobs = JobRunner(self.threaded, self._finish, self._show_error)
         # Frames are decoded (beside the sampling, on an accelerator) and drawn at its next step.
         self.display = DisplayWorker(threaded=None, on_error=self._show_error)
+        self._decoder: DecodeProcess | None = None  # the helper process, on a CPU
 
         self.panel = ControlPanel(params)
         self.transport = t = Transport()
@@ -282,6 +301,12 @@ class Studio(W.VBox):
         return self.jobs.wait(timeout)
 
     @property
+    def decode_process(self):
+        """The helper process decoding new frames (`seqwidgets.decode_process.DecodeProcess`),
+        on a CPU with cores to spare once a job has run a while; ``None`` until then."""
+        return self._decoder
+
+    @property
     def draft(self):
         """The live draft (a `Branch` not listed in the session until `keep`), or ``None``."""
         return None if self._session is None else self._session.current_draft
@@ -425,6 +450,8 @@ class Studio(W.VBox):
         self.drafts.wait(30)
         self.stop()
         self.wait(30)
+        if self._decoder is not None:
+            self._decoder.close()
         close_all(self)
         super().close()
 
@@ -534,16 +561,44 @@ class Studio(W.VBox):
         job.on_frame(frame.index)
         session, size = self.session, self.thumb_size
         # On an accelerator a decode in the sampling thread waits for the device (a host
-        # synchronisation): a worker thread lets the sampling go on. On a CPU the decode is CPU
-        # work wherever it runs and a thread only adds contention (bench_interaction: no gain).
+        # synchronisation): a worker thread lets the sampling go on. On a CPU it helps where a
+        # core is left over by torch's threads (the default, half the cores): the decode's
+        # convolutions run there without the interpreter's lock; with every core busy it would
+        # only contend with the sampling (bench_interaction).
         if self.display.threaded is None:
-            self.display.threaded = execution_device(session.pipe).type != "cpu"
+            self.display.threaded = not self._on_cpu() or _cores_to_spare()
+        if self.display.threaded and self._on_cpu():
+            self._decode_in_a_process(job)
         self.display.submit(
             self.jobs.guarded(lambda: self._draw_frame(job, branch, frame)),
-            # Beside the sampling: the decode (torch work, which leaves Python's lock free).
-            prepare=lambda: session.thumbnail(branch, frame.index, size),
+            prepare=lambda: self._prepare_frame(session, branch, frame.index, size),
         )
         self.display.draw_ready()
+
+    def _on_cpu(self) -> bool:
+        return execution_device(self.session.pipe).type == "cpu"
+
+    def _decode_in_a_process(self, job: Job) -> None:
+        """Once a job has sampled for `DECODER_PROCESS_AFTER_S`, decode in a helper process
+        (`seqwidgets.decode_process`): on a thread the decode and a CPU sampler take turns
+        for Python's lock. Short runs (and tests) never pay the helper's start (seconds)."""
+        session = self.session
+        if self._decoder is not None or time.monotonic() - job.started < DECODER_PROCESS_AFTER_S:
+            return
+        room = available_memory("cpu")
+        if room is not None and room < DECODER_PROCESS_MEMORY:
+            return
+        self._decoder = DecodeProcess(session.pipe.vae)
+        self._decoder.start()
+        session.decoder = self._decoder.decode
+
+    @staticmethod
+    def _prepare_frame(session, branch, index: int, size: int) -> None:
+        """What a new frame's drawing reads, made beside the sampling when the display has a
+        thread: the decode (torch work, which leaves Python's lock free), its thumbnail and
+        its row of measures for the strip. All three are cached in the session."""
+        session.thumbnail(branch, index, size)
+        session.metrics(branch, index)
 
     def _draw_frame(self, job: Job, branch, frame) -> None:  # once decoded, on the job's thread
         self.view.live.release(frame.index)  # the frame is the better picture of its loop

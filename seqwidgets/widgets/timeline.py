@@ -229,30 +229,47 @@ class _CanvasPainter:
     def __init__(self, canvas, images: dict):
         self.c = canvas
         self.images = images
+        self._styles: dict[str, object] = {}  # set by this painter (one paint)
+
+    def _set(self, name: str, value) -> None:
+        # Each style set is a command to the browser and about 6 us here, however often the
+        # value repeats (a strip's markers, a row's texts). Within one paint nothing else
+        # touches the canvas, so a repeat is skipped; a new paint sets each style again, since
+        # the browser may have reset them (a resized canvas, a reloaded page).
+        if self._styles.get(name, self) != value:
+            self._styles[name] = value
+            setattr(self.c, name, value)
 
     def rect(self, x, y, w, h, fill=None, stroke=None, width=1.0):
         if fill is not None:
-            self.c.fill_style = fill
+            self._set("fill_style", fill)
             self.c.fill_rect(x, y, w, h)
         if stroke is not None:
-            self.c.stroke_style = stroke
-            self.c.line_width = width
+            self._set("stroke_style", stroke)
+            self._set("line_width", width)
             self.c.stroke_rect(x, y, w, h)
 
+    def squares(self, centres, side, fill):
+        """Filled squares of ``side`` centred on each ``(x, y)``: one canvas command."""
+        if centres:
+            self._set("fill_style", fill)
+            xs, ys = (np.asarray(v, dtype=float) - side / 2 for v in zip(*centres, strict=True))
+            self.c.fill_rects(xs, ys, side, side)
+
     def line(self, points, color, width=1.0):
-        self.c.stroke_style = color
-        self.c.line_width = width
+        self._set("stroke_style", color)
+        self._set("line_width", width)
         self.c.stroke_lines(points)
 
     def polygon(self, points, fill):
-        self.c.fill_style = fill
+        self._set("fill_style", fill)
         self.c.fill_polygon(points)
 
     def text(self, s, x, y, color, size=11, bold=False, align="left"):
-        self.c.font = f"{'bold ' if bold else ''}{size}px sans-serif"
-        self.c.fill_style = color
-        self.c.text_align = align
-        self.c.text_baseline = "top"
+        self._set("font", f"{'bold ' if bold else ''}{size}px sans-serif")
+        self._set("fill_style", color)
+        self._set("text_align", align)
+        self._set("text_baseline", "top")
         self.c.fill_text(s, x, y)
 
     def image(self, key, x, y, w, h):
@@ -282,6 +299,10 @@ class _PILPainter:
     def rect(self, x, y, w, h, fill=None, stroke=None, width=1.0):
         box = [x, y, x + w - 1, y + h - 1]
         self.d.rectangle(box, fill=fill, outline=stroke, width=max(1, round(width)))
+
+    def squares(self, centres, side, fill):
+        for x, y in centres:
+            self.rect(x - side / 2, y - side / 2, side, side, fill=fill)
 
     def line(self, points, color, width=1.0):
         self.d.line([tuple(p) for p in points], fill=color, width=max(1, round(width)))

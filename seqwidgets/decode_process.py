@@ -1,0 +1,233 @@
+"""A VAE decoding in a process of its own, so that a CPU sampler never waits for it.
+
+On a CPU with a core to spare, the studio decodes each new frame beside the sampling. On a thread
+the decode's convolutions do run on the other core, but between two of its small operations the
+thread takes Python's lock back, and a sampler of small operations (the toy model: hundreds a
+step) waits for it each time: a decode on a thread cost the toy model's engine 1 to 3% of its
+time on a 2-core machine, the same decode in another process 0.4% (bench_interaction's notes in
+docs/performance.md). In a process nothing is shared.
+
+The process holds a copy of the VAE, sent once, and runs the same `decode_latents` with as many
+torch threads as the sampler, so its pixels are the in-process decode's, bit for bit (tested).
+It starts in the background; until it is ready, and for good once it has failed (a VAE that
+cannot be copied, a process that died), `DecodeProcess.decode` decodes in the calling process,
+so a caller never sees the difference but in time.
+
+Example:
+    >>> import torch
+    >>> from seqwidgets.testing import tiny_pipeline
+    >>> vae = tiny_pipeline().vae
+    >>> helper = DecodeProcess(vae)  # nothing started yet: decodes here
+    >>> helper.decode(torch.zeros(4, 8, 8)).size
+    (64, 64)
+    >>> helper.state
+    'not started'
+    >>> helper.close()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import subprocess
+import sys
+import threading
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .decode import decode_latents
+
+__all__ = ["DecodeProcess", "vae_bytes"]
+
+#: VAEs above this many bytes of weights are not copied into a helper (the copy doubles them).
+MAX_VAE_BYTES = 1 << 30
+
+
+def vae_bytes(vae) -> int:
+    """Bytes of the VAE's weights (parameters and buffers): what a helper process copies."""
+    tensors = [*vae.parameters(), *vae.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+class DecodeProcess:
+    """Decodes latents with a copy of ``vae`` in a helper process, or here until it is ready.
+
+    Args:
+        vae: the pipeline's VAE, on the CPU.
+        threads (`int`, *optional*): torch threads in the helper; default the caller's
+            (`torch.get_num_threads()`), which keeps the pixels equal.
+
+    Attributes:
+        state (`str`): ``"not started"``, ``"starting"``, ``"ready"``, ``"closed"`` or
+            ``"failed: <why>"``.
+        decoded_here (`int`), decoded_there (`int`): decodes done in this process and in the
+            helper.
+    """
+
+    def __init__(self, vae, *, threads: int | None = None):
+        self.vae = vae
+        self.threads = threads if threads is not None else torch.get_num_threads()
+        self.state = "not started"
+        self.decoded_here = 0
+        self.decoded_there = 0
+        self._pipes: tuple[Connection, Connection] | None = None  # (to it, from it)
+        self._process: subprocess.Popen | None = None
+        self._lock = threading.Lock()  # one request at a time on the pipe
+
+    def start(self) -> None:
+        """Start the helper in the background (once); `decode` uses it when it is ready."""
+        with self._lock:
+            if self.state != "not started":
+                return
+            self.state = "starting"
+        threading.Thread(target=self._start, name="seqwidgets-decoder-start", daemon=True).start()
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait until the helper is ready or has failed; return whether it is ready."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.state == "starting" and (deadline is None or time.monotonic() < deadline):
+            time.sleep(0.02)
+        return self.state == "ready"
+
+    def decode(self, latent: torch.Tensor) -> Image.Image:
+        """Decode one latent ``[C, h, w]`` (diffusers' scaling) to an RGB image: in the helper
+        when it is ready, else here."""
+        if self.state == "ready":
+            pixels = self._ask(latent)
+            if pixels is not None:
+                self.decoded_there += 1
+                return Image.fromarray(pixels)
+        self.decoded_here += 1
+        return decode_latents(self.vae, latent)[0]
+
+    def close(self) -> None:
+        """Stop the helper (it also ends with this process: it is a daemon)."""
+        with self._lock:
+            pipes, process, self._pipes, self._process = self._pipes, self._process, None, None
+            if not self.state.startswith("failed"):
+                self.state = "closed"
+        if pipes is not None:
+            with contextlib.suppress(OSError, ValueError):
+                pipes[0].send(None)
+            for pipe in pipes:
+                pipe.close()
+        if process is not None:
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    # -- the parent's side -----------------------------------------------------------------
+
+    def _start(self) -> None:
+        try:
+            if vae_bytes(self.vae) > MAX_VAE_BYTES:
+                raise ValueError(f"the VAE is over {MAX_VAE_BYTES >> 20} MiB: not copied")
+            blob = pickle.dumps(self.vae)  # a copy of the weights, not shared memory
+            # A fresh interpreter running this module (not multiprocessing's spawn, which runs
+            # the caller's script again where it has no ``if __name__ == "__main__"``). Its
+            # output is the pipe back; what its imports print is not the user's business.
+            process = subprocess.Popen(
+                [sys.executable, "-m", __name__],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                env=_child_environment(),
+            )
+            to_child = Connection(os.dup(process.stdin.fileno()), readable=False)
+            from_child = Connection(os.dup(process.stdout.fileno()), writable=False)
+            process.stdin.close()
+            process.stdout.close()
+            to_child.send((blob, self.threads))
+            del blob
+            reply = from_child.recv()  # "ready" or ("error", why); then ("image", pixels)
+        except Exception as exc:
+            self._fail(f"{type(exc).__name__}: {exc}")
+            return
+        with self._lock:
+            if self.state != "starting" or reply != "ready":  # closed meanwhile, or failed
+                if self.state == "starting":
+                    self.state = f"failed: {reply[1]}"
+                to_child.close()
+                from_child.close()
+                process.kill()
+                process.wait()
+                return
+            self._pipes, self._process, self.state = (to_child, from_child), process, "ready"
+
+    def _ask(self, latent: torch.Tensor) -> np.ndarray | None:
+        array = latent.detach().to("cpu", torch.float32).numpy()  # exact for f32, bf16, f16
+        with self._lock:
+            if self._pipes is None:
+                return None
+            to_child, from_child = self._pipes
+            try:
+                to_child.send(array)
+                kind, value = from_child.recv()
+            except (EOFError, OSError) as exc:  # the helper died: decode here from now on
+                self.state = f"failed: the decoding process ended ({type(exc).__name__})"
+                self._pipes = None
+                return None
+        if kind == "error":
+            raise RuntimeError(f"VAE decode in the helper process failed: {value}")
+        return value
+
+    def _fail(self, why: str) -> None:
+        with self._lock:
+            if self.state == "starting":
+                self.state = f"failed: {why}"
+
+
+# -- the helper's side ---------------------------------------------------------------------------
+
+
+def _child_environment() -> dict[str, str]:
+    """The caller's environment, with this package importable even when it was put on
+    ``sys.path`` by hand rather than installed."""
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def _serve() -> None:
+    """The helper: load the VAE copy, say "ready", then decode each latent until told to stop.
+    Requests come on standard input, replies go out on what was standard output (anything else
+    printed there would corrupt them: it goes nowhere)."""
+    from_parent = Connection(os.dup(0), writable=False)
+    to_parent = Connection(os.dup(1), readable=False)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    try:
+        blob, threads = from_parent.recv()
+        torch.set_num_threads(threads)
+        torch.set_grad_enabled(False)
+        vae = pickle.loads(blob)
+        del blob
+    except Exception as exc:
+        to_parent.send(("error", f"{type(exc).__name__}: {exc}"))
+        return
+    to_parent.send("ready")
+    while True:
+        try:
+            array = from_parent.recv()
+        except EOFError:
+            return
+        if array is None:
+            return
+        try:
+            image = decode_latents(vae, torch.from_numpy(array))[0]
+            to_parent.send(("image", np.asarray(image)))
+        except Exception as exc:
+            to_parent.send(("error", f"{type(exc).__name__}: {exc}"))
+
+
+if __name__ == "__main__":
+    _serve()
