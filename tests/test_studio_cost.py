@@ -256,6 +256,17 @@ def test_behind_a_slow_decode_a_burst_of_previews_never_builds_a_queue_and_the_n
     assert drawn == ["frame 0", 199] and queue.dropped == 199
 
 
+def test_a_preview_replaced_before_its_turn_is_never_prepared():
+    queue = DisplayWorker()
+    decoding, prepared = threading.Event(), []
+    queue.submit(lambda: None, prepare=lambda: decoding.wait(10))  # the worker is busy
+    for step in range(50):
+        queue.submit(lambda: None, prepare=lambda step=step: prepared.append(step), latest="live")
+    decoding.set()
+    assert queue.drain(10)
+    assert prepared == [49] and queue.dropped == 49  # only the newest preview's arithmetic
+
+
 def test_a_preview_is_drawn_in_the_step_that_made_it_when_nothing_waits_before_it():
     queue = DisplayWorker()
     drawn = []

@@ -142,6 +142,7 @@ def test_an_unknown_preview_name_is_refused():
 
 def test_a_previewer_returning_none_is_skipped(every_step):
     studio = make_studio(tiny_pipeline("flux"))
+    studio.display.threaded = False  # each preview made and drawn in its step
     calls = []
 
     def every_other(latent):
@@ -177,6 +178,7 @@ def test_a_failing_previewer_turns_the_preview_off_with_a_note():
 def test_full_vae_decodes_the_estimate_of_a_stopped_loop(kind, every_step):
     pipe = tiny_pipeline(kind)
     studio = make_studio(pipe)
+    studio.display.threaded = False  # each preview drawn in the step that made it
     button = studio.view.decode_button
     assert button.disabled, "nothing to decode before a run"
     show_live = studio.view.show_live

@@ -46,6 +46,7 @@ class _Entry:
     draw: Task
     latest: str | None
     ready: threading.Event = field(default_factory=threading.Event)
+    replaced: bool = False  # a newer task of its name took its place: not prepared, not drawn
 
 
 class DisplayWorker:
@@ -92,6 +93,8 @@ class DisplayWorker:
         with self._lock:
             if latest is not None:
                 kept = [e for e in self._queue if e.latest != latest]
+                for e in self._queue:
+                    e.replaced = e.replaced or e.latest == latest
                 self.dropped += len(self._queue) - len(kept)
                 self._queue = kept
             self._queue.append(entry)
@@ -138,7 +141,8 @@ class DisplayWorker:
                     self._thread = None
                     return
                 prepare, entry = self._prepares.pop(0)
-            _quietly(prepare)
+            if not entry.replaced:  # else its picture would never be drawn: skip the work
+                _quietly(prepare)
             entry.ready.set()
 
     def _draw(self, draw: Task) -> None:

@@ -59,6 +59,7 @@ class LivePreview:
         self.note = ""
         self.held: LiveEstimate | None = None
         self.on_note: Callable[[str], None] | None = None
+        self._prepared: tuple[torch.Tensor, Image.Image | None] | None = None
 
     @property
     def kind(self) -> str:
@@ -88,11 +89,19 @@ class LivePreview:
         else:
             self._tell()
 
+    def prepare(self, denoised: torch.Tensor, *, loop: int, step: int, params) -> None:
+        """Preview ``denoised`` ahead (on the display's thread, beside the sampling): the next
+        call with this same tensor returns that picture instead of making it again."""
+        self._prepared = (denoised, self(denoised, loop=loop, step=step, params=params))
+
     def __call__(
         self, denoised: torch.Tensor, *, loop: int, step: int, params
     ) -> Image.Image | None:
         """Hold a copy of ``denoised`` (the sampler's tensor is never touched) and preview it:
         an image, or ``None`` when there is none (no previewer, a skipped step, a failure)."""
+        prepared, self._prepared = self._prepared, None
+        if prepared is not None and prepared[0] is denoised:
+            return prepared[1]
         latent = denoised[:1].detach().clone()
         self.held = LiveEstimate(latent, loop, step, params)
         if self.previewer is None:

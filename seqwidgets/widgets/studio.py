@@ -157,7 +157,7 @@ class Studio(W.VBox):
         self.header = Header()
         image = self.renderer != "canvas"
         self.view = FrameView((ImagePreview if image else CanvasPreview)(preview_size), preview)
-        self.view.live.on_note = lambda _note: self._describe()
+        self.view.live.on_note = lambda _note: self._describe_soon()
         on_click(self.view.decode_button, self.decode_full, self._show_error)
         self.timeline = (ImageTimeline if image else CanvasTimeline)(
             width=width, thumb=thumb_size, max_rows=max_rows
@@ -549,10 +549,13 @@ class Studio(W.VBox):
             pipe = self.session.pipe
             latent = denoised[:1].detach().clone()  # the sampler goes on with its own tensor
 
+            def make_live() -> None:  # the previewer's arithmetic, beside the sampling
+                self.view.live.prepare(latent, loop=loop, step=step, params=job.params)
+
             def show_live() -> None:
                 self.view.show_live(pipe, latent, loop, step, job.params)
 
-            draw(guard(show_live), latest="live")
+            draw(guard(show_live), prepare=make_live, latest="live")
         self.display.draw_ready()
 
     def _on_frame(self, branch, frame) -> None:
@@ -749,6 +752,14 @@ class Studio(W.VBox):
             self.timeline.sync(session.branches, lambda b, i: session.thumbnail(b, i, size))
             self.strip.refresh()
             self.compare.refresh()
+
+    def _describe_soon(self) -> None:
+        """`_describe` now, or during a job by the thread that draws (the previewer that
+        changed the note may be running beside the sampling)."""
+        if self.running:
+            self.display.submit(self.jobs.guarded(self._describe))
+        else:
+            self._describe()
 
     def _describe(self) -> None:  # the model is known (or loaded): name it, fit the panel to it
         self.header.describe(self._pipe, self.threaded, self.renderer, self.view.live.note)
