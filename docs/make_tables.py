@@ -117,24 +117,22 @@ def _interaction_rows(r: dict) -> list[tuple[str, str, str]]:
             "< 50 ms",
         ),
         (
-            f"a studio run with live previews ({r['live_preview']}), metrics strip and drawing, against the engine alone",
+            f"a studio run with live previews ({r['live_preview']}), metrics strip and drawing, against the engine alone; "
+            f"{r['vae_decodes_per_run']:.0f} VAE decodes for {r['loops']} loops, in {r['studio_decodes_in']}",
             f"**{_pct(r['studio_over_engine'])}** (median of rounds; fastest runs {_pct(r['studio_over_engine_fastest'])})",
             "<= 5%",
         ),
         (
-            f"the same run's CPU time, every thread (what one core pays); {r['vae_decodes_per_run']:.0f} VAE decodes for {r['loops']} loops",
-            f"{_pct(r['studio_cpu_over_engine'])}; with each frame decoded on a worker thread {_pct(r['worker_cpu_over_engine'])}",
+            "the same with each frame decoded, measured and drawn in the sampling thread (a CPU whose cores torch's threads all hold)",
+            f"{_pct(r['inline_over_engine'])} (fastest runs {_pct(r['inline_over_engine_fastest'])})",
+            "",
+        ),
+        (
+            "the studio's own work on the sampling thread, as CPU time (which other processes' load inflates far less than wall time)",
+            f"**{_pct(r['studio_work_cpu_over_engine'])}**; a VAE decode a frame there would add {_pct(r['vae_decode_cpu_over_engine'])}",
             "",
         ),
     ]
-    if "studio_work_cpu_over_engine" in r:
-        rows.append(
-            (
-                "the studio's own work on the sampling thread, as CPU time (which other processes' load inflates far less than wall time)",
-                f"**{_pct(r['studio_work_cpu_over_engine'])}**, of which the VAE decodes {_pct(r['vae_decode_cpu_over_engine'])}",
-                "",
-            )
-        )
     return [
         *rows,
         (

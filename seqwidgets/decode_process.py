@@ -7,8 +7,10 @@ step) waits for it each time: a decode on a thread cost the toy model's engine 1
 time on a 2-core machine, the same decode in another process 0.4% (bench_interaction's notes in
 docs/performance.md). In a process nothing is shared.
 
-The process holds a copy of the VAE, sent once, and runs the same `decode_latents` with as many
-torch threads as the sampler, so its pixels are the in-process decode's, bit for bit (tested).
+The process holds a copy of the VAE, taken when it starts (weights changed in place later are
+not seen; the studio decodes here when the pipeline is given another VAE), and runs the same
+`decode_latents` with as many torch threads as the sampler, so its pixels are the in-process
+decode's, bit for bit (tested).
 It starts in the background; until it is ready, and for good once it has failed (a VAE that
 cannot be copied, a process that died), `DecodeProcess.decode` decodes in the calling process,
 so a caller never sees the difference but in time.

@@ -46,6 +46,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "conditioning",
             "denoiser",
             "decode",
+            "decode_process",
             "metrics",
             "coherence",
             "offload",

@@ -207,6 +207,11 @@ def test_a_long_studio_run_on_a_cpu_decodes_its_frames_in_the_helper(monkeypatch
         latent = studio.session.frame(run, index).latent
         expected = np.asarray(decode_latents(pipe.vae, latent)[0])
         assert np.array_equal(np.asarray(studio.session.image(run, index)), expected)
+    other = sw.testing.tiny_pipeline(seed=1).vae  # another VAE given to the pipeline
+    pipe.vae = other
+    latent = torch.randn(4, 8, 8)
+    expected = np.asarray(decode_latents(other, latent)[0])
+    assert np.array_equal(np.asarray(studio.session.decoder(latent)), expected)
     process = helper._process
     studio.close()
     assert helper.state == "closed" and process.poll() is not None  # no process left behind

@@ -1,20 +1,23 @@
-"""The studio's drawing queue: decodes off the sampling thread, draws at its next step.
+"""The studio's drawing queue: pictures made off the sampling thread, drawn at its next step.
 
 Each new frame costs a VAE decode (on the toy model about one model step: 5% of a 20-step
-loop), then drawing (its thumbnail, the metrics strip, the selection: canvas messages). The
-decode is torch work that leaves Python's lock free, so it runs on a thread of its own, beside
-the sampling; the drawing is Python work that would only contend with the sampler for that
-lock, and widget updates belong on one thread (from other threads they are unreliable on
-Colab), so it stays on the thread that draws: the studio's job thread, which calls `draw_ready`
-at each model step and `drain` at the end of the job.
+loop), its thumbnail and row of measures, then drawing (the thumbnail, the metrics strip, the
+selection: canvas messages); each live preview costs the previewer's arithmetic, then drawing.
+The making runs on a thread of its own, beside the sampling (on an accelerator, and on a CPU
+whose cores torch's threads leave idle; on a CPU the decode itself goes on in a helper process,
+`seqwidgets.decode_process`). The drawing is Python work that would only contend with the
+sampler for Python's lock (tried: no gain), and widget updates belong on one thread (from
+other threads they are unreliable on Colab), so it stays on the thread that draws: the
+studio's job thread, which calls `draw_ready` at each model step and `drain` at the end of the
+job.
 
 A task is queued with an optional ``prepare`` (run on the worker's thread: the decode) and
 drawn, in the order given, once its ``prepare`` is done. Two kinds of task:
 
 * **kept** (each new frame): every one is drawn, in order, so no thumbnail is ever missing;
 * **latest** (a live preview, the progress line): a newer task of the same name replaces one
-  still waiting, so a slow frame decode or a burst of steps never builds a queue: the newest
-  picture wins.
+  still waiting (and its ``prepare``, if not begun, is skipped), so a slow frame decode or a
+  burst of steps never builds a queue: the newest picture wins.
 
 Example:
     >>> queue = DisplayWorker()

@@ -17,6 +17,7 @@ from typing import Any
 import ipywidgets as W
 import traitlets
 
+from seqwidgets.decode import decode_latents
 from seqwidgets.decode_process import DecodeProcess
 from seqwidgets.device import available_memory, spare_cpu_cores
 from seqwidgets.offload import execution_device
@@ -591,9 +592,15 @@ class Studio(W.VBox):
         room = available_memory("cpu")
         if room is not None and room < DECODER_PROCESS_MEMORY:
             return
-        self._decoder = DecodeProcess(session.pipe.vae)
-        self._decoder.start()
-        session.decoder = self._decoder.decode
+        helper = self._decoder = DecodeProcess(session.pipe.vae)
+        helper.start()
+
+        def decode(latent):
+            if session.pipe.vae is helper.vae:
+                return helper.decode(latent)
+            return decode_latents(session.pipe.vae, latent)[0]  # another VAE set since: here
+
+        session.decoder = decode
 
     @staticmethod
     def _prepare_frame(session, branch, index: int, size: int) -> None:
