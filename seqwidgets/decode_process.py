@@ -109,7 +109,7 @@ class DecodeProcess:
         return decode_latents(self.vae, latent)[0]
 
     def close(self) -> None:
-        """Stop the helper (it also ends with this process: it is a daemon)."""
+        """Stop the helper. (It also ends with this process: its requests' pipe closes.)"""
         with self._lock:
             pipes, process, self._pipes, self._process = self._pipes, self._process, None, None
             if not self.state.startswith("failed"):
@@ -129,6 +129,7 @@ class DecodeProcess:
     # -- the parent's side -----------------------------------------------------------------
 
     def _start(self) -> None:
+        process = None
         try:
             if vae_bytes(self.vae) > MAX_VAE_BYTES:
                 raise ValueError(f"the VAE is over {MAX_VAE_BYTES >> 20} MiB: not copied")
@@ -152,6 +153,9 @@ class DecodeProcess:
             reply = from_child.recv()  # "ready" or ("error", why); then ("image", pixels)
         except Exception as exc:
             self._fail(f"{type(exc).__name__}: {exc}")
+            if process is not None:
+                process.kill()
+                process.wait()
             return
         with self._lock:
             if self.state != "starting" or reply != "ready":  # closed meanwhile, or failed
@@ -172,14 +176,26 @@ class DecodeProcess:
             to_child, from_child = self._pipes
             try:
                 to_child.send(array)
+                while not from_child.poll(1.0):  # a decode may take long; a dead helper not
+                    if self._process.poll() is not None:
+                        raise EOFError
                 kind, value = from_child.recv()
             except (EOFError, OSError) as exc:  # the helper died: decode here from now on
-                self.state = f"failed: the decoding process ended ({type(exc).__name__})"
-                self._pipes = None
+                self._give_up(f"the decoding process ended ({type(exc).__name__})")
                 return None
-        if kind == "error":
-            raise RuntimeError(f"VAE decode in the helper process failed: {value}")
+            if kind == "error":  # decoded here instead, which says what is wrong if it is
+                self._give_up(value)
+                return None
         return value
+
+    def _give_up(self, why: str) -> None:  # with the lock held
+        self.state = f"failed: {why}"
+        for pipe in self._pipes or ():
+            pipe.close()
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+        self._pipes = self._process = None
 
     def _fail(self, why: str) -> None:
         with self._lock:
