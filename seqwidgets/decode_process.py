@@ -8,7 +8,8 @@ time on a 2-core machine, the same decode in another process 0.4% (bench_interac
 docs/performance.md). In a process nothing is shared.
 
 The process holds a copy of the VAE, taken when it starts (weights changed in place later are
-not seen; the studio decodes here when the pipeline is given another VAE), and runs the same
+not seen; a VAE moved to another device or dtype since is decoded here, and the studio decodes
+here when the pipeline is given another VAE), and runs the same
 `decode_latents` with as many torch threads as the sampler, so its pixels are the in-process
 decode's, bit for bit (tested).
 It starts in the background; until it is ready, and for good once it has failed (a VAE that
@@ -72,6 +73,9 @@ class DecodeProcess:
             helper.
     """
 
+    #: Seconds at least that a decode request waits for the helper's answer.
+    patience = 60.0
+
     def __init__(self, vae, *, threads: int | None = None):
         self.vae = vae
         self.threads = threads if threads is not None else torch.get_num_threads()
@@ -80,6 +84,8 @@ class DecodeProcess:
         self.decoded_there = 0
         self._pipes: tuple[Connection, Connection] | None = None  # (to it, from it)
         self._process: subprocess.Popen | None = None
+        self._slowest = 0.0  # seconds, the helper's slowest answer
+        self._copied = _placement(vae)  # what the copy is: a VAE moved since decodes here
         self._lock = threading.Lock()  # one request at a time on the pipe
 
     def start(self) -> None:
@@ -100,7 +106,7 @@ class DecodeProcess:
     def decode(self, latent: torch.Tensor) -> Image.Image:
         """Decode one latent ``[C, h, w]`` (diffusers' scaling) to an RGB image: in the helper
         when it is ready, else here."""
-        if self.state == "ready":
+        if self.state == "ready" and _placement(self.vae) == self._copied:
             pixels = self._ask(latent)
             if pixels is not None:
                 self.decoded_there += 1
@@ -174,15 +180,21 @@ class DecodeProcess:
             if self._pipes is None:
                 return None
             to_child, from_child = self._pipes
+            # A decode may take long; a dead helper is noticed within a second, and one that
+            # stopped answering (20 times its slowest decode, at least `patience`) is given up.
+            patience, asked = max(self.patience, 20 * self._slowest), time.monotonic()
             try:
                 to_child.send(array)
-                while not from_child.poll(1.0):  # a decode may take long; a dead helper not
+                while not from_child.poll(1.0):
                     if self._process.poll() is not None:
-                        raise EOFError
+                        raise EOFError("it ended")
+                    if time.monotonic() - asked > patience:
+                        raise TimeoutError(f"no answer in {patience:.0f} s")
                 kind, value = from_child.recv()
-            except (EOFError, OSError) as exc:  # the helper died: decode here from now on
-                self._give_up(f"the decoding process ended ({type(exc).__name__})")
+            except (EOFError, OSError) as exc:  # decode here from now on
+                self._give_up(f"the decoding process failed ({type(exc).__name__}: {exc})")
                 return None
+            self._slowest = max(self._slowest, time.monotonic() - asked)
             if kind == "error":  # decoded here instead, which says what is wrong if it is
                 self._give_up(value)
                 return None
@@ -201,6 +213,12 @@ class DecodeProcess:
         with self._lock:
             if self.state == "starting":
                 self.state = f"failed: {why}"
+
+
+def _placement(vae) -> tuple[torch.device, torch.dtype] | None:
+    """Where and in what dtype ``vae`` computes (its first weight's)."""
+    weight = next(vae.parameters(), None)
+    return None if weight is None else (weight.device, weight.dtype)
 
 
 # -- the helper's side ---------------------------------------------------------------------------

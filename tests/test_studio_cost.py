@@ -167,11 +167,37 @@ def test_a_helper_process_decodes_the_same_pixels_and_its_end_loses_nothing():
         here = np.asarray(decode_latents(vae, latent)[0])
         assert np.array_equal(np.asarray(helper.decode(latent)), here)
     assert (helper.decoded_there, helper.decoded_here) == (3, 0)
+    vae.to(torch.float64)  # not what was copied: decoded here, in float64
+    wide = decode_latents(vae, latents[0])[0]
+    assert np.array_equal(np.asarray(helper.decode(latents[0])), np.asarray(wide))
+    assert helper.decoded_here == 1
+    vae.to(torch.float32)
     helper._process.kill()  # it dies: the next decode is made here, equal, and says why
     helper._process.wait()
     image = helper.decode(latents[0])
     assert np.array_equal(np.asarray(image), np.asarray(decode_latents(vae, latents[0])[0]))
-    assert helper.decoded_here == 1 and helper.state.startswith("failed: the decoding process")
+    assert helper.decoded_here == 2 and helper.state.startswith(
+        "failed: the decoding process failed (EOFError"
+    )
+    helper.close()
+
+
+@pytest.mark.slow
+def test_a_helper_that_stops_answering_is_given_up_and_the_frame_decoded_here():
+    import os
+    import signal
+
+    from seqwidgets.decode_process import DecodeProcess
+
+    vae = sw.testing.tiny_pipeline().vae
+    helper = DecodeProcess(vae)
+    helper.start()
+    assert helper.wait_ready(120), helper.state
+    os.kill(helper._process.pid, signal.SIGSTOP)  # alive, and silent
+    helper.patience = 1.5
+    assert helper.decode(torch.zeros(4, 8, 8)).size == (64, 64)  # here, after 1.5 s
+    assert helper.decoded_here == 1 and "TimeoutError: no answer in 2 s" in helper.state
+    assert helper._process is None  # killed, not left stopped
     helper.close()
 
 
