@@ -75,7 +75,7 @@ def test_the_studios_latents_equal_the_engines_bit_for_bit(coherence):
 def test_frames_are_decoded_beside_the_sampling_drawn_in_the_jobs_thread_and_all_there(threaded):
     pipe = sw.testing.tiny_pipeline()
     studio = sw.Studio(pipe, threaded=threaded)
-    studio.display.threaded = True  # as on an accelerator (on a CPU the default decodes inline)
+    studio.display.threaded = True  # as on an accelerator, or a CPU with a core to spare
     decoders, drawers = set(), {}
     decode = pipe.vae.decode
 

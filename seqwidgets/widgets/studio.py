@@ -565,10 +565,11 @@ class Studio(W.VBox):
         job.on_frame(frame.index)
         session, size = self.session, self.thumb_size
         # On an accelerator a decode in the sampling thread waits for the device (a host
-        # synchronisation): a worker thread lets the sampling go on. On a CPU it helps where a
-        # core is left over by torch's threads (the default, half the cores): the decode's
-        # convolutions run there without the interpreter's lock; with every core busy it would
-        # only contend with the sampling (bench_interaction).
+        # synchronisation): a worker thread lets the sampling go on. On a CPU it helps where
+        # torch's threads leave cores idle (the default, half the cores), the decode itself in a
+        # helper process once a job runs a while (on a thread it takes turns with the sampler
+        # for Python's lock); with every core busy it would only contend with the sampling
+        # (bench_interaction, docs/performance.md).
         if self.display.threaded is None:
             self.display.threaded = not self._on_cpu() or _cores_to_spare()
         if self.display.threaded and self._on_cpu():
