@@ -13,8 +13,9 @@ here when the pipeline is given another VAE), and runs the same
 `decode_latents` with as many torch threads as the sampler, so its pixels are the in-process
 decode's, bit for bit (tested).
 It starts in the background; until it is ready, and for good once it has failed (a VAE that
-cannot be copied, a process that died), `DecodeProcess.decode` decodes in the calling process,
-so a caller never sees the difference but in time.
+cannot be copied, a process that died or stopped answering, a platform whose pipes it cannot
+use: it is written for Linux and macOS), `DecodeProcess.decode` decodes in the calling
+process, so a caller never sees the difference but in time.
 
 Example:
     >>> import torch
