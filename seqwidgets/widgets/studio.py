@@ -147,7 +147,7 @@ class Studio(W.VBox):
         self.live_preview = live_preview
         self.last_error: BaseException | None = None
         self.jobs = JobRunner(self.threaded, self._finish, self._show_error)
-        # Frames are decoded (beside the sampling, on an accelerator) and drawn at its next step.
+        # New frames are made beside the sampling where it can (`_on_frame`), drawn at its next step.
         self.display = DisplayWorker(threaded=None, on_error=self._show_error)
         self._decoder: DecodeProcess | None = None  # the helper process, on a CPU
 
@@ -302,7 +302,7 @@ class Studio(W.VBox):
         return self.jobs.wait(timeout)
 
     @property
-    def decode_process(self):
+    def decode_process(self) -> DecodeProcess | None:
         """The helper process decoding new frames (`seqwidgets.decode_process.DecodeProcess`),
         on a CPU with cores to spare once a job has run a while; ``None`` until then."""
         return self._decoder
