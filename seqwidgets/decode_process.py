@@ -267,4 +267,11 @@ def _serve() -> None:
 
 
 if __name__ == "__main__":
+    if sys.stdin.isatty() or len(sys.argv) > 1:  # run by hand (``--help``): say what it is
+        print(
+            "seqwidgets.decode_process is the studio's VAE decoding helper: a Studio starts it "
+            "and talks to it through its standard input and output; it is not run by hand.",
+            file=sys.stderr,
+        )
+        sys.exit(2)
     _serve()
