@@ -31,7 +31,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pickle
 import subprocess
@@ -88,6 +87,7 @@ class DecodeProcess:
         self._slowest = 0.0  # seconds, the helper's slowest answer
         self._copied = _placement(vae)  # what the copy is: a VAE moved since decodes here
         self._lock = threading.Lock()  # one request at a time on the pipe
+        self._settled = threading.Event()  # the start is over: ready, or failed
 
     def start(self) -> None:
         """Start the helper in the background (once); `decode` uses it when it is ready."""
@@ -99,44 +99,34 @@ class DecodeProcess:
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Wait until the helper is ready or has failed; return whether it is ready."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.state == "starting" and (deadline is None or time.monotonic() < deadline):
-            time.sleep(0.02)
+        if self.state == "starting":
+            self._settled.wait(timeout)
         return self.state == "ready"
 
-    def decode(self, latent: torch.Tensor) -> Image.Image:
-        """Decode one latent ``[C, h, w]`` (diffusers' scaling) to an RGB image: in the helper
-        when it is ready, else here."""
-        if self.state == "ready" and _placement(self.vae) == self._copied:
+    def decode(self, latent: torch.Tensor, vae=None) -> Image.Image:
+        """Decode one latent ``[C, h, w]`` (diffusers' scaling) to an RGB image with ``vae``
+        (default: the one copied): in the helper when it is ready and ``vae`` is still what it
+        copied (the same object, on the same device, in the same dtype), else here."""
+        vae = self.vae if vae is None else vae
+        if self.state == "ready" and vae is self.vae and _placement(vae) == self._copied:
             pixels = self._ask(latent)
             if pixels is not None:
                 self.decoded_there += 1
                 return Image.fromarray(pixels)
         self.decoded_here += 1
-        return decode_latents(self.vae, latent)[0]
+        return decode_latents(vae, latent)[0]
 
     def close(self) -> None:
         """Stop the helper. (It also ends with this process: its requests' pipe closes.)"""
         with self._lock:
-            pipes, process, self._pipes, self._process = self._pipes, self._process, None, None
             if not self.state.startswith("failed"):
                 self.state = "closed"
-        if pipes is not None:
-            with contextlib.suppress(OSError, ValueError):
-                pipes[0].send(None)
-            for pipe in pipes:
-                pipe.close()
-        if process is not None:
-            try:
-                process.wait(5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            self._end(patience=5.0)
 
     # -- the parent's side -----------------------------------------------------------------
 
     def _start(self) -> None:
-        process = None
+        why = None
         try:
             if vae_bytes(self.vae) > MAX_VAE_BYTES:
                 raise ValueError(f"the VAE is over {MAX_VAE_BYTES >> 20} MiB: not copied")
@@ -151,29 +141,31 @@ class DecodeProcess:
                 stderr=subprocess.DEVNULL,
                 env=_child_environment(),
             )
-            to_child = Connection(os.dup(process.stdin.fileno()), readable=False)
-            from_child = Connection(os.dup(process.stdout.fileno()), writable=False)
+            pipes = (
+                Connection(os.dup(process.stdin.fileno()), readable=False),
+                Connection(os.dup(process.stdout.fileno()), writable=False),
+            )
             process.stdin.close()
             process.stdout.close()
-            to_child.send((blob, self.threads))
+            with self._lock:  # from here on `close` and `_give_up` end them
+                self._pipes, self._process = pipes, process
+                if self.state != "starting":  # closed meanwhile
+                    self._end()
+                    return
+            pipes[0].send((blob, self.threads))
             del blob
-            reply = from_child.recv()  # "ready" or ("error", why); then ("image", pixels)
-        except Exception as exc:
-            self._fail(f"{type(exc).__name__}: {exc}")
-            if process is not None:
-                process.kill()
-                process.wait()
-            return
-        with self._lock:
-            if self.state != "starting" or reply != "ready":  # closed meanwhile, or failed
+            reply = pipes[1].recv()  # "ready" or ("error", why); then ("image", pixels)
+            why = None if reply == "ready" else reply[1]
+        except Exception as exc:  # closed meanwhile (its pipes closed), or a failed start
+            why = f"{type(exc).__name__}: {exc}"
+        finally:
+            with self._lock:
                 if self.state == "starting":
-                    self.state = f"failed: {reply[1]}"
-                to_child.close()
-                from_child.close()
-                process.kill()
-                process.wait()
-                return
-            self._pipes, self._process, self.state = (to_child, from_child), process, "ready"
+                    if why is None:
+                        self.state = "ready"
+                    else:
+                        self._give_up(why)
+            self._settled.set()
 
     def _ask(self, latent: torch.Tensor) -> np.ndarray | None:
         array = latent.detach().to("cpu", torch.float32).numpy()  # exact for f32, bf16, f16
@@ -203,17 +195,20 @@ class DecodeProcess:
 
     def _give_up(self, why: str) -> None:  # with the lock held
         self.state = f"failed: {why}"
+        self._end()
+
+    def _end(self, patience: float = 0.0) -> None:  # with the lock held
+        """Close the pipes (the helper stops at the end of its requests), wait ``patience``
+        seconds for it to go, then kill it."""
         for pipe in self._pipes or ():
             pipe.close()
         if self._process is not None:
-            self._process.kill()
-            self._process.wait()
+            try:
+                self._process.wait(patience)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
         self._pipes = self._process = None
-
-    def _fail(self, why: str) -> None:
-        with self._lock:
-            if self.state == "starting":
-                self.state = f"failed: {why}"
 
 
 def _placement(vae) -> tuple[torch.device, torch.dtype] | None:
@@ -235,7 +230,7 @@ def _child_environment() -> dict[str, str]:
 
 
 def _serve() -> None:
-    """The helper: load the VAE copy, say "ready", then decode each latent until told to stop.
+    """The helper: load the VAE copy, say "ready", then decode each latent until its input ends.
     Requests come on standard input, replies go out on what was standard output (anything else
     printed there would corrupt them: it goes nowhere)."""
     from_parent = Connection(os.dup(0), writable=False)
@@ -255,9 +250,7 @@ def _serve() -> None:
     while True:
         try:
             array = from_parent.recv()
-        except EOFError:
-            return
-        if array is None:
+        except EOFError:  # the studio closed it, or its process ended
             return
         try:
             image = decode_latents(vae, torch.from_numpy(array))[0]

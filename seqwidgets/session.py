@@ -163,9 +163,10 @@ class Session:
     Attributes:
         sampler (`SequenceSampler`): the engine every run of this session uses.
         last_error (`BaseException` or `None`): what ended the last run, if it raised.
-        decoder (*optional*): ``decoder(latent) -> PIL image``, how a frame's image is made;
-            ``None``: `decode_latents` with the pipeline's VAE, here. It must give the same
-            pixels (the studio sets a `seqwidgets.decode_process.DecodeProcess`'s ``decode``).
+        decoder (*optional*): ``decoder(latent, vae) -> PIL image``, how a frame's image is
+            made with the pipeline's VAE; ``None``: `decode_latents`, here. It must give the
+            same pixels (the studio sets a `seqwidgets.decode_process.DecodeProcess`'s
+            ``decode``).
     """
 
     def __init__(
@@ -174,7 +175,7 @@ class Session:
         self.pipe = pipe
         self.sampler = SequenceSampler(pipe)
         self.last_error: BaseException | None = None
-        self.decoder: Callable[[torch.Tensor], Image.Image] | None = None
+        self.decoder: Callable[[torch.Tensor, Any], Image.Image] | None = None
         self._images = ImageCache(image_cache_items, image_cache_bytes)
         self._thumbnails = ImageCache(4 * image_cache_items, 16 * 2**20)
         # Per-frame measures, keyed (owner id, loop) and held with the frame they describe.
@@ -246,12 +247,8 @@ class Session:
     def image(self, branch: Branch, index: int) -> Image.Image:
         """Loop ``index`` decoded by the VAE (cached; decoded again after eviction)."""
         owner = self._owner(branch, index)
-        latent, decoder = owner.frames[index].latent, self.decoder
-        if decoder is None:
-            return self._images.get(
-                (owner.id, index), lambda: decode_latents(self.pipe.vae, latent)[0]
-            )
-        return self._images.get((owner.id, index), lambda: decoder(latent))
+        latent, decode = owner.frames[index].latent, self.decoder or _decode_here
+        return self._images.get((owner.id, index), lambda: decode(latent, self.pipe.vae))
 
     def thumbnail(self, branch: Branch, index: int, size: int | tuple[int, int]) -> Image.Image:
         """Loop ``index`` decoded and fitted into ``size`` (see `seqwidgets.decode.thumbnail`)."""
@@ -982,6 +979,10 @@ class _Loops:
 
     def image(self, index: int) -> Image.Image:
         return self.session.image(self.branch, index)
+
+
+def _decode_here(latent: torch.Tensor, vae) -> Image.Image:
+    return decode_latents(vae, latent)[0]
 
 
 def _one_at_a_time(frames: Iterator[Frame]) -> Iterator[list[Frame]]:

@@ -237,7 +237,8 @@ def test_a_long_studio_run_on_a_cpu_decodes_its_frames_in_the_helper(monkeypatch
     pipe.vae = other
     latent = torch.randn(4, 8, 8)
     expected = np.asarray(decode_latents(other, latent)[0])
-    assert np.array_equal(np.asarray(studio.session.decoder(latent)), expected)
+    decoded = studio.session.decoder(latent, studio.session.pipe.vae)  # as `Session.image` asks
+    assert np.array_equal(np.asarray(decoded), expected)
     process = helper._process
     studio.close()
     assert helper.state == "closed" and process.poll() is not None  # no process left behind

@@ -95,9 +95,12 @@ class DisplayWorker:
         entry = _Entry(draw, latest)
         with self._lock:
             if latest is not None:
-                kept = [e for e in self._queue if e.latest != latest]
+                kept = []
                 for e in self._queue:
-                    e.replaced = e.replaced or e.latest == latest
+                    if e.latest == latest:
+                        e.replaced = True
+                    else:
+                        kept.append(e)
                 self.dropped += len(self._queue) - len(kept)
                 self._queue = kept
             self._queue.append(entry)

@@ -17,7 +17,6 @@ from typing import Any
 import ipywidgets as W
 import traitlets
 
-from seqwidgets.decode import decode_latents
 from seqwidgets.decode_process import DecodeProcess
 from seqwidgets.device import available_memory, spare_cpu_cores
 from seqwidgets.offload import execution_device
@@ -570,18 +569,16 @@ class Studio(W.VBox):
         # helper process once a job runs a while (on a thread it takes turns with the sampler
         # for Python's lock); with every core busy it would only contend with the sampling
         # (bench_interaction, docs/performance.md).
+        on_cpu = execution_device(session.pipe).type == "cpu"
         if self.display.threaded is None:
-            self.display.threaded = not self._on_cpu() or _cores_to_spare()
-        if self.display.threaded and self._on_cpu():
+            self.display.threaded = not on_cpu or _cores_to_spare()
+        if self.display.threaded and on_cpu:
             self._decode_in_a_process(job)
         self.display.submit(
             self.jobs.guarded(lambda: self._draw_frame(job, branch, frame)),
             prepare=lambda: self._prepare_frame(session, branch, frame.index, size),
         )
         self.display.draw_ready()
-
-    def _on_cpu(self) -> bool:
-        return execution_device(self.session.pipe).type == "cpu"
 
     def _decode_in_a_process(self, job: Job) -> None:
         """Once a job has sampled for `DECODER_PROCESS_AFTER_S`, decode in a helper process
@@ -593,15 +590,9 @@ class Studio(W.VBox):
         room = available_memory("cpu")
         if room is not None and room < DECODER_PROCESS_MEMORY:
             return
-        helper = self._decoder = DecodeProcess(session.pipe.vae)
-        helper.start()
-
-        def decode(latent):
-            if session.pipe.vae is helper.vae:
-                return helper.decode(latent)
-            return decode_latents(session.pipe.vae, latent)[0]  # another VAE set since: here
-
-        session.decoder = decode
+        self._decoder = DecodeProcess(session.pipe.vae)
+        self._decoder.start()
+        session.decoder = self._decoder.decode  # another VAE set since: decoded here
 
     @staticmethod
     def _prepare_frame(session, branch, index: int, size: int) -> None:
